@@ -1,0 +1,109 @@
+"""The workers' status callback client: signed, retried with backoff.
+
+Used by the Celery worker and the legacy consumer (both synchronous code). A report
+is retried while the api is unreachable or answers 5xx/429, for at most
+``max_wait`` seconds; the same ``event_id`` is kept across retries, so a report
+that was applied but whose answer was lost is recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+
+from tasklab_common.auth import sign_headers
+from tasklab_common.messages import CallbackReply, StatusUpdate
+from tasklab_common.models import TaskStatus
+
+log = logging.getLogger("tasklab.callback")
+
+
+class CallbackError(Exception):
+    """The api refused a report for good (4xx other than 404/429), or never answered."""
+
+
+class CallbackClient:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        timeout: float = 5.0,
+        max_wait: float = 900.0,
+        backoff: float = 0.2,
+        backoff_max: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = url
+        self._secret = secret
+        self._max_wait = max_wait
+        self._backoff = backoff
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+        self._local = threading.local()
+        self._timeout = timeout
+        self._transport = transport
+
+    def _client(self) -> httpx.Client:
+        # One keep-alive client per thread: httpx.Client is not meant to be shared
+        # across threads that send concurrently.
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(timeout=self._timeout, transport=self._transport)
+            self._local.client = client
+        return client
+
+    def close(self) -> None:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is not None:
+            client.close()
+            self._local.client = None
+
+    def report(self, update: StatusUpdate) -> CallbackReply:
+        """Send ``update`` until the api answers; return its reply.
+
+        A 404 (the api does not know the task) is answered as "do not proceed".
+        """
+        body = update.model_dump_json().encode()
+        deadline = time.monotonic() + self._max_wait
+        delay = self._backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Content-Type": "application/json", **sign_headers(self._secret, body)}
+            try:
+                resp = self._client().post(self.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code == 200:
+                    return CallbackReply.model_validate_json(resp.content)
+                if resp.status_code == 404:
+                    log.warning("task %s is unknown to the api; not running it", update.task_id)
+                    return CallbackReply(applied=False, status=TaskStatus.FAILED, proceed=False)
+                if resp.status_code != 429 and resp.status_code < 500:
+                    raise CallbackError(
+                        f"callback for task {update.task_id} refused: "
+                        f"{resp.status_code} {resp.text[:300]}"
+                    )
+                problem = f"HTTP {resp.status_code}"
+            if time.monotonic() + delay > deadline:
+                raise CallbackError(
+                    f"callback for task {update.task_id} ({update.status}) not delivered "
+                    f"after {attempt} tries: {problem}"
+                )
+            log.warning(
+                "callback for task %s (%s) failed (%s); retrying in %.1fs",
+                update.task_id,
+                update.status,
+                problem,
+                delay,
+            )
+            self._sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self._backoff_max)

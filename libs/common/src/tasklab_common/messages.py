@@ -1,0 +1,176 @@
+"""What travels between the services.
+
+- :class:`TaskParams`: a task's validated parameters (also the submit request's).
+- :class:`TaskMessage`: the JSON body the api publishes to the direct queue.
+- :func:`celery_call` / :func:`message_from_celery`: the one mapping between a task
+  and the Celery task signature of the original guide,
+  ``process_task(task_num, timeout, worker_id='celery')``.
+- :class:`StatusUpdate` / :class:`CallbackReply`: the workers' status callback.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from tasklab_common.models import WORKER_STATUSES, Method, TaskKind, TaskStatus
+
+#: Upper bounds shared by validation everywhere.
+MAX_DURATION_SECONDS: Final = 3600.0
+MAX_NUMBERS: Final = 10_000
+MAX_FAIL_TIMES: Final = 10
+MAX_RESULT_BYTES: Final = 64 * 1024
+MAX_ERROR_CHARS: Final = 2000
+MAX_WORKER_CHARS: Final = 200
+
+Duration = Annotated[
+    float,
+    Field(
+        strict=True,
+        ge=0,
+        le=MAX_DURATION_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds of simulated work (process_task's `timeout`).",
+    ),
+]
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class TaskParams(BaseModel):
+    """A task's parameters; what a worker needs besides the task's identity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    duration: Duration = 0.0
+    numbers: Annotated[
+        list[FiniteNumber] | None,
+        Field(max_length=MAX_NUMBERS, description="Input of process_data."),
+    ] = None
+    fail_times: Annotated[
+        int,
+        Field(
+            strict=True,
+            ge=0,
+            le=MAX_FAIL_TIMES,
+            description="Make the first N attempts fail, to see retries.",
+        ),
+    ] = 0
+
+
+def check_params_for_kind(kind: TaskKind, params: TaskParams) -> None:
+    """Raise ``ValueError`` when ``params`` do not fit ``kind``."""
+    if kind is TaskKind.PROCESS_DATA and not params.numbers:
+        raise ValueError("process_data needs a non-empty list `numbers`")
+    if kind is TaskKind.PROCESS_TASK and params.numbers is not None:
+        raise ValueError("`numbers` is only for kind process_data")
+
+
+class TaskMessage(BaseModel):
+    """Body of a message on the direct queue (method ``rabbitmq``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = 1
+    task_id: str
+    num: int
+    kind: TaskKind
+    method: Method
+    params: TaskParams
+
+    @model_validator(mode="after")
+    def _params_fit_kind(self) -> TaskMessage:
+        check_params_for_kind(self.kind, self.params)
+        return self
+
+
+#: ``worker_id`` argument of the Celery tasks, as in the guide.
+CELERY_WORKER_ID: Final = "celery"
+
+
+def celery_call(msg: TaskMessage) -> tuple[str, list[Any], dict[str, Any]]:
+    """Celery task name, positional and keyword arguments for a task.
+
+    ``process_task(task_num, timeout, worker_id='celery', *, method, fail_times)``
+    ``process_data(task_num, numbers, worker_id='celery', *, method, fail_times, duration)``
+
+    The Celery task id is the tasklab task id.
+    """
+    kwargs: dict[str, Any] = {"method": msg.method.value, "fail_times": msg.params.fail_times}
+    if msg.kind is TaskKind.PROCESS_TASK:
+        return msg.kind.value, [msg.num, msg.params.duration, CELERY_WORKER_ID], kwargs
+    kwargs["duration"] = msg.params.duration
+    return msg.kind.value, [msg.num, list(msg.params.numbers or []), CELERY_WORKER_ID], kwargs
+
+
+def message_from_celery(
+    task_id: str,
+    kind: TaskKind,
+    task_num: int,
+    payload: float | list[float],
+    *,
+    method: str = Method.CELERY.value,
+    fail_times: int = 0,
+    duration: float = 0.0,
+) -> TaskMessage:
+    """Inverse of :func:`celery_call`, used by the Celery tasks."""
+    if kind is TaskKind.PROCESS_TASK:
+        if not isinstance(payload, int | float):
+            raise ValueError("process_task takes a number of seconds")
+        params = TaskParams(duration=float(payload), fail_times=fail_times)
+    else:
+        if not isinstance(payload, list):
+            raise ValueError("process_data takes a list of numbers")
+        params = TaskParams(
+            numbers=[float(x) for x in payload], duration=float(duration), fail_times=fail_times
+        )
+    return TaskMessage(
+        task_id=task_id, num=task_num, kind=kind, method=Method(method), params=params
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StatusUpdate(BaseModel):
+    """A worker's report of a status change (body of ``POST /update_task_status_api/``).
+
+    ``event_id`` identifies the change: the same change sent again (a retry after a
+    lost response) is recognised and changes nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: Annotated[str, Field(min_length=1, max_length=64)]
+    status: TaskStatus
+    attempt: Annotated[int, Field(strict=True, ge=1, le=1000)] = 1
+    worker: Annotated[str | None, Field(max_length=MAX_WORKER_CHARS)] = None
+    result: dict[str, Any] | None = None
+    error: Annotated[str | None, Field(max_length=MAX_ERROR_CHARS)] = None
+    event_id: Annotated[str, Field(min_length=8, max_length=64)] = Field(
+        default_factory=lambda: uuid.uuid4().hex
+    )
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _worker_status(self) -> StatusUpdate:
+        if self.status not in WORKER_STATUSES:
+            allowed = ", ".join(sorted(WORKER_STATUSES))
+            raise ValueError(f"a worker can report only {allowed}")
+        return self
+
+
+class CallbackReply(BaseModel):
+    """The api's answer to a status callback.
+
+    ``proceed`` tells a worker whether it should (still) run the task: false once the
+    task is final (done elsewhere, failed or cancelled) or unknown.
+    """
+
+    applied: bool
+    status: TaskStatus
+    proceed: bool
+    duplicate: bool = False

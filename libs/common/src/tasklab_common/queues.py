@@ -1,0 +1,18 @@
+"""Broker names shared by the api (publisher) and the workers (consumers).
+
+Queues are durable classic queues declared with no arguments by whichever side
+connects first; limits (max length, dead-lettering) are applied by broker policies,
+so they can change without redeclaring a queue.
+"""
+
+from typing import Final
+
+#: The Celery queue, as in the original guide (routing key ``celery``).
+CELERY_QUEUE: Final = "celery"
+#: The queue the legacy pika consumer reads (method ``rabbitmq``).
+DIRECT_QUEUE: Final = "direct_tasks"
+#: Dead-letter exchange and queue for messages that were rejected for good.
+DEAD_LETTER_EXCHANGE: Final = "tasklab.dlx"
+DEAD_LETTER_QUEUE: Final = "dead_letters"
+
+ALL_QUEUES: Final = (CELERY_QUEUE, DIRECT_QUEUE, DEAD_LETTER_QUEUE)

@@ -1,0 +1,75 @@
+"""Settings base shared by every service (pydantic-settings).
+
+Values come from the environment, then from a ``.env`` file in the working
+directory (``make dev`` writes one), then from the defaults. Secrets have no
+defaults: a service without ``CALLBACK_SECRET`` refuses to start with a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasklab_common.auth import MIN_SECRET_LENGTH
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    rmq_url: SecretStr = Field(
+        description="AMQP URL of the broker, e.g. amqp://user:password@host:5672/ (RMQ_URL).",
+    )
+    callback_secret: SecretStr = Field(
+        min_length=MIN_SECRET_LENGTH,
+        description="Shared secret that authenticates status callbacks (CALLBACK_SECRET).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("rmq_url")
+    @classmethod
+    def _amqp_scheme(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ValueError("RMQ_URL must look like amqp://user:password@host:5672/")
+        return value
+
+    def amqp_url(self) -> str:
+        return self.rmq_url.get_secret_value()
+
+
+class WorkerSettings(CommonSettings):
+    """Settings of the processes that run tasks (Celery worker, consumer)."""
+
+    api_url: str = Field(
+        description="The api's callback URL, ending in /update_task_status_api/ (API_URL).",
+    )
+    callback_timeout: float = Field(5.0, gt=0, description="Seconds per callback request.")
+    callback_max_wait: float = Field(
+        900.0, gt=0, description="Seconds a callback is retried while the api is unreachable."
+    )
+    max_retries: int = Field(3, ge=0, le=10, description="Retries after a failed attempt.")
+    retry_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first retry; doubles each retry."
+    )
+    retry_backoff_max: float = Field(30.0, ge=0, description="Cap of the retry delay.")
+
+
+def setup_logging(settings: CommonSettings, *, fmt: str | None = None) -> None:
+    """Configure the root logger: the guide's readable lines, or JSON."""
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        from tasklab_common.logfmt import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter(fmt or "[%(asctime)s] %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
