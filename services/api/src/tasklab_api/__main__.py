@@ -1,0 +1,55 @@
+"""``tasklab-api``: migrate the task store, then serve (the same command everywhere).
+
+tasklab-api            migrate, then serve on API_HOST:API_PORT
+tasklab-api migrate    only migrate (e.g. a Kubernetes init container)
+tasklab-api serve --no-migrate
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+from tasklab_common.settings import setup_logging
+
+from tasklab_api.config import Settings
+from tasklab_api.migrate import upgrade
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        sys.exit(f"tasklab-api: invalid configuration: {problems}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tasklab-api", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument("--no-migrate", action="store_true", help="serve without migrating")
+    args = parser.parse_args(argv)
+
+    settings = _settings()
+    setup_logging(settings)
+    if args.command == "migrate" or not args.no_migrate:
+        upgrade(settings.database_url)
+    if args.command == "migrate":
+        return
+    uvicorn.run(
+        "tasklab_api.main:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The api's settings (environment, then ``.env``, then defaults)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from tasklab_common.settings import CommonSettings
+
+
+class Settings(CommonSettings):
+    database_url: str = Field(
+        "sqlite:///./tasklab.db",
+        description="Task store: sqlite:///PATH (one api process) or postgresql://...",
+    )
+    api_host: str = Field("0.0.0.0", description="Address uvicorn binds (API_HOST).")
+    api_port: int = Field(8080, ge=1, le=65535, description="Port uvicorn binds (API_PORT).")
+    sync_wait_seconds: float = Field(
+        30.0, gt=0, description="How long a sync submission waits for its result by default."
+    )
+    sync_wait_max_seconds: float = Field(
+        300.0, gt=0, description="Largest `wait` a sync submission may ask for."
+    )
+    publish_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for the broker to confirm a publish."
+    )
+    broker_connect_timeout: float = Field(5.0, gt=0, description="Seconds per connect attempt.")
+    submit_rate: float = Field(
+        200.0, ge=0, description="Submissions per second per client address (0: unlimited)."
+    )
+    submit_burst: int = Field(400, ge=1, description="Burst size of the submission limit.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    callback_tolerance_seconds: float = Field(
+        300.0, gt=0, description="How far a callback's signed timestamp may be from now."
+    )
+    revoke_timeout: float = Field(5.0, gt=0, description="Seconds to broadcast a Celery revoke.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()  # required values come from the environment

@@ -1,0 +1,122 @@
+"""Task change notifications inside and across api processes.
+
+Subscribers (the live stream, sync waiters) get every changed task. On PostgreSQL
+each change is a ``NOTIFY`` sent in the changing transaction, and every api process
+``LISTEN``s, so a change reaches the subscribers of every process; on SQLite (one
+api process) changes are published in-process after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import psycopg
+
+from tasklab_api.orm import Task
+from tasklab_api.schemas import TaskOut
+from tasklab_api.store import NOTIFY_CHANNEL
+
+log = logging.getLogger("tasklab.events")
+
+SUBSCRIBER_QUEUE = 1000
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Queue[TaskOut | None]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    def publish(self, task: Task | TaskOut) -> None:
+        out = task if isinstance(task, TaskOut) else TaskOut.model_validate(task)
+        for q in list(self._subscribers):
+            try:
+                q.put_nowait(out)
+            except asyncio.QueueFull:
+                # A subscriber that cannot keep up is dropped; it reconnects and
+                # catches up from the task list.
+                self._subscribers.discard(q)
+                with contextlib.suppress(asyncio.QueueFull):
+                    q.get_nowait()
+                    q.put_nowait(None)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[TaskOut | None]]:
+        q: asyncio.Queue[TaskOut | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(q)
+        try:
+            yield q
+        finally:
+            self._subscribers.discard(q)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    async def wait_for(
+        self,
+        task_id: str,
+        done: Callable[[TaskOut], bool],
+        fetch: Callable[[], Awaitable[TaskOut | None]],
+        timeout: float,
+        poll: float = 1.0,
+    ) -> TaskOut | None:
+        """Wait until ``done(task)``; returns the last known task (None if unknown).
+
+        Notifications wake the waiter at once; a slow poll covers a notification
+        lost while a listener reconnects.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self.subscribe() as q:
+            last = await fetch()
+            while last is not None and not done(last):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    ev = await asyncio.wait_for(q.get(), min(poll, remaining))
+                except TimeoutError:
+                    last = await fetch() or last
+                    continue
+                if ev is None:  # dropped as too slow: fall back to polling
+                    last = await fetch() or last
+                    continue
+                if ev.id == task_id:
+                    last = ev
+            return last
+
+    def start_listener(self, conninfo: str, fetch: Callable[[str], Awaitable[Task | None]]) -> None:
+        self._listener = asyncio.create_task(self._listen(conninfo, fetch), name="pg-listen")
+
+    async def _listen(self, conninfo: str, fetch: Callable[[str], Awaitable[Task | None]]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.listening.set()
+                    delay = 0.5
+                    async for note in conn.notifies():
+                        task = await fetch(note.payload)
+                        if task is not None:
+                            self.publish(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep listening whatever happens
+                self.listening.clear()
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for q in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)

@@ -1,0 +1,105 @@
+"""Request limits: body size and type, and a per-client submission rate."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``max_bytes``; 415 for non-JSON bodies sent to the JSON API.
+
+    Pure ASGI, so the limit holds for chunked bodies too.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                await _reply(send, 400, "invalid Content-Length")
+                return
+            if too_big:
+                await _reply(send, 413, f"request body larger than {self.max_bytes} bytes")
+                return
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        has_body = length not in (None, b"0") or b"transfer-encoding" in headers
+        if has_body and ctype != b"application/json":
+            await _reply(send, 415, "send the body as application/json")
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException, so that FastAPI's body parsing passes it on.
+                    raise HTTPException(413, f"request body larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _reply(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class RateLimiter:
+    """Token bucket per key (client address); ``rate`` 0 disables it."""
+
+    MAX_KEYS = 10_000
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, key: str) -> float:
+        """0 when allowed, else the seconds to wait before retrying."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        b = self._buckets.get(key)
+        if b is None:
+            if len(self._buckets) >= self.MAX_KEYS:
+                self._buckets.clear()
+            b = self._buckets[key] = _Bucket(float(self.burst), now)
+        b.tokens = min(float(self.burst), b.tokens + (now - b.stamp) * self.rate)
+        b.stamp = now
+        if b.tokens >= 1:
+            b.tokens -= 1
+            return 0.0
+        return (1 - b.tokens) / self.rate

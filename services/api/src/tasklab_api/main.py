@@ -1,0 +1,110 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from celery import Celery
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from tasklab_api.config import Settings, get_settings
+from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
+from tasklab_api.events import EventHub
+from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
+from tasklab_api.publisher import Publisher
+from tasklab_api.routers import callbacks, health, tasks, ui
+from tasklab_api.state import AppState
+from tasklab_api.store import TaskStore
+
+log = logging.getLogger("tasklab.api")
+
+NONCE_PURGE_INTERVAL = 60.0
+
+
+async def _purge_nonces(store: TaskStore, keep: timedelta) -> None:
+    while True:
+        await asyncio.sleep(NONCE_PURGE_INTERVAL)
+        try:
+            await store.purge_nonces(keep)
+        except Exception as exc:
+            log.warning("purging callback nonces failed: %s", exc)
+
+
+def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """422 with a reason per problem; never echoes the (possibly huge or non-JSON) input."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = normalize_url(settings.database_url)
+        postgres = not is_sqlite(url)
+        engine = create_engine(settings.database_url)
+        store = TaskStore(session_factory(engine), postgres=postgres)
+        hub = EventHub()
+        publisher = Publisher(
+            settings.amqp_url(),
+            publish_timeout=settings.publish_timeout,
+            connect_timeout=settings.broker_connect_timeout,
+        )
+        control = Celery("tasklab-api-control", broker=settings.amqp_url(), set_as_current=False)
+        control.conf.broker_connection_timeout = settings.revoke_timeout
+        control.conf.broker_connection_max_retries = 1
+        state = AppState(
+            settings=settings,
+            store=store,
+            publisher=publisher,
+            hub=hub,
+            limiter=RateLimiter(settings.submit_rate, settings.submit_burst),
+            control=control,
+            postgres=postgres,
+        )
+        app.state.tasklab = state
+        if postgres:
+
+            async def fetch(task_id: str):  # type: ignore[no-untyped-def]
+                return await store.get(task_id)
+
+            hub.start_listener(libpq_conninfo(url), fetch)
+        await publisher.start()
+        await publisher.wait_connected(settings.broker_connect_timeout)
+        keep = timedelta(seconds=2 * settings.callback_tolerance_seconds)
+        purger = asyncio.create_task(_purge_nonces(store, keep), name="purge-nonces")
+        try:
+            yield
+        finally:
+            purger.cancel()
+            await hub.close()
+            await publisher.close()
+            control.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="tasklab",
+        summary="Asynchronous tasks through Celery, RabbitMQ (direct) or synchronously.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(tasks.router)
+    app.include_router(callbacks.router)
+    app.include_router(health.router)
+    app.include_router(ui.router)
+    app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,92 @@
+"""``POST /update_task_status_api/``: the workers' authenticated status callback."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from tasklab_common.auth import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    CallbackAuthError,
+    verify,
+)
+from tasklab_common.messages import CallbackReply, StatusUpdate
+from tasklab_common.models import TaskStatus
+
+from tasklab_api import metrics
+from tasklab_api.deps import State
+from tasklab_api.schemas import ErrorOut
+from tasklab_api.store import ReplayError, TaskNotFound
+
+router = APIRouter(tags=["callbacks"])
+
+
+@router.post(
+    "/update_task_status_api/",
+    response_model=CallbackReply,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": StatusUpdate.model_json_schema()}},
+        }
+    },
+    responses={
+        401: {"model": ErrorOut, "description": "Missing, bad or stale signature"},
+        403: {"model": ErrorOut, "description": "Replayed request"},
+        404: {"model": ErrorOut, "description": "Unknown task"},
+    },
+)
+async def update_task_status(request: Request, state: State) -> CallbackReply:
+    """A worker reports a status change. Requests are signed (HMAC-SHA256 with the
+    shared secret over timestamp, nonce and body). An update that does not move the
+    task forward is accepted and changes nothing."""
+    raw = await request.body()
+    try:
+        call = verify(
+            state.settings.callback_secret.get_secret_value(),
+            raw,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(NONCE_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            tolerance=state.settings.callback_tolerance_seconds,
+        )
+    except CallbackAuthError as exc:
+        metrics.CALLBACKS.labels("unauthenticated").inc()
+        raise HTTPException(401, f"callback rejected: {exc.reason}") from None
+    try:
+        update = StatusUpdate.model_validate_json(raw)
+    except ValidationError as exc:
+        metrics.CALLBACKS.labels("invalid").inc()
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+    try:
+        outcome = await state.store.apply_update(update, call.nonce)
+    except ReplayError:
+        metrics.CALLBACKS.labels("replayed").inc()
+        raise HTTPException(403, "callback rejected: replayed request") from None
+    except TaskNotFound:
+        metrics.CALLBACKS.labels("unknown_task").inc()
+        raise HTTPException(404, "no such task") from None
+
+    task = outcome.task
+    if outcome.duplicate:
+        metrics.CALLBACKS.labels("duplicate").inc()
+    elif outcome.applied:
+        metrics.CALLBACKS.labels("applied").inc()
+        if update.status is TaskStatus.IN_PROGRESS and update.attempt == 1:
+            metrics.observe_started(task)
+        elif update.status is TaskStatus.RETRYING:
+            metrics.TASK_RETRIES.labels(task.method).inc()
+        elif update.status.is_final:
+            metrics.observe_finished(task)
+    else:
+        metrics.CALLBACKS.labels("stale").inc()
+    if not outcome.duplicate and (outcome.applied or update.status is TaskStatus.IN_PROGRESS):
+        await state.announce(task, notified=True)
+    return CallbackReply(
+        applied=outcome.applied,
+        status=TaskStatus(task.status),
+        proceed=outcome.proceed,
+        duplicate=outcome.duplicate,
+    )

@@ -1,0 +1,176 @@
+"""``/api/tasks``: submit, list, read and cancel tasks; the live stream."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi.responses import JSONResponse, StreamingResponse
+from tasklab_common.messages import TaskMessage
+from tasklab_common.models import Method, TaskKind, TaskStatus
+
+from tasklab_api import metrics
+from tasklab_api.deps import State
+from tasklab_api.publisher import BrokerUnavailable
+from tasklab_api.schemas import ErrorOut, TaskCreate, TaskOut, TaskPage
+from tasklab_api.store import NotCancellable, TaskNotFound
+
+router = APIRouter(prefix="/api", tags=["tasks"])
+
+TaskId = Annotated[str, Path(min_length=1, max_length=64, description="The task's id.")]
+KEEPALIVE_SECONDS = 15.0
+
+
+def _client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskOut,
+    responses={
+        200: {"model": TaskOut, "description": "sync: the finished task"},
+        429: {"model": ErrorOut, "description": "Too many submissions"},
+        503: {"model": ErrorOut, "description": "Broker down or queue full"},
+        504: {"model": TaskOut, "description": "sync: still running when the wait ended"},
+    },
+)
+async def submit_task(body: TaskCreate, request: Request, state: State) -> TaskOut | JSONResponse:
+    """Submit a task. ``celery`` and ``rabbitmq`` answer 202 once the broker has the
+    task; ``sync`` waits for the result and answers 200 with the finished task."""
+    wait = body.wait or state.settings.sync_wait_seconds
+    if body.method is Method.SYNC and wait > state.settings.sync_wait_max_seconds:
+        raise HTTPException(
+            422, f"`wait` may be at most {state.settings.sync_wait_max_seconds:g} seconds"
+        )
+    retry_after = state.limiter.allow(_client_key(request))
+    if retry_after:
+        metrics.TASKS_REJECTED.labels(body.method.value, "rate_limited").inc()
+        raise HTTPException(
+            429,
+            "too many submissions; slow down",
+            headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+        )
+    if not state.publisher.connected:
+        metrics.TASKS_REJECTED.labels(body.method.value, "broker_unavailable").inc()
+        raise HTTPException(503, "broker unavailable", headers={"Retry-After": "5"})
+
+    task = await state.store.create(body.method, body.kind, body.params())
+    msg = TaskMessage(
+        task_id=task.id, num=task.num, kind=body.kind, method=body.method, params=body.params()
+    )
+    try:
+        await state.publisher.publish_task(msg)
+    except BrokerUnavailable as exc:
+        await state.store.discard(task.id)
+        metrics.TASKS_REJECTED.labels(body.method.value, "broker_unavailable").inc()
+        raise HTTPException(503, exc.reason, headers={"Retry-After": "5"}) from None
+    metrics.TASKS_SUBMITTED.labels(task.method, task.kind).inc()
+    await state.announce(task)
+    out = TaskOut.model_validate(task)
+    if body.method is not Method.SYNC:
+        return out
+
+    async def fetch() -> TaskOut | None:
+        current = await state.store.get(task.id)
+        return TaskOut.model_validate(current) if current else None
+
+    final = await state.hub.wait_for(task.id, lambda t: t.status.is_final, fetch, wait)
+    final = final or out
+    code = 200 if final.status.is_final else 504
+    return JSONResponse(final.model_dump(mode="json"), status_code=code)
+
+
+@router.get("/tasks", response_model=TaskPage)
+async def list_tasks(
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    method: Annotated[list[Method] | None, Query()] = None,
+    status_: Annotated[list[TaskStatus] | None, Query(alias="status")] = None,
+    kind: Annotated[list[TaskKind] | None, Query()] = None,
+    updated_since: Annotated[
+        datetime | None, Query(description="Only tasks changed at or after this time.")
+    ] = None,
+) -> TaskPage:
+    """Tasks, newest first."""
+    if updated_since is not None and updated_since.tzinfo is None:
+        raise HTTPException(422, "updated_since needs a timezone (e.g. ...Z)")
+    rows, total = await state.store.list(
+        limit=limit,
+        offset=offset,
+        method=method or (),
+        status=status_ or (),
+        kind=kind or (),
+        updated_since=updated_since,
+    )
+    return TaskPage(
+        items=[TaskOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses={404: {"model": ErrorOut}})
+async def get_task(task_id: TaskId, state: State) -> TaskOut:
+    task = await state.store.get(task_id)
+    if task is None:
+        raise HTTPException(404, "no such task")
+    return TaskOut.model_validate(task)
+
+
+@router.post(
+    "/tasks/{task_id}/cancel",
+    response_model=TaskOut,
+    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+)
+async def cancel_task(task_id: TaskId, state: State) -> TaskOut:
+    """Cancel a task that is not final yet. A pending task never runs; a running
+    Celery task is revoked (terminated)."""
+    try:
+        outcome = await state.store.cancel(task_id)
+    except TaskNotFound:
+        raise HTTPException(404, "no such task") from None
+    except NotCancellable as exc:
+        raise HTTPException(409, f"cannot cancel: {exc}") from None
+    task = outcome.task
+    metrics.observe_finished(task)
+    await state.announce(task, notified=True)
+    if task.method in (Method.CELERY, Method.SYNC):
+        running = outcome.previous in (TaskStatus.IN_PROGRESS, TaskStatus.RETRYING)
+        await state.revoke(task.id, terminate=running)
+    return TaskOut.model_validate(task)
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def task_events(state: State) -> StreamingResponse:
+    """Server-sent events: ``task`` events carry a changed task as JSON.
+
+    After (re)connecting, a client reloads the list to catch up on what it missed.
+    """
+
+    async def stream() -> AsyncIterator[str]:
+        async with state.hub.subscribe() as q:
+            yield "retry: 1000\nevent: hello\ndata: {}\n\n"
+            while True:
+                try:
+                    ev = await asyncio.wait_for(q.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if ev is None:
+                    return
+                yield f"event: task\ndata: {ev.model_dump_json()}\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

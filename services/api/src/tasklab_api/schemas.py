@@ -1,0 +1,103 @@
+"""Request and response models of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from tasklab_common.messages import (
+    MAX_FAIL_TIMES,
+    MAX_NUMBERS,
+    Duration,
+    FiniteNumber,
+    TaskParams,
+    check_params_for_kind,
+)
+from tasklab_common.models import Method, TaskKind, TaskStatus
+
+
+class TaskCreate(BaseModel):
+    """A submission. ``duration`` is passed to process_task as ``timeout``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"method": "celery", "duration": 5},
+                {"method": "rabbitmq", "kind": "process_data", "numbers": [1, 2, 3.5]},
+                {"method": "sync", "duration": 1, "fail_times": 1},
+            ]
+        },
+    )
+
+    method: Method
+    kind: TaskKind = TaskKind.PROCESS_TASK
+    duration: Duration = 0.0
+    numbers: Annotated[list[FiniteNumber] | None, Field(max_length=MAX_NUMBERS)] = None
+    fail_times: Annotated[int, Field(strict=True, ge=0, le=MAX_FAIL_TIMES)] = 0
+    wait: Annotated[
+        float | None,
+        Field(
+            strict=True,
+            gt=0,
+            allow_inf_nan=False,
+            description="sync only: seconds to wait for the result (default SYNC_WAIT_SECONDS).",
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskCreate:
+        check_params_for_kind(self.kind, self.params())
+        if self.wait is not None and self.method is not Method.SYNC:
+            raise ValueError("`wait` is only for method sync")
+        return self
+
+    def params(self) -> TaskParams:
+        return TaskParams(duration=self.duration, numbers=self.numbers, fail_times=self.fail_times)
+
+
+class TaskOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    num: int
+    method: Method
+    kind: TaskKind
+    status: TaskStatus
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    worker: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def queue_wait_seconds(self) -> float | None:
+        """created → started."""
+        if self.started_at is None:
+            return None
+        return round((self.started_at - self.created_at).total_seconds(), 4)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def run_seconds(self) -> float | None:
+        """started → finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 4)
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ErrorOut(BaseModel):
+    detail: str

@@ -1,0 +1,53 @@
+"""The api process's long-lived objects, and what happens when a task changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+
+from tasklab_api.config import Settings
+from tasklab_api.events import EventHub
+from tasklab_api.limits import RateLimiter
+from tasklab_api.orm import Task
+from tasklab_api.publisher import Publisher
+from tasklab_api.store import TaskStore, notify
+
+log = logging.getLogger("tasklab.api")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: TaskStore
+    publisher: Publisher
+    hub: EventHub
+    limiter: RateLimiter
+    control: Celery
+    postgres: bool
+
+    async def announce(self, task: Task, *, notified: bool = False) -> None:
+        """Tell live subscribers of every api process that ``task`` changed.
+
+        On PostgreSQL the change's own transaction usually sent the NOTIFY already
+        (``notified``); on SQLite there is one process and the hub is local.
+        """
+        if not self.postgres:
+            self.hub.publish(task)
+        elif not notified:
+            async with self.store.session() as s, s.begin():
+                await notify(s, task.id)
+
+    async def revoke(self, task_id: str, *, terminate: bool) -> None:
+        """Revoke a Celery task (terminating it if it runs); best effort, bounded."""
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(
+                    self.control.control.revoke, task_id, terminate=terminate, signal="SIGTERM"
+                ),
+                self.settings.revoke_timeout,
+            )
+        except Exception as exc:  # the task is CANCELLED in the store either way
+            log.warning("could not revoke Celery task %s: %s", task_id, exc)

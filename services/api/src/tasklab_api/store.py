@@ -1,0 +1,224 @@
+"""The task store: the only writer of task state.
+
+Every status change goes through :meth:`TaskStore.apply_update` (workers' reports)
+or :meth:`TaskStore.cancel` (users), both single transactions that lock the task's
+row, so concurrent reports from several api processes cannot move a status
+backwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tasklab_common.messages import StatusUpdate, TaskParams, utcnow
+from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
+
+from tasklab_api.orm import CallbackNonce, Task, TaskEvent
+
+
+class ReplayError(Exception):
+    """A callback nonce was seen before."""
+
+
+class TaskNotFound(Exception):
+    pass
+
+
+class NotCancellable(Exception):
+    def __init__(self, status: TaskStatus) -> None:
+        super().__init__(f"task is already {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    task: Task
+    applied: bool
+    duplicate: bool
+    previous: TaskStatus
+
+    @property
+    def proceed(self) -> bool:
+        return not TaskStatus(self.task.status).is_final
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    task: Task
+    previous: TaskStatus
+
+
+class TaskStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, postgres: bool) -> None:
+        self._sessions = sessions
+        self._postgres = postgres
+
+    def session(self) -> AsyncSession:
+        return self._sessions()
+
+    async def create(self, method: Method, kind: TaskKind, params: TaskParams) -> Task:
+        now = utcnow()
+        task = Task(
+            id=str(uuid.uuid4()),
+            method=method.value,
+            kind=kind.value,
+            status=TaskStatus.PENDING.value,
+            params=params.model_dump(mode="json", exclude_none=True),
+            result=None,
+            error=None,
+            worker=None,
+            attempts=0,
+            deliveries=0,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._sessions() as s, s.begin():
+            s.add(task)
+        return task
+
+    async def discard(self, task_id: str) -> None:
+        """Remove a task that was never accepted (its publish failed)."""
+        async with self._sessions() as s, s.begin():
+            await s.execute(delete(Task).where(Task.id == task_id))
+
+    async def get(self, task_id: str) -> Task | None:
+        async with self._sessions() as s:
+            return (await s.execute(select(Task).where(Task.id == task_id))).scalar_one_or_none()
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        offset: int = 0,
+        method: Sequence[Method] = (),
+        status: Sequence[TaskStatus] = (),
+        kind: Sequence[TaskKind] = (),
+        updated_since: datetime | None = None,
+    ) -> tuple[list[Task], int]:
+        conds: list[Any] = []
+        if method:
+            conds.append(Task.method.in_([m.value for m in method]))
+        if status:
+            conds.append(Task.status.in_([st.value for st in status]))
+        if kind:
+            conds.append(Task.kind.in_([k.value for k in kind]))
+        if updated_since is not None:
+            conds.append(Task.updated_at >= updated_since)
+        async with self._sessions() as s:
+            total = (
+                await s.execute(select(func.count()).select_from(Task).where(*conds))
+            ).scalar_one()
+            rows = (
+                await s.execute(
+                    select(Task).where(*conds).order_by(Task.num.desc()).limit(limit).offset(offset)
+                )
+            ).scalars()
+            return list(rows), int(total)
+
+    async def _locked(self, s: AsyncSession, task_id: str) -> Task | None:
+        q = select(Task).where(Task.id == task_id)
+        if self._postgres:
+            q = q.with_for_update()
+        return (await s.execute(q)).scalar_one_or_none()
+
+    async def apply_update(self, update: StatusUpdate, nonce: str) -> UpdateOutcome:
+        """Apply a worker's report if it moves the task forward; record it either way."""
+        now = utcnow()
+        try:
+            async with self._sessions() as s, s.begin():
+                s.add(CallbackNonce(nonce=nonce, seen_at=now))
+                await s.flush()
+        except IntegrityError:
+            raise ReplayError(nonce) from None
+        async with self._sessions() as s, s.begin():
+            task = await self._locked(s, update.task_id)
+            if task is None:
+                raise TaskNotFound(update.task_id)
+            previous = TaskStatus(task.status)
+            if await s.get(TaskEvent, update.event_id) is not None:
+                return UpdateOutcome(task, applied=False, duplicate=True, previous=previous)
+            applied = supersedes(update.status, update.attempt, previous, task.attempts)
+            if update.status is TaskStatus.IN_PROGRESS and not previous.is_final:
+                task.deliveries += 1
+                if update.worker:
+                    task.worker = update.worker
+            if applied:
+                self._apply(task, update, now)
+            if applied or update.status is TaskStatus.IN_PROGRESS:
+                task.updated_at = now
+            s.add(
+                TaskEvent(
+                    event_id=update.event_id,
+                    task_id=update.task_id,
+                    status=update.status.value,
+                    attempt=update.attempt,
+                    worker=update.worker,
+                    applied=applied,
+                    reported_at=update.at,
+                    received_at=now,
+                )
+            )
+            if self._postgres:
+                await notify(s, task.id)
+        return UpdateOutcome(task, applied=applied, duplicate=False, previous=previous)
+
+    @staticmethod
+    def _apply(task: Task, update: StatusUpdate, now: datetime) -> None:
+        task.status = update.status.value
+        task.attempts = max(task.attempts, update.attempt)
+        if update.worker:
+            task.worker = update.worker
+        if update.status is TaskStatus.IN_PROGRESS and task.started_at is None:
+            task.started_at = now
+        if update.status.is_final:
+            task.finished_at = now
+            if task.started_at is None:
+                task.started_at = now
+        if update.result is not None:
+            task.result = update.result
+        if update.error is not None:
+            task.error = update.error
+        elif update.status is TaskStatus.DONE:
+            task.error = None
+
+    async def cancel(self, task_id: str) -> CancelOutcome:
+        now = utcnow()
+        async with self._sessions() as s, s.begin():
+            task = await self._locked(s, task_id)
+            if task is None:
+                raise TaskNotFound(task_id)
+            previous = TaskStatus(task.status)
+            if previous.is_final:
+                raise NotCancellable(previous)
+            task.status = TaskStatus.CANCELLED.value
+            task.finished_at = now
+            task.updated_at = now
+            if self._postgres:
+                await notify(s, task.id)
+        return CancelOutcome(task, previous)
+
+    async def purge_nonces(self, older_than: timedelta) -> int:
+        async with self._sessions() as s, s.begin():
+            res = await s.execute(
+                delete(CallbackNonce).where(CallbackNonce.seen_at < utcnow() - older_than)
+            )
+            return int(getattr(res, "rowcount", 0) or 0)
+
+    async def ping(self) -> None:
+        async with self._sessions() as s:
+            await s.execute(select(1))
+
+
+NOTIFY_CHANNEL = "tasklab_tasks"
+
+
+async def notify(s: AsyncSession, task_id: str) -> None:
+    """PostgreSQL: tell every api process (delivered at commit)."""
+    await s.execute(select(func.pg_notify(NOTIFY_CHANNEL, task_id)))

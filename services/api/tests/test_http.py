@@ -1,0 +1,134 @@
+"""The HTTP edge of the api, in-process against a real SQLite store.
+
+No broker runs here: a valid submission is refused with 503, and every invalid one
+is refused with its own 4xx before anything could be published.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tasklab_common.auth import sign_headers
+from tasklab_common.messages import StatusUpdate
+
+
+
+def _details(resp: Any) -> str:
+    return json.dumps(resp.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"method": "celery", "duration": -1}, "greater than or equal"),
+        ({"method": "celery", "duration": 10**9}, "less than or equal"),
+        ({"method": "celery", "duration": "5"}, "valid number"),
+        ({"method": "celery", "duration": True}, "valid number"),
+        ({"method": "celery", "duration": None}, "valid number"),
+        ({"method": "carrier-pigeon", "duration": 1}, "method"),
+        ({"duration": 1}, "method"),
+        ({"method": "celery", "kind": "mine_bitcoin"}, "kind"),
+        ({"method": "celery", "kind": "process_data"}, "numbers"),
+        ({"method": "celery", "kind": "process_data", "numbers": []}, "numbers"),
+        ({"method": "celery", "kind": "process_data", "numbers": ["a"]}, "numbers"),
+        ({"method": "celery", "numbers": [1]}, "only for kind process_data"),
+        ({"method": "celery", "fail_times": 99}, "fail_times"),
+        ({"method": "celery", "duraton": 1}, "duraton"),
+        ({"method": "celery", "wait": 5}, "only for method sync"),
+        ({"method": "sync", "wait": 10**6}, "at most"),
+        ([1, 2], "dict"),
+    ],
+)
+def test_invalid_submissions_are_422_with_a_reason(
+    client: TestClient, body: Any, needle: str
+) -> None:
+    resp = client.post("/api/tasks", json=body)
+    assert resp.status_code == 422, resp.text
+    assert needle in _details(resp) or needle in resp.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{"method":"celery","duration":NaN}', '{"method":"celery","duration":Infinity}', "{not json"],
+)
+def test_non_finite_and_broken_json_are_422(client: TestClient, raw: str) -> None:
+    resp = client.post("/api/tasks", content=raw, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 422, resp.text
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    body = {"method": "celery", "kind": "process_data", "numbers": [1.5] * 5000}
+    resp = client.post("/api/tasks", json=body)
+    assert resp.status_code == 413 and "larger than" in resp.json()["detail"]
+
+
+def test_wrong_content_type_is_415(client: TestClient) -> None:
+    resp = client.post(
+        "/api/tasks", content="method=celery", headers={"Content-Type": "text/plain"}
+    )
+    assert resp.status_code == 415
+
+
+def test_valid_submission_without_broker_is_503_and_stores_nothing(client: TestClient) -> None:
+    resp = client.post("/api/tasks", json={"method": "celery", "duration": 1})
+    assert resp.status_code == 503 and resp.json()["detail"] == "broker unavailable"
+    assert resp.headers["Retry-After"]
+    assert client.get("/api/tasks").json()["total"] == 0
+
+
+def test_unknown_task_is_404(client: TestClient) -> None:
+    assert client.get("/api/tasks/nope").status_code == 404
+    assert client.post("/api/tasks/nope/cancel").status_code == 404
+
+
+def test_list_validates_filters(client: TestClient) -> None:
+    assert client.get("/api/tasks?status=SLEEPING").status_code == 422
+    assert client.get("/api/tasks?limit=0").status_code == 422
+    assert client.get("/api/tasks?updated_since=2026-01-01T00:00:00").status_code == 422
+    ok = client.get("/api/tasks?status=DONE&method=celery&updated_since=2026-01-01T00:00:00Z")
+    assert ok.status_code == 200 and ok.json()["items"] == []
+
+
+def test_health_ready_and_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["broker"].startswith("error")
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/tasks", "/api/tasks/{task_id}", "/update_task_status_api/"} <= set(paths)
+    assert "tasklab_tasks_submitted_total" in client.get("/metrics").text
+    page = client.get("/")
+    assert page.status_code == 200 and "Send via Celery" in page.text
+
+
+def _callback(client: TestClient, body: bytes, headers: dict[str, str]) -> Any:
+    return client.post(
+        "/update_task_status_api/",
+        content=body,
+        headers={"Content-Type": "application/json", **headers},
+    )
+
+
+def test_callback_authentication(client: TestClient, secret: str) -> None:
+    body = StatusUpdate(task_id="t-unknown", status="DONE").model_dump_json().encode()  # type: ignore[arg-type]
+    assert _callback(client, body, {}).status_code == 401
+    forged = sign_headers("not-the-secret-at-all", body)
+    assert _callback(client, body, forged).status_code == 401
+    stale = sign_headers(secret, body, now=time.time() - 3600)
+    assert _callback(client, body, stale).status_code == 401
+    tampered = sign_headers(secret, body)
+    assert _callback(client, body.replace(b"DONE", b"FAILED"), tampered).status_code == 401
+    good = sign_headers(secret, body)
+    assert _callback(client, body, good).status_code == 404  # authentic, unknown task
+    assert _callback(client, body, good).status_code == 403  # the same request again
+
+
+def test_callback_rejects_invalid_body(client: TestClient, secret: str) -> None:
+    for raw in [b'{"task_id": "x", "status": "PENDING"}', b'{"task_id": "x"}', b"[]"]:
+        resp = _callback(client, raw, sign_headers(secret, raw))
+        assert resp.status_code == 422, raw

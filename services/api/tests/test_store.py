@@ -1,0 +1,153 @@
+"""The task store on real SQLite and PostgreSQL: monotonic, idempotent statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+
+from tasklab_api.store import NotCancellable, ReplayError, TaskNotFound, TaskStore
+from tasklab_common.messages import StatusUpdate, TaskParams
+from tasklab_common.models import Method, TaskKind, TaskStatus
+
+S = TaskStatus
+
+
+def nonce() -> str:
+    return secrets.token_hex(16)
+
+
+async def new_task(store: TaskStore) -> str:
+    task = await store.create(Method.CELERY, TaskKind.PROCESS_TASK, TaskParams(duration=1))
+    return task.id
+
+
+async def report(store: TaskStore, task_id: str, status: S, attempt: int = 1, **kw: object):  # type: ignore[no-untyped-def]
+    return await store.apply_update(
+        StatusUpdate.model_validate(
+            {"task_id": task_id, "status": status, "attempt": attempt, **kw}
+        ),
+        nonce(),
+    )
+
+
+async def test_numbers_follow_submission_order(store: TaskStore) -> None:
+    nums = [
+        (await store.create(Method.SYNC, TaskKind.PROCESS_TASK, TaskParams())).num for _ in range(3)
+    ]
+    assert nums == sorted(nums) and len(set(nums)) == 3
+    assert nums[0] >= 1
+
+
+async def test_happy_path_with_retry(store: TaskStore) -> None:
+    tid = await new_task(store)
+    out = await report(store, tid, S.IN_PROGRESS, 1, worker="w1")
+    assert out.applied and out.proceed and out.task.started_at is not None
+    out = await report(store, tid, S.RETRYING, 1, error="boom")
+    assert out.applied and out.task.status == "RETRYING" and out.task.error == "boom"
+    out = await report(store, tid, S.IN_PROGRESS, 2, worker="w2")
+    assert out.applied and out.task.attempts == 2 and out.task.worker == "w2"
+    out = await report(store, tid, S.DONE, 2, result={"status": "success"})
+    assert out.applied and not out.proceed
+    assert out.task.status == "DONE" and out.task.result == {"status": "success"}
+    assert out.task.error is None and out.task.finished_at is not None
+
+
+@pytest.mark.parametrize(
+    ("late", "attempt"),
+    [(S.IN_PROGRESS, 1), (S.RETRYING, 1), (S.IN_PROGRESS, 2), (S.FAILED, 3), (S.DONE, 1)],
+)
+async def test_nothing_moves_a_final_status(store: TaskStore, late: S, attempt: int) -> None:
+    tid = await new_task(store)
+    await report(store, tid, S.IN_PROGRESS, 1)
+    await report(store, tid, S.DONE, 1, result={"x": 1})
+    out = await report(store, tid, late, attempt, error="late")
+    assert not out.applied and not out.proceed
+    task = await store.get(tid)
+    assert task is not None and task.status == "DONE" and task.result == {"x": 1}
+    assert task.error is None
+
+
+async def test_out_of_order_reports_are_ignored(store: TaskStore) -> None:
+    tid = await new_task(store)
+    assert (await report(store, tid, S.IN_PROGRESS, 2)).applied
+    out = await report(store, tid, S.RETRYING, 1)
+    assert not out.applied and out.proceed
+    out = await report(store, tid, S.IN_PROGRESS, 1)
+    assert not out.applied
+    task = await store.get(tid)
+    assert task is not None and task.status == "IN_PROGRESS" and task.attempts == 2
+
+
+async def test_same_event_twice_is_a_duplicate(store: TaskStore) -> None:
+    tid = await new_task(store)
+    upd = StatusUpdate(task_id=tid, status=S.IN_PROGRESS, worker="w")
+    first = await store.apply_update(upd, nonce())
+    second = await store.apply_update(upd, nonce())
+    assert first.applied and not first.duplicate
+    assert second.duplicate and not second.applied
+    task = await store.get(tid)
+    assert task is not None and task.deliveries == 1
+
+
+async def test_redelivery_records_the_new_worker(store: TaskStore) -> None:
+    tid = await new_task(store)
+    await report(store, tid, S.IN_PROGRESS, 1, worker="w1")
+    out = await report(store, tid, S.IN_PROGRESS, 1, worker="w2")
+    assert not out.applied and out.proceed
+    task = await store.get(tid)
+    assert task is not None and task.worker == "w2" and task.deliveries == 2
+
+
+async def test_replayed_nonce_is_refused(store: TaskStore) -> None:
+    tid = await new_task(store)
+    n = nonce()
+    await store.apply_update(StatusUpdate(task_id=tid, status=S.IN_PROGRESS), n)
+    with pytest.raises(ReplayError):
+        await store.apply_update(StatusUpdate(task_id=tid, status=S.DONE), n)
+    task = await store.get(tid)
+    assert task is not None and task.status == "IN_PROGRESS"
+
+
+async def test_unknown_task(store: TaskStore) -> None:
+    with pytest.raises(TaskNotFound):
+        await report(store, "no-such-task", S.DONE)
+    with pytest.raises(TaskNotFound):
+        await store.cancel("no-such-task")
+
+
+async def test_cancel(store: TaskStore) -> None:
+    tid = await new_task(store)
+    out = await store.cancel(tid)
+    assert out.previous is S.PENDING and out.task.status == "CANCELLED"
+    claim = await report(store, tid, S.IN_PROGRESS, 1)
+    assert not claim.applied and not claim.proceed
+    with pytest.raises(NotCancellable):
+        await store.cancel(tid)
+
+
+async def test_concurrent_reports_end_final(store: TaskStore) -> None:
+    """Reports racing each other: the task ends DONE whatever order they land in."""
+    tids = [await new_task(store) for _ in range(5)]
+    updates = [
+        (tid, st, att)
+        for tid in tids
+        for st, att in [(S.IN_PROGRESS, 1), (S.RETRYING, 1), (S.IN_PROGRESS, 2), (S.DONE, 2)]
+    ]
+    await asyncio.gather(*(report(store, t, st, att) for t, st, att in reversed(updates)))
+    for tid in tids:
+        task = await store.get(tid)
+        assert task is not None and task.status == "DONE" and task.attempts == 2
+
+
+async def test_list_filters_and_order(store: TaskStore) -> None:
+    a = await store.create(Method.CELERY, TaskKind.PROCESS_TASK, TaskParams())
+    b = await store.create(Method.RABBITMQ, TaskKind.PROCESS_DATA, TaskParams(numbers=[1.0]))
+    await report(store, a.id, S.IN_PROGRESS)
+    rows, total = await store.list(limit=10)
+    assert [r.id for r in rows] == [b.id, a.id] and total == 2
+    rows, total = await store.list(limit=10, method=[Method.RABBITMQ])
+    assert [r.id for r in rows] == [b.id] and total == 1
+    rows, _ = await store.list(limit=10, status=[S.IN_PROGRESS])
+    assert [r.id for r in rows] == [a.id]
