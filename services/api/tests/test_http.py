@@ -17,7 +17,6 @@ from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 
 
-
 def _details(resp: Any) -> str:
     return json.dumps(resp.json()["detail"])
 

@@ -12,10 +12,10 @@ import sys
 
 import uvicorn
 from pydantic import ValidationError
-from tasklab_common.settings import setup_logging
 
 from tasklab_api.config import Settings
 from tasklab_api.migrate import upgrade
+from tasklab_common.settings import setup_logging
 
 
 def _settings() -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field
+
 from tasklab_common.settings import CommonSettings
 
 

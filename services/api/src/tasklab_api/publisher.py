@@ -20,6 +20,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from celery import Celery
 from kombu.serialization import dumps
+
 from tasklab_common.messages import TaskMessage, celery_call
 from tasklab_common.models import Method
 from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE

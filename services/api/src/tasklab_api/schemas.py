@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
 from tasklab_common.messages import (
     MAX_FAIL_TIMES,
     MAX_NUMBERS,

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from tasklab_common.messages import StatusUpdate, TaskParams, utcnow
-from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
 
 from tasklab_api.orm import CallbackNonce, Task, TaskEvent
+from tasklab_common.messages import StatusUpdate, TaskParams, utcnow
+from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
 
 
 class ReplayError(Exception):

@@ -12,6 +12,7 @@ import os
 from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
 from tasklab_api.db import create_engine
 from tasklab_api.orm import Base
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+
+from tasklab_api import metrics
+from tasklab_api.deps import State
+from tasklab_api.schemas import ErrorOut
+from tasklab_api.store import ReplayError, TaskNotFound
 from tasklab_common.auth import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -14,11 +19,6 @@ from tasklab_common.auth import (
 )
 from tasklab_common.messages import CallbackReply, StatusUpdate
 from tasklab_common.models import TaskStatus
-
-from tasklab_api import metrics
-from tasklab_api.deps import State
-from tasklab_api.schemas import ErrorOut
-from tasklab_api.store import ReplayError, TaskNotFound
 
 router = APIRouter(tags=["callbacks"])
 

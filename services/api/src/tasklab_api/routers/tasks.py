@@ -10,14 +10,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
-from tasklab_common.messages import TaskMessage
-from tasklab_common.models import Method, TaskKind, TaskStatus
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
 from tasklab_api.publisher import BrokerUnavailable
 from tasklab_api.schemas import ErrorOut, TaskCreate, TaskOut, TaskPage
 from tasklab_api.store import NotCancellable, TaskNotFound
+from tasklab_common.messages import TaskMessage
+from tasklab_common.models import Method, TaskKind, TaskStatus
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
