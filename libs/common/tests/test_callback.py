@@ -1,0 +1,103 @@
+"""The callback client against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tasklab_common.auth import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from tasklab_common.callback import CallbackClient, CallbackError
+from tasklab_common.messages import StatusUpdate
+from tasklab_common.models import TaskStatus
+
+SECRET = "k" * 32
+
+
+class Api:
+    """Answers each request with the next planned status code (then 200)."""
+
+    def __init__(self) -> None:
+        self.plan: list[int] = []
+        self.seen: list[dict[str, object]] = []
+        self.nonces: list[str] = []
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[Api, str]]:
+    state = Api()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            call = verify(
+                SECRET,
+                body,
+                self.headers[TIMESTAMP_HEADER],
+                self.headers[NONCE_HEADER],
+                self.headers[SIGNATURE_HEADER],
+            )
+            state.nonces.append(call.nonce)
+            update = json.loads(body)
+            state.seen.append(update)
+            code = state.plan.pop(0) if state.plan else 200
+            reply = json.dumps({"applied": True, "status": update["status"], "proceed": True})
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}/update_task_status_api/"
+    server.shutdown()
+
+
+def client(url: str, max_wait: float = 5.0) -> CallbackClient:
+    return CallbackClient(url, SECRET, max_wait=max_wait, backoff=0.01, backoff_max=0.05)
+
+
+def test_retries_5xx_with_same_event_and_fresh_nonces(api: tuple[Api, str]) -> None:
+    state, url = api
+    state.plan = [500, 503, 429]
+    reply = client(url).report(StatusUpdate(task_id="t1", status=TaskStatus.DONE))
+    assert reply.applied
+    assert len(state.seen) == 4
+    assert len({str(s["event_id"]) for s in state.seen}) == 1
+    assert len(set(state.nonces)) == 4
+
+
+def test_404_means_do_not_proceed(api: tuple[Api, str]) -> None:
+    state, url = api
+    state.plan = [404]
+    assert (
+        client(url).report(StatusUpdate(task_id="gone", status=TaskStatus.IN_PROGRESS)).proceed
+        is False
+    )
+
+
+def test_4xx_is_final(api: tuple[Api, str]) -> None:
+    state, url = api
+    state.plan = [401]
+    with pytest.raises(CallbackError, match="refused: 401"):
+        client(url).report(StatusUpdate(task_id="t", status=TaskStatus.DONE))
+    assert len(state.seen) == 1
+
+
+def test_unreachable_gives_up_after_max_wait() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(CallbackError, match="not delivered"):
+        client(f"http://127.0.0.1:{port}/", max_wait=0.3).report(
+            StatusUpdate(task_id="t", status=TaskStatus.DONE)
+        )

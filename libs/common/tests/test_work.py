@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from tasklab_common.messages import TaskMessage, TaskParams
+from tasklab_common.models import Method, TaskKind
+from tasklab_common.work import SimulatedFailure, execute, process_data, process_task, retry_delay
+
+
+def test_process_task_sleeps_and_answers_like_the_guide() -> None:
+    slept: list[float] = []
+    out = process_task(3, 2.5, sleep=slept.append)
+    assert slept == [2.5]
+    assert out["status"] == "success" and out["task_num"] == 3
+
+
+def test_fail_times() -> None:
+    with pytest.raises(SimulatedFailure):
+        process_task(1, 0, attempt=2, fail_times=2)
+    assert process_task(1, 0, attempt=3, fail_times=2)["status"] == "success"
+
+
+def test_process_data_statistics() -> None:
+    out = process_data(1, [1.0, 2.0, 3.0, 10.0])
+    assert out["count"] == 4 and out["sum"] == 16.0 and out["mean"] == 4.0
+    assert out["median"] == 2.5 and out["min"] == 1.0 and out["max"] == 10.0
+
+
+def test_execute_dispatches_on_kind() -> None:
+    msg = TaskMessage(
+        task_id="t",
+        num=2,
+        kind=TaskKind.PROCESS_DATA,
+        method=Method.RABBITMQ,
+        params=TaskParams(numbers=[4, 6]),
+    )
+    assert execute(msg, 1)["mean"] == 5.0
+
+
+def test_retry_delay_doubles_and_caps() -> None:
+    assert [retry_delay(n, 1.0, 5.0) for n in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
