@@ -1,0 +1,162 @@
+"""The Celery application of the original guide, configured for at-least-once processing.
+
+``celery -A celery_app worker --loglevel=info --concurrency=3`` runs the worker;
+``celery -A celery_app inspect registered|active|stats`` and ``purge`` need only
+``RMQ_URL``. Settings come from the environment, then from ``.env`` in the working
+directory.
+
+Importing this module reads ``RMQ_URL`` and nothing else; without it, it warns and
+uses a placeholder broker URL whose host never resolves, so a command that connects
+fails. Everything else a worker needs (``API_URL``, ``CALLBACK_SECRET``, retry
+settings) is read and checked when the worker starts: a worker without it exits at
+once with a one-line error.
+
+Delivery guarantees: messages are acknowledged after the task ran (``acks_late``)
+and requeued when the worker process running them dies; one message is prefetched
+per process; publishing (retries) waits for broker confirms.
+
+The result backend is the guide's ``rpc://``: a caller that asks for a result, like
+the guide's ``process_task.delay(...).get()``, gets it on its own reply queue. The
+api's messages carry no ``reply_to``, and for those the backend stores nothing (no
+queue is declared and nothing is published), so it costs the api's tasks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any, Final
+
+from celery import Celery, signals
+from kombu import Exchange, Queue
+from pydantic import Field, ValidationError
+
+from tasklab_common.messages import MAX_DURATION_SECONDS
+from tasklab_common.queues import CELERY_QUEUE
+from tasklab_common.settings import BrokerSettings, WorkerSettings, setup_logging
+
+#: Broker URL used when ``RMQ_URL`` is missing or invalid: the ``.invalid`` top-level
+#: domain never resolves, and the name says what to fix.
+UNSET_BROKER_URL: Final = "amqp://rmq-url-not-set.invalid:5672//"
+
+#: Logger of the task runner's own lines (``Celery Worker celery: Started ...``).
+TASK_LOGGER: Final = "tasklab.celery"
+
+#: Past this many seconds a task gets ``SoftTimeLimitExceeded`` and fails (then is
+#: retried or reported failed). Longer than the longest work a task may ask for,
+#: leaving room for the status reports around it.
+SOFT_TIME_LIMIT: Final = MAX_DURATION_SECONDS + 120
+#: Past this many seconds the process running a task is killed; the margin over the
+#: soft limit lets a timed-out task still report its failure.
+TIME_LIMIT: Final = SOFT_TIME_LIMIT + 60
+
+
+class CeleryWorkerSettings(WorkerSettings):
+    """Settings of a running worker (``RMQ_URL``, ``API_URL``, ``CALLBACK_SECRET``...)."""
+
+    requeue_delay: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "Seconds to wait before requeueing a task whose status report could not be "
+            "delivered, so that a refusing api is not hammered (REQUEUE_DELAY)."
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> CeleryWorkerSettings:
+    """The worker's settings, read once per process (raises ``ValidationError``)."""
+    return CeleryWorkerSettings()
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """One line naming each invalid setting by its variable; never echoes values."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        reason = "not set" if error["type"] == "missing" else error["msg"]
+        reason = reason.removeprefix("Value error, ")
+        problems.append(f"{name}: {reason}")
+    return "; ".join(problems)
+
+
+def _broker_url() -> str:
+    """``RMQ_URL``, or the placeholder (with a warning saying why) when it cannot be used."""
+    try:
+        return BrokerSettings().amqp_url()
+    except ValidationError as exc:
+        logging.getLogger(__name__).warning(
+            "%s; the broker URL is a placeholder (%s)", settings_problems(exc), UNSET_BROKER_URL
+        )
+        return UNSET_BROKER_URL
+
+
+celery_app = Celery("tasks", broker=_broker_url(), backend="rpc://", include=["celery_tasks"])
+app = celery_app
+
+celery_app.conf.update(
+    # Messages: JSON only, as the api publishes them.
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    # The guide's queue; durable with no arguments, as the api declares it.
+    task_queues=(
+        Queue(
+            CELERY_QUEUE,
+            Exchange(CELERY_QUEUE, type="direct", durable=True),
+            routing_key=CELERY_QUEUE,
+            durable=True,
+        ),
+    ),
+    task_default_queue=CELERY_QUEUE,
+    task_default_exchange=CELERY_QUEUE,
+    task_default_routing_key=CELERY_QUEUE,
+    # At least once: ack after the task ran, requeue when its process dies, take
+    # one message at a time per process, and wait for confirms when publishing.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={"confirm_publish": True},
+    broker_connection_retry_on_startup=True,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    task_soft_time_limit=SOFT_TIME_LIMIT,
+    task_time_limit=TIME_LIMIT,
+)
+
+
+@signals.celeryd_init.connect
+def check_worker_settings(**_: Any) -> None:
+    """Refuse to start a worker whose settings are missing or invalid."""
+    try:
+        get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"celery worker cannot start: {settings_problems(exc)}") from None
+
+
+class _OriginFilter(logging.Filter):
+    """Adds ``origin``: the logger name, except for the task runner's own lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.origin = "" if record.name == TASK_LOGGER else f"{record.name}: "
+        return True
+
+
+@signals.setup_logging.connect
+def configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """The guide's lines (``[2025-01-01 12:00:00] ...``), or JSON with LOG_FORMAT=json.
+
+    The level is ``LOG_LEVEL`` when set, else the command's ``--loglevel``. The HTTP
+    client's line per status report is shown only at DEBUG.
+    """
+    settings = BrokerSettings()
+    setup_logging(settings, fmt="[%(asctime)s] %(origin)s%(message)s")
+    root = logging.getLogger()
+    if settings.log_format == "text":
+        for handler in root.handlers:
+            handler.addFilter(_OriginFilter())
+    if "log_level" not in settings.model_fields_set and loglevel:
+        root.setLevel(loglevel)
+    if root.level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)

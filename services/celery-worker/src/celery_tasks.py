@@ -1,0 +1,231 @@
+"""The guide's Celery tasks, ``process_task`` and ``process_data``.
+
+The tasks only rebuild the :class:`~tasklab_common.messages.TaskMessage` from their
+arguments; :func:`run` does the rest, as every tasklab worker does for every
+delivery: report ``IN_PROGRESS`` (skip the task when the api says not to proceed),
+do the work, report ``DONE``, or ``RETRYING`` and retry later, or ``FAILED`` once no
+attempt is left. A report that cannot be delivered requeues the message, so the
+task is neither lost nor acknowledged before its final status is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import lru_cache
+from typing import Any, Final
+
+from celery import Task
+from celery.exceptions import Reject
+from pydantic import ValidationError
+
+from celery_app import TASK_LOGGER, CeleryWorkerSettings, celery_app, get_settings
+from tasklab_common.callback import CallbackClient, CallbackError
+from tasklab_common.messages import (
+    CELERY_WORKER_ID,
+    MAX_ERROR_CHARS,
+    CallbackReply,
+    StatusUpdate,
+    TaskMessage,
+    message_from_celery,
+)
+from tasklab_common.models import Method, TaskKind, TaskStatus
+from tasklab_common.work import execute, log_failed, log_finished, log_started, retry_delay
+
+log = logging.getLogger(TASK_LOGGER)
+
+#: Who runs the tasks, in the guide's log lines: ``Celery Worker celery: ...``.
+RUNNER: Final = "Celery Worker"
+
+
+@lru_cache(maxsize=1)
+def _client_for(pid: int, settings: CeleryWorkerSettings) -> CallbackClient:
+    return CallbackClient(
+        settings.api_url,
+        settings.callback_secret.get_secret_value(),
+        timeout=settings.callback_timeout,
+        max_wait=settings.callback_max_wait,
+    )
+
+
+def callback_client() -> CallbackClient:
+    """The process-wide callback client, created on first use in each process.
+
+    Keyed by process id: a prefork child never uses a client (and its connections)
+    inherited from the process it was forked from.
+    """
+    return _client_for(os.getpid(), get_settings())
+
+
+def describe(exc: BaseException) -> str:
+    """One line that fits a status report; a validation error names each bad field."""
+    if isinstance(exc, ValidationError):
+        details = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'value'}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        text = f"{exc.title}: {details}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text[:MAX_ERROR_CHARS]
+
+
+def report(
+    task_id: str,
+    status: TaskStatus,
+    attempt: int,
+    worker: str | None,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> CallbackReply:
+    """Report a status to the api; requeue the message when that is impossible.
+
+    Raises :class:`~celery.exceptions.Reject` (requeue) after ``REQUEUE_DELAY``
+    seconds when the report cannot be delivered.
+    """
+    update = StatusUpdate(
+        task_id=task_id, status=status, attempt=attempt, worker=worker, result=result, error=error
+    )
+    try:
+        return callback_client().report(update)
+    except CallbackError as exc:
+        delay = get_settings().requeue_delay
+        log.error("%s; requeueing task %s in %.1fs", exc, task_id, delay)
+        time.sleep(delay)
+        raise Reject(str(exc), requeue=True) from exc
+
+
+def rebuild(
+    task: Task[Any, Any],
+    kind: TaskKind,
+    task_num: int,
+    payload: float | list[float],
+    *,
+    method: str,
+    fail_times: int,
+    duration: float = 0.0,
+) -> TaskMessage:
+    """The task message behind a task's arguments.
+
+    Invalid arguments are reported ``FAILED`` (when the task has an id) and the
+    message is rejected without requeueing: no attempt could ever succeed.
+    """
+    request = task.request
+    try:
+        if not request.id:
+            raise ValueError("the task has no id")
+        return message_from_celery(
+            request.id,
+            kind,
+            task_num,
+            payload,
+            method=method,
+            fail_times=fail_times,
+            duration=duration,
+        )
+    except (ValueError, TypeError) as exc:
+        error = f"invalid task arguments: {describe(exc)}"[:MAX_ERROR_CHARS]
+        if request.id:
+            report(
+                request.id, TaskStatus.FAILED, request.retries + 1, request.hostname, error=error
+            )
+        raise Reject(error, requeue=False) from exc
+
+
+def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any]:
+    """One delivery of a task: report, work, report; retry while attempts are left."""
+    settings = get_settings()
+    retries_done = task.request.retries
+    attempt = retries_done + 1
+    worker = task.request.hostname
+    fields = {
+        "task_id": msg.task_id,
+        "task_num": msg.num,
+        "method": msg.method.value,
+        "worker": worker,
+        "attempt": attempt,
+    }
+
+    reply = report(msg.task_id, TaskStatus.IN_PROGRESS, attempt, worker)
+    if not reply.proceed:
+        log.info(
+            "%s %s: Task %s skipped (the api says %s)",
+            RUNNER,
+            worker_id,
+            msg.num,
+            reply.status,
+            extra=fields,
+        )
+        return {"status": "skipped", "task_num": msg.num, "task_status": reply.status.value}
+
+    log_started(log, RUNNER, worker_id, msg.num, **fields)
+    try:
+        result = execute(msg, attempt)
+    except Exception as exc:
+        error = describe(exc)
+        log_failed(log, RUNNER, worker_id, msg.num, error, **fields)
+        if retries_done >= settings.max_retries:
+            report(msg.task_id, TaskStatus.FAILED, attempt, worker, error=error)
+            raise
+        report(msg.task_id, TaskStatus.RETRYING, attempt, worker, error=error)
+        countdown = retry_delay(retries_done, settings.retry_backoff, settings.retry_backoff_max)
+        try:
+            raise task.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries)
+        except Reject as lost:
+            # Celery drops the message when the retry cannot be published; keep it
+            # instead: its redelivery runs this attempt again.
+            raise Reject(f"retry of task {msg.task_id} not published", requeue=True) from lost
+
+    log_finished(log, RUNNER, worker_id, msg.num, **fields)
+    report(msg.task_id, TaskStatus.DONE, attempt, worker, result=result)
+    return result
+
+
+@celery_app.task(bind=True, name=TaskKind.PROCESS_TASK.value)
+def process_task(
+    self: Task[Any, Any],
+    task_num: int,
+    timeout: float,
+    worker_id: str = CELERY_WORKER_ID,
+    *,
+    method: str = Method.CELERY.value,
+    fail_times: int = 0,
+) -> dict[str, Any]:
+    """Sleep ``timeout`` seconds; return ``{'status': 'success', 'task_num': ...}``.
+
+    Progress is reported to the api; see :func:`run`.
+    """
+    msg = rebuild(
+        self, TaskKind.PROCESS_TASK, task_num, timeout, method=method, fail_times=fail_times
+    )
+    return run(self, msg, worker_id)
+
+
+@celery_app.task(bind=True, name=TaskKind.PROCESS_DATA.value)
+def process_data(
+    self: Task[Any, Any],
+    task_num: int,
+    numbers: list[float],
+    worker_id: str = CELERY_WORKER_ID,
+    *,
+    method: str = Method.CELERY.value,
+    fail_times: int = 0,
+    duration: float = 0.0,
+) -> dict[str, Any]:
+    """Statistics over ``numbers`` after ``duration`` seconds of simulated work.
+
+    Progress is reported to the api; see :func:`run`.
+    """
+    msg = rebuild(
+        self,
+        TaskKind.PROCESS_DATA,
+        task_num,
+        numbers,
+        method=method,
+        fail_times=fail_times,
+        duration=duration,
+    )
+    return run(self, msg, worker_id)

@@ -17,15 +17,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tasklab_common.auth import MIN_SECRET_LENGTH
 
 
-class CommonSettings(BaseSettings):
+class BrokerSettings(BaseSettings):
+    """The broker and logging: all that a broker-only command (``celery inspect``) needs."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     rmq_url: SecretStr = Field(
         description="AMQP URL of the broker, e.g. amqp://user:password@host:5672/ (RMQ_URL).",
-    )
-    callback_secret: SecretStr = Field(
-        min_length=MIN_SECRET_LENGTH,
-        description="Shared secret that authenticates status callbacks (CALLBACK_SECRET).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -40,6 +38,21 @@ class CommonSettings(BaseSettings):
 
     def amqp_url(self) -> str:
         return self.rmq_url.get_secret_value()
+
+
+class CommonSettings(BrokerSettings):
+    """What every service needs: the broker, logging and the callback secret."""
+
+    callback_secret: SecretStr = Field(
+        description="Shared secret that authenticates status callbacks (CALLBACK_SECRET).",
+    )
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"CALLBACK_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+        return value
 
 
 class WorkerSettings(CommonSettings):
@@ -59,7 +72,7 @@ class WorkerSettings(CommonSettings):
     retry_backoff_max: float = Field(30.0, ge=0, description="Cap of the retry delay.")
 
 
-def setup_logging(settings: CommonSettings, *, fmt: str | None = None) -> None:
+def setup_logging(settings: BrokerSettings, *, fmt: str | None = None) -> None:
     """Configure the root logger: the guide's readable lines, or JSON."""
     handler = logging.StreamHandler()
     if settings.log_format == "json":

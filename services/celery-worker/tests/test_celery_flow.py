@@ -1,0 +1,357 @@
+"""The tasks' flow against a real HTTP callback server, run eagerly with ``.apply()``.
+
+:class:`FakeApi` checks every callback's signature and nonce like the api and answers
+with ``CallbackReply`` JSON, moving a task only forward. The tasks run their real
+code (``.apply()`` executes them in this process, retries included); only the broker
+is left out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from celery import states
+from celery.exceptions import Reject
+from celery.result import EagerResult
+
+import celery_app
+import celery_tasks
+from tasklab_common.auth import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    CallbackAuthError,
+    verify,
+)
+from tasklab_common.messages import (
+    CallbackReply,
+    StatusUpdate,
+    TaskMessage,
+    TaskParams,
+    celery_call,
+)
+from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
+from tasklab_common.work import SimulatedFailure, process_data
+
+SECRET = "celery-flow-test-secret-0123456789"
+MAX_RETRIES = 2
+
+IN_PROGRESS = TaskStatus.IN_PROGRESS
+RETRYING = TaskStatus.RETRYING
+DONE = TaskStatus.DONE
+FAILED = TaskStatus.FAILED
+
+
+@dataclass
+class FakeApi:
+    """The api's side of the status callback, with the state it keeps per task."""
+
+    secret: str
+    url: str = ""
+    updates: list[StatusUpdate] = field(default_factory=list)
+    states: dict[str, tuple[TaskStatus, int]] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)
+    refuse_with: int | None = None
+    nonces: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cancel(self, task_id: str) -> None:
+        self.states[task_id] = (TaskStatus.CANCELLED, 0)
+
+    def history(self, task_id: str) -> list[tuple[TaskStatus, int]]:
+        """``(status, attempt)`` of every report received for ``task_id``."""
+        return [(u.status, u.attempt) for u in self.updates if u.task_id == task_id]
+
+    def answer(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        try:
+            call = verify(
+                self.secret,
+                body,
+                headers.get(TIMESTAMP_HEADER),
+                headers.get(NONCE_HEADER),
+                headers.get(SIGNATURE_HEADER),
+            )
+        except CallbackAuthError as exc:
+            return 401, {"detail": exc.reason}
+        with self.lock:
+            if call.nonce in self.nonces:
+                return 403, {"detail": "replayed nonce"}
+            self.nonces.add(call.nonce)
+            update = StatusUpdate.model_validate_json(body)
+            self.updates.append(update)
+            if self.refuse_with is not None:
+                return self.refuse_with, {"detail": "refused by the test"}
+            if update.task_id in self.unknown:
+                return 404, {"detail": "unknown task"}
+            current, attempt = self.states.get(update.task_id, (TaskStatus.PENDING, 0))
+            applied = supersedes(update.status, update.attempt, current, attempt)
+            if applied:
+                current = update.status
+                self.states[update.task_id] = (current, update.attempt)
+            reply = CallbackReply(applied=applied, status=current, proceed=not current.is_final)
+        return 200, reply.model_dump(mode="json")
+
+
+class _ApiServer(ThreadingHTTPServer):
+    api: FakeApi
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        code, answer = cast(_ApiServer, self.server).api.answer(body, dict(self.headers.items()))
+        payload = json.dumps(answer).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    """A running :class:`FakeApi` on a free local port."""
+    server = _ApiServer(("127.0.0.1", 0), _Handler)
+    server.api = FakeApi(
+        SECRET, url=f"http://127.0.0.1:{server.server_port}/update_task_status_api/"
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server.api
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def worker_env(api: FakeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """A worker's settings pointing at ``api``, with fast retries; no ``.env`` file."""
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "RMQ_URL": "amqp://guest:guest@127.0.0.1:5672/",
+        "API_URL": api.url,
+        "CALLBACK_SECRET": SECRET,
+        "MAX_RETRIES": str(MAX_RETRIES),
+        "RETRY_BACKOFF": "0",
+        "CALLBACK_MAX_WAIT": "0.5",
+        "REQUEUE_DELAY": "0",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    celery_app.get_settings.cache_clear()
+    yield
+    celery_app.get_settings.cache_clear()
+
+
+def message(kind: TaskKind = TaskKind.PROCESS_TASK, *, num: int = 1, **params: Any) -> TaskMessage:
+    """A task as the api would submit it, with a fresh id."""
+    if kind is TaskKind.PROCESS_DATA:
+        params.setdefault("numbers", [3.0, 1.0, 2.0])
+    return TaskMessage(
+        task_id=uuid.uuid4().hex,
+        num=num,
+        kind=kind,
+        method=Method.CELERY,
+        params=TaskParams(**params),
+    )
+
+
+def apply(msg: TaskMessage) -> EagerResult[Any]:
+    """Run the task the api would publish for ``msg``, as a worker would receive it."""
+    name, args, kwargs = celery_call(msg)
+    return celery_app.celery_app.tasks[name].apply(tuple(args), kwargs, task_id=msg.task_id)
+
+
+def requeued(outcome: EagerResult[Any]) -> bool:
+    """Whether a task that raised ``Reject`` (its message is not acked) asks for a requeue."""
+    assert str(outcome.state) == states.REJECTED
+    assert isinstance(outcome.result, Reject)
+    rejection: Any = outcome.result  # the type stubs do not declare Reject.requeue
+    return bool(rejection.requeue)
+
+
+def test_process_task_reports_in_progress_then_done(
+    api: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=celery_app.TASK_LOGGER)
+    msg = message(num=7, duration=0.05)
+
+    outcome = apply(msg)
+
+    assert outcome.successful()
+    result = outcome.get()
+    assert result["status"] == "success"
+    assert result["task_num"] == 7
+    assert result["slept"] >= 0.05
+    assert api.history(msg.task_id) == [(IN_PROGRESS, 1), (DONE, 1)]
+    done = api.updates[-1]
+    assert done.result == result
+    assert all(u.worker == api.updates[0].worker and u.worker for u in api.updates)
+    lines = [r.getMessage() for r in caplog.records if r.name == celery_app.TASK_LOGGER]
+    assert lines == [
+        "Celery Worker celery: Started processing task 7",
+        "Celery Worker celery: Task 7 finished successfully",
+    ]
+
+
+def test_process_data_round_trip(api: FakeApi) -> None:
+    msg = message(TaskKind.PROCESS_DATA, num=3, numbers=[4.0, 1.0, 7.0], duration=0.01)
+
+    outcome = apply(msg)
+
+    expected = process_data(3, [4.0, 1.0, 7.0])
+    assert outcome.get() == expected
+    assert api.history(msg.task_id) == [(IN_PROGRESS, 1), (DONE, 1)]
+    assert api.updates[-1].result == expected
+
+
+def test_failed_attempts_are_retried_until_done(api: FakeApi) -> None:
+    msg = message(fail_times=MAX_RETRIES)
+
+    outcome = apply(msg)
+
+    assert outcome.successful()
+    assert api.history(msg.task_id) == [
+        (IN_PROGRESS, 1),
+        (RETRYING, 1),
+        (IN_PROGRESS, 2),
+        (RETRYING, 2),
+        (IN_PROGRESS, 3),
+        (DONE, 3),
+    ]
+    retrying = [u for u in api.updates if u.status is RETRYING]
+    assert all("SimulatedFailure" in (u.error or "") for u in retrying)
+
+
+def test_no_attempt_left_reports_failed(api: FakeApi) -> None:
+    msg = message(TaskKind.PROCESS_DATA, fail_times=MAX_RETRIES + 1)
+
+    outcome = apply(msg)
+
+    assert outcome.failed()
+    assert isinstance(outcome.result, SimulatedFailure)
+    assert api.history(msg.task_id) == [
+        (IN_PROGRESS, 1),
+        (RETRYING, 1),
+        (IN_PROGRESS, 2),
+        (RETRYING, 2),
+        (IN_PROGRESS, 3),
+        (FAILED, 3),
+    ]
+    assert "attempt 3" in (api.updates[-1].error or "")
+
+
+def test_cancelled_task_is_skipped_without_work(api: FakeApi) -> None:
+    msg = message(num=4, duration=60)
+    api.cancel(msg.task_id)
+
+    outcome = apply(msg)
+
+    assert outcome.get() == {"status": "skipped", "task_num": 4, "task_status": "CANCELLED"}
+    assert api.history(msg.task_id) == [(IN_PROGRESS, 1)]
+
+
+def test_task_unknown_to_the_api_is_skipped(api: FakeApi) -> None:
+    msg = message(duration=60)
+    api.unknown.add(msg.task_id)
+
+    assert apply(msg).get()["status"] == "skipped"
+
+
+@pytest.mark.parametrize("code", [401, 422])
+def test_refused_report_requeues_the_message(api: FakeApi, code: int) -> None:
+    api.refuse_with = code
+    msg = message(duration=60)
+
+    outcome = apply(msg)
+
+    assert requeued(outcome)
+    assert api.history(msg.task_id) == [(IN_PROGRESS, 1)]
+
+
+def test_unreachable_api_requeues_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_URL", "http://127.0.0.1:9/update_task_status_api/")
+    celery_app.get_settings.cache_clear()
+
+    outcome = apply(message())
+
+    assert requeued(outcome)
+
+
+def test_wrong_secret_is_refused_and_requeued(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLBACK_SECRET", "not-the-api-secret-0123456789")
+    celery_app.get_settings.cache_clear()
+
+    outcome = apply(message())
+
+    assert requeued(outcome)
+    assert api.updates == []
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs", "reason"),
+    [
+        ("process_task", [1, -5], {}, "duration"),
+        ("process_task", [1, 1], {"fail_times": 99}, "fail_times"),
+        ("process_task", [1, 1], {"method": "carrier-pigeon"}, "Method"),
+        ("process_data", [1, "1,2,3"], {}, "list of numbers"),
+        ("process_data", [1, []], {}, "non-empty"),
+    ],
+)
+def test_invalid_arguments_fail_without_retry(
+    api: FakeApi, name: str, args: list[Any], kwargs: dict[str, Any], reason: str
+) -> None:
+    task_id = uuid.uuid4().hex
+
+    outcome = celery_app.celery_app.tasks[name].apply(tuple(args), kwargs, task_id=task_id)
+
+    assert not requeued(outcome)
+    assert api.history(task_id) == [(FAILED, 1)]
+    assert reason in (api.updates[0].error or "")
+
+
+def test_callback_client_is_shared_within_a_process() -> None:
+    assert celery_tasks.callback_client() is celery_tasks.callback_client()
+
+
+def test_retry_that_cannot_be_published_requeues_the_message(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery drops a message whose retry it cannot publish; the task requeues it instead.
+
+    The task runs as a worker runs it (not eagerly), so its retry is really published,
+    to a broker address where nothing listens.
+    """
+    monkeypatch.setitem(
+        celery_app.celery_app.conf, "broker_url", "amqp://guest:guest@127.0.0.1:1//"
+    )
+    msg = message(fail_times=1)
+    name, args, kwargs = celery_call(msg)
+    task = celery_app.celery_app.tasks[name]
+    task.push_request(id=msg.task_id, retries=0, hostname="celery@test", called_directly=False)
+    try:
+        with pytest.raises(Reject) as caught:
+            task.run(*args, **kwargs)
+    finally:
+        task.pop_request()
+
+    rejection: Any = caught.value  # the type stubs do not declare Reject's attributes
+    assert rejection.requeue
+    assert "not published" in rejection.reason
+    assert rejection.__cause__.requeue is False  # what Celery itself raised
+    assert api.history(msg.task_id) == [(IN_PROGRESS, 1), (RETRYING, 1)]
