@@ -1,0 +1,216 @@
+"""The pika side: connection, reconnection, worker threads and acknowledgements.
+
+The main thread is the connection's I/O thread: it only moves frames (so heartbeats
+keep flowing during long tasks) and settles deliveries. Tasks run in a pool of
+``CONSUMER_CONCURRENCY`` threads, as many as the channel's prefetch count. A worker
+thread hands its outcome back with ``add_callback_threadsafe`` to the connection the
+message came from; after a reconnection, deliveries of the old connection are never
+settled on the new channel (delivery tags belong to one channel): the broker
+redelivers them instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import AMQPError, ConsumerCancelled
+from pika.spec import Basic, BasicProperties
+
+from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_common.work import retry_delay
+from tasklab_consumer.processing import Outcome, TaskRunner
+from tasklab_consumer.settings import ConsumerSettings
+from tasklab_consumer.shutdown import POLL_SECONDS, Shutdown
+
+log = logging.getLogger("tasklab.consumer")
+
+#: Failures that end one connection; the consumer then connects again.
+RECOVERABLE = (AMQPError, OSError)
+
+
+def connection_parameters(settings: ConsumerSettings) -> pika.URLParameters:
+    """Broker parameters: the URL, our heartbeat and a connection name."""
+    params = pika.URLParameters(settings.amqp_url())
+    params.heartbeat = settings.consumer_heartbeat
+    params.connection_attempts = 1  # the reconnect loop does the retrying
+    params.client_properties = {"connection_name": settings.consumer_name}
+    return params
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``Type: reason`` of a connection failure.
+
+    Some pika exceptions print as an empty string and keep the reason in their
+    arguments (e.g. the refused socket connection), so those are shown instead.
+    """
+    details = str(exc) or ", ".join(repr(arg) for arg in exc.args) or "no details"
+    return f"{type(exc).__name__}: {details}"
+
+
+class Session:
+    """One connection and its channel, with the deliveries not settled on it yet."""
+
+    def __init__(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.unsettled = 0  # touched by the I/O thread only
+
+    def settle_threadsafe(self, delivery_tag: int, outcome: Outcome) -> None:
+        """From a worker thread: settle a delivery on the I/O thread, if still possible."""
+        try:
+            self.connection.add_callback_threadsafe(
+                functools.partial(self._settle, delivery_tag, outcome)
+            )
+        except AMQPError:
+            log.warning(
+                "connection lost before a delivery could be settled (%s); the broker redelivers it",
+                outcome.value,
+            )
+
+    def _settle(self, delivery_tag: int, outcome: Outcome) -> None:
+        """On the I/O thread: ack, reject or requeue a delivery of this channel."""
+        self.unsettled -= 1
+        try:
+            if outcome is Outcome.ACK:
+                self.channel.basic_ack(delivery_tag)
+            elif outcome is Outcome.REJECT:
+                self.channel.basic_reject(delivery_tag, requeue=False)
+            else:
+                self.channel.basic_nack(delivery_tag, requeue=True)
+        except AMQPError as exc:
+            log.warning(
+                "could not %s a delivery (%s); the broker redelivers it", outcome.value, exc
+            )
+
+    def close(self) -> None:
+        """Close the connection; its unsettled deliveries go back to the queue."""
+        close_quietly(self.connection)
+
+
+def close_quietly(connection: BlockingConnection) -> None:
+    """Close a connection, ignoring one that is already gone."""
+    if connection.is_open:
+        try:
+            connection.close()
+        except AMQPError as exc:
+            log.debug("closing the connection failed: %s", exc)
+
+
+class Consumer:
+    """Consumes the direct queue until a shutdown, reconnecting when the broker is lost."""
+
+    def __init__(self, settings: ConsumerSettings, runner: TaskRunner, shutdown: Shutdown) -> None:
+        self._settings = settings
+        self._runner = runner
+        self._shutdown = shutdown
+        self._params = connection_parameters(settings)
+        self._failures = 0
+
+    def run(self) -> None:
+        """Serve connections one after another until a shutdown is requested."""
+        threads = self._settings.consumer_concurrency
+        with ThreadPoolExecutor(threads, thread_name_prefix="task") as pool:
+            while not self._shutdown.requested:
+                try:
+                    self._serve(pool)
+                except RECOVERABLE as exc:
+                    self._back_off(exc)
+        log.info("consumer stopped")
+
+    def _back_off(self, exc: BaseException) -> None:
+        """Log a lost connection and wait before the next one (unless shutting down)."""
+        problem = describe_failure(exc)
+        if self._shutdown.requested:
+            log.warning("broker connection lost during shutdown (%s)", problem)
+            return
+        delay = retry_delay(
+            self._failures, self._settings.reconnect_backoff, self._settings.reconnect_backoff_max
+        )
+        self._failures += 1
+        log.warning(
+            "broker connection lost or unavailable (%s); reconnecting in %.1fs", problem, delay
+        )
+        self._shutdown.wait(delay)
+
+    def _serve(self, pool: ThreadPoolExecutor) -> None:
+        """One connection's lifetime: consume until a shutdown, then drain and close."""
+        session = self._open()
+        try:
+            consumer_tag = session.channel.basic_consume(
+                DIRECT_QUEUE, functools.partial(self._on_message, session, pool)
+            )
+            self._failures = 0
+            log.info(
+                "connected; consuming %s with %d worker threads as %s",
+                DIRECT_QUEUE,
+                self._settings.consumer_concurrency,
+                self._settings.consumer_name,
+            )
+            self._pump(session, until=lambda: self._shutdown.requested)
+            self._drain(session, consumer_tag)
+        finally:
+            session.close()
+
+    def _open(self) -> Session:
+        """Connect, declare the queue as the api does, set the prefetch count."""
+        connection = BlockingConnection(self._params)
+        try:
+            channel = connection.channel()
+            channel.queue_declare(DIRECT_QUEUE, durable=True)
+            channel.basic_qos(prefetch_count=self._settings.consumer_concurrency)
+            channel.add_on_cancel_callback(self._on_cancelled)
+        except BaseException:
+            close_quietly(connection)
+            raise
+        return Session(connection, channel)
+
+    @staticmethod
+    def _on_cancelled(_frame: object) -> None:
+        """The broker cancelled our consumer (e.g. the queue was deleted)."""
+        raise ConsumerCancelled("the broker cancelled the consumer")
+
+    def _pump(self, session: Session, until: Callable[[], bool]) -> None:
+        """Process I/O, deliveries and settlements until ``until()`` is true."""
+        while not until():
+            session.connection.process_data_events(time_limit=POLL_SECONDS)
+
+    def _drain(self, session: Session, consumer_tag: str) -> None:
+        """Stop consuming, wait for this session's tasks to be settled."""
+        session.channel.basic_cancel(consumer_tag)
+        if session.unsettled:
+            log.info("shutting down: waiting for %d task(s) to finish", session.unsettled)
+        self._pump(session, until=lambda: session.unsettled == 0)
+
+    def _on_message(
+        self,
+        session: Session,
+        pool: ThreadPoolExecutor,
+        _channel: BlockingChannel,
+        method: Basic.Deliver,
+        _properties: BasicProperties,
+        body: bytes,
+    ) -> None:
+        """On the I/O thread: hand a delivery to a worker thread."""
+        delivery_tag = method.delivery_tag
+        assert delivery_tag is not None, "a Basic.Deliver always carries a delivery tag"
+        session.unsettled += 1
+        pool.submit(self._work, session, delivery_tag, body)
+
+    def _work(self, session: Session, delivery_tag: int, body: bytes) -> None:
+        """In a worker thread: process one delivery and settle it."""
+        # Not started before a shutdown: give it back, another consumer will run it.
+        outcome = Outcome.REQUEUE if self._shutdown.requested else self._handle(body)
+        session.settle_threadsafe(delivery_tag, outcome)
+
+    def _handle(self, body: bytes) -> Outcome:
+        """The runner's outcome; a bug must not lose the message nor kill the thread."""
+        try:
+            return self._runner.handle(body)
+        except Exception:
+            log.exception("unexpected error while processing a message; requeueing it")
+            return Outcome.REQUEUE

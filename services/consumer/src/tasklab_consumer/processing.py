@@ -1,0 +1,160 @@
+"""One message's life: parse it, report, run the work with retries, decide its fate.
+
+Nothing here knows about pika: :meth:`TaskRunner.handle` takes a message body and
+returns an :class:`Outcome`, which the consumer turns into an ack, a reject or a
+requeue on the channel the message came from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import Enum
+from typing import Any
+
+from pydantic import ValidationError
+
+from tasklab_common.callback import CallbackClient, CallbackError
+from tasklab_common.messages import MAX_ERROR_CHARS, CallbackReply, StatusUpdate, TaskMessage
+from tasklab_common.models import TaskStatus
+from tasklab_common.work import execute, log_failed, log_finished, log_started, retry_delay
+from tasklab_consumer.settings import ConsumerSettings
+from tasklab_consumer.shutdown import Shutdown
+
+log = logging.getLogger("tasklab.consumer")
+
+#: The runner's name in the guide's log lines (``RabbitMQ Consumer <name>: ...``).
+RUNNER = "RabbitMQ Consumer"
+
+
+class Outcome(Enum):
+    """What to do with a message once its handling is over."""
+
+    ACK = "ack"
+    REJECT = "reject"  # unusable for good: not requeued
+    REQUEUE = "requeue"  # not settled: give it back to the broker
+
+
+class _Skipped(Exception):
+    """The api answered ``proceed: false``: the task must not run."""
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a task's error message, within the callback's size limit."""
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+
+
+def invalid_reason(exc: ValidationError) -> str:
+    """A malformed message's problems on one line, e.g. ``num: Input should be...``."""
+    problems = (
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    )
+    return f"malformed task message: {'; '.join(problems)}"[:MAX_ERROR_CHARS]
+
+
+def task_id_of(body: bytes) -> str | None:
+    """The ``task_id`` of a body that is JSON but not a valid task message, if any."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    task_id = data.get("task_id") if isinstance(data, dict) else None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
+class TaskRunner:
+    """Runs task messages and reports their progress to the api."""
+
+    def __init__(
+        self, settings: ConsumerSettings, callbacks: CallbackClient, shutdown: Shutdown
+    ) -> None:
+        self._settings = settings
+        self._callbacks = callbacks
+        self._shutdown = shutdown
+        self._worker = settings.consumer_name
+
+    def handle(self, body: bytes) -> Outcome:
+        """Process one message body; what to do with the message once it is over."""
+        try:
+            msg = TaskMessage.model_validate_json(body)
+        except ValidationError as exc:
+            self._refuse(body, exc)
+            return Outcome.REJECT
+        try:
+            self._run(msg)
+        except _Skipped:
+            log.info("task %s skipped: the api said not to run it", msg.num, extra=self._extra(msg))
+        except CallbackError as exc:
+            log.error("task %s requeued: %s", msg.num, exc, extra=self._extra(msg))
+            return Outcome.REQUEUE
+        return Outcome.ACK
+
+    def _refuse(self, body: bytes, exc: ValidationError) -> None:
+        """Log a malformed body and, when it names a task, report that task FAILED."""
+        reason = invalid_reason(exc)
+        task_id = task_id_of(body)
+        log.error("message rejected (task_id=%s): %s", task_id, reason)
+        if task_id is None:
+            return
+        try:
+            self._report(task_id, TaskStatus.FAILED, 1, error=reason)
+        except (CallbackError, ValidationError) as report_exc:
+            log.error("could not report task %s as FAILED: %s", task_id, report_exc)
+
+    def _run(self, msg: TaskMessage) -> None:
+        """Run every attempt the task is allowed until one succeeds or none is left."""
+        attempt = 1
+        while not self._attempt(msg, attempt):
+            attempt += 1
+
+    def _attempt(self, msg: TaskMessage, attempt: int) -> bool:
+        """Run one attempt; True when the task is over (DONE or FAILED reported)."""
+        reply = self._report(msg.task_id, TaskStatus.IN_PROGRESS, attempt)
+        if not reply.proceed:
+            raise _Skipped
+        extra = self._extra(msg, attempt)
+        log_started(log, RUNNER, self._worker, msg.num, **extra)
+        try:
+            result = execute(msg, attempt)
+        except Exception as exc:
+            return self._attempt_failed(msg, attempt, exc)
+        log_finished(log, RUNNER, self._worker, msg.num, **extra)
+        self._report(msg.task_id, TaskStatus.DONE, attempt, result=result)
+        return True
+
+    def _attempt_failed(self, msg: TaskMessage, attempt: int, exc: Exception) -> bool:
+        """Report a failed attempt; wait before the next one if any is left."""
+        error = error_text(exc)
+        log_failed(log, RUNNER, self._worker, msg.num, error, **self._extra(msg, attempt))
+        if attempt > self._settings.max_retries:
+            self._report(msg.task_id, TaskStatus.FAILED, attempt, error=error)
+            return True
+        self._report(msg.task_id, TaskStatus.RETRYING, attempt, error=error)
+        delay = retry_delay(
+            attempt - 1, self._settings.retry_backoff, self._settings.retry_backoff_max
+        )
+        # A shutdown cuts the wait short: the task then finishes sooner.
+        self._shutdown.wait(delay)
+        return False
+
+    def _report(
+        self, task_id: str, status: TaskStatus, attempt: int, **fields: Any
+    ) -> CallbackReply:
+        """Send one status report; raise ``CallbackError`` when it cannot be delivered."""
+        update = StatusUpdate(
+            task_id=task_id, status=status, attempt=attempt, worker=self._worker, **fields
+        )
+        return self._callbacks.report(update)
+
+    def _extra(self, msg: TaskMessage, attempt: int | None = None) -> dict[str, Any]:
+        """Structured log fields of a task (used by the JSON log format)."""
+        extra: dict[str, Any] = {
+            "task_id": msg.task_id,
+            "task_num": msg.num,
+            "method": msg.method.value,
+            "worker": self._worker,
+        }
+        if attempt is not None:
+            extra["attempt"] = attempt
+        return extra

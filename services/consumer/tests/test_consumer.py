@@ -1,0 +1,607 @@
+"""The consumer end to end: a real broker, a real HTTP callback server, the real process.
+
+Nothing is mocked:
+
+- the broker is ``TASKLAB_TEST_RMQ_URL`` when set (its vhost must exist); otherwise a
+  private vhost created on the local node with ``rabbitmqctl`` and deleted at the end
+  (without either, the tests are skipped with the reason);
+- :class:`FakeApi` is a small HTTP server that checks signatures like the api and
+  answers with ``CallbackReply`` JSON, following the api's "only move forward" rule;
+- :class:`ConsumerProcess` runs ``python -m tasklab_consumer`` and captures its output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pytest
+from pika.adapters.blocking_connection import BlockingConnection
+
+from tasklab_common.auth import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    CallbackAuthError,
+    verify,
+)
+from tasklab_common.messages import CallbackReply, StatusUpdate, TaskMessage, TaskParams
+from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
+from tasklab_common.queues import DIRECT_QUEUE
+
+SECRET = "consumer-test-secret-0123456789"
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``check`` until it is true; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class RabbitCtlError(Exception):
+    """``rabbitmqctl`` is missing or cannot manage the broker node."""
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl -q ARGS``; raise :class:`RabbitCtlError` when it fails."""
+    try:
+        done = subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RabbitCtlError(f"rabbitmqctl {args[0]}: {exc}") from exc
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        raise RabbitCtlError(f"rabbitmqctl {args[0]} failed: {lines[-1]}")
+    return done.stdout
+
+
+class Broker:
+    """A vhost on a real broker, holding the direct queue the consumer reads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.vhost = unquote(urlsplit(url).path[1:]) or "/"
+
+    def connect(self) -> BlockingConnection:
+        """A new connection of the test itself (not the consumer's)."""
+        return BlockingConnection(pika.URLParameters(self.url))
+
+    def publish(self, body: bytes) -> None:
+        """Publish a persistent message to the direct queue, as the api does."""
+        connection = self.connect()
+        try:
+            channel = connection.channel()
+            channel.queue_declare(DIRECT_QUEUE, durable=True)
+            channel.confirm_delivery()
+            channel.basic_publish(
+                "",
+                DIRECT_QUEUE,
+                body,
+                pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent),
+                mandatory=True,
+            )
+        finally:
+            connection.close()
+
+    def ready_messages(self) -> int:
+        """Messages waiting in the queue (unacked ones are not counted)."""
+        connection = self.connect()
+        try:
+            declared = connection.channel().queue_declare(DIRECT_QUEUE, durable=True)
+            return int(declared.method.message_count or 0)
+        finally:
+            connection.close()
+
+    def purge(self) -> None:
+        """Empty the direct queue, declaring it first if needed."""
+        connection = self.connect()
+        try:
+            channel = connection.channel()
+            channel.queue_declare(DIRECT_QUEUE, durable=True)
+            channel.queue_purge(DIRECT_QUEUE)
+        finally:
+            connection.close()
+
+    def close_all_connections(self) -> None:
+        """Have the broker close every connection of the vhost by force."""
+        rabbitmqctl("close_all_connections", "-p", self.vhost, "consumer test: forced close")
+
+
+def task_body(
+    num: int,
+    *,
+    duration: float = 0.0,
+    fail_times: int = 0,
+    numbers: list[float] | None = None,
+) -> tuple[str, bytes]:
+    """A fresh task's id and its direct-queue message body."""
+    kind = TaskKind.PROCESS_DATA if numbers else TaskKind.PROCESS_TASK
+    msg = TaskMessage(
+        task_id=uuid.uuid4().hex,
+        num=num,
+        kind=kind,
+        method=Method.RABBITMQ,
+        params=TaskParams(duration=duration, fail_times=fail_times, numbers=numbers),
+    )
+    return msg.task_id, msg.model_dump_json().encode()
+
+
+class FakeApi:
+    """The callback endpoint: verifies signatures and answers like the api.
+
+    ``no_proceed`` holds task ids answered ``proceed: false`` (as if cancelled);
+    ``failing`` makes every call fail with a 500.
+    """
+
+    def __init__(self) -> None:
+        self.updates: list[StatusUpdate] = []
+        self.refused: list[str] = []
+        self.no_proceed: set[str] = set()
+        self.failing = False
+        self._state: dict[str, tuple[TaskStatus, int]] = {}
+        self._nonces: set[str] = set()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/update_task_status_api/"
+
+    def start(self) -> None:
+        """Serve (again) on the same port."""
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler_for(self))
+        self._port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving: calls are refused at the TCP level until :meth:`start`."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def answer(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """Status code and JSON answer for one signed callback."""
+        try:
+            call = verify(
+                SECRET,
+                body,
+                headers.get(TIMESTAMP_HEADER),
+                headers.get(NONCE_HEADER),
+                headers.get(SIGNATURE_HEADER),
+            )
+        except CallbackAuthError as exc:
+            self.refused.append(exc.reason)
+            return 401, {"detail": exc.reason}
+        with self._lock:
+            if call.nonce in self._nonces:
+                self.refused.append("replayed nonce")
+                return 403, {"detail": "replayed nonce"}
+            self._nonces.add(call.nonce)
+            if self.failing:
+                return 500, {"detail": "failing on purpose"}
+            update = StatusUpdate.model_validate_json(body)
+            self.updates.append(update)
+            return 200, self._apply(update).model_dump(mode="json")
+
+    def _apply(self, update: StatusUpdate) -> CallbackReply:
+        if update.task_id in self.no_proceed:
+            return CallbackReply(applied=False, status=TaskStatus.CANCELLED, proceed=False)
+        status, attempt = self._state.get(update.task_id, (TaskStatus.PENDING, 0))
+        applied = supersedes(update.status, update.attempt, status, attempt)
+        if applied:
+            status, attempt = update.status, update.attempt
+            self._state[update.task_id] = (status, attempt)
+        return CallbackReply(applied=applied, status=status, proceed=not status.is_final)
+
+    def history(self, task_id: str) -> list[tuple[TaskStatus, int]]:
+        """Every report received for a task, in order: ``(status, attempt)``."""
+        with self._lock:
+            return [(u.status, u.attempt) for u in self.updates if u.task_id == task_id]
+
+    def last(self, task_id: str) -> StatusUpdate | None:
+        with self._lock:
+            found = [u for u in self.updates if u.task_id == task_id]
+        return found[-1] if found else None
+
+    def wait_final(self, task_id: str, timeout: float = 10.0) -> StatusUpdate:
+        """The first final report of a task, waiting for it."""
+
+        def final() -> StatusUpdate | None:
+            with self._lock:
+                return next(
+                    (u for u in self.updates if u.task_id == task_id and u.status.is_final), None
+                )
+
+        wait_until(lambda: final() is not None, f"a final report of task {task_id}", timeout)
+        update = final()
+        assert update is not None
+        return update
+
+
+def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            status, answer = api.answer(dict(self.headers.items()), body)
+            payload = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep the test output quiet."""
+
+    return Handler
+
+
+class ConsumerProcess:
+    """``python -m tasklab_consumer`` run with the given settings; output captured."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tasklab_consumer"],
+            env={**base, **env},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def count(self, text: str) -> int:
+        """How many output lines contain ``text``."""
+        return sum(text in line for line in list(self.lines))
+
+    def wait_for(self, text: str, *, times: int = 1, timeout: float = 10.0) -> None:
+        """Wait until ``text`` appeared on ``times`` output lines."""
+
+        def seen() -> bool:
+            if self.proc.poll() is not None and self.count(text) < times:
+                self._reader.join(timeout=2)
+                raise AssertionError(f"consumer exited early:\n{self.output}")
+            return self.count(text) >= times
+
+        wait_until(seen, f"{text!r} x{times} in the consumer's output", timeout)
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=2)
+        return code
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        return self.wait_exit()
+
+    def kill(self) -> None:
+        """End the process at once if it still runs (test teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+# --- fixtures ---
+
+LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+
+StartConsumer = Callable[..., ConsumerProcess]
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """``TASKLAB_TEST_RMQ_URL``, or a private vhost on the local node for the session."""
+    url = os.environ.get("TASKLAB_TEST_RMQ_URL")
+    if url:
+        yield Broker(url)
+        return
+    vhost = f"tasklab-consumer-test-{os.getpid()}"
+    try:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except RabbitCtlError as exc:
+        pytest.skip(f"no test broker: {exc}; set TASKLAB_TEST_RMQ_URL to use another one")
+    try:
+        yield Broker(LOCAL_BROKER + vhost)
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def queue(broker: Broker) -> Broker:
+    """The broker, with an empty direct queue."""
+    broker.purge()
+    return broker
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    """A running fake api; at the end, no callback may have failed authentication."""
+    server = FakeApi()
+    server.start()
+    yield server
+    server.stop()
+    assert server.refused == [], "the consumer sent unauthenticated or replayed callbacks"
+
+
+@pytest.fixture
+def start_consumer(queue: Broker, api: FakeApi, tmp_path: Path) -> Iterator[StartConsumer]:
+    """Start ``python -m tasklab_consumer`` against the test broker and api."""
+    started: list[ConsumerProcess] = []
+
+    def start(**settings: object) -> ConsumerProcess:
+        env = {
+            "RMQ_URL": queue.url,
+            "API_URL": api.url,
+            "CALLBACK_SECRET": SECRET,
+            "CONSUMER_NAME": "consumer@test",
+            "CALLBACK_TIMEOUT": "2",
+            "CALLBACK_MAX_WAIT": "2",
+            "RETRY_BACKOFF": "0.1",
+            "RETRY_BACKOFF_MAX": "0.2",
+            "RECONNECT_BACKOFF": "0.2",
+            "RECONNECT_BACKOFF_MAX": "1",
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "text",
+        }
+        env.update({key.upper(): str(value) for key, value in settings.items()})
+        process = ConsumerProcess(env, cwd=tmp_path)
+        started.append(process)
+        process.wait_for("connected; consuming")
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+# --- tests ---
+
+IN_PROGRESS, RETRYING = TaskStatus.IN_PROGRESS, TaskStatus.RETRYING
+DONE, FAILED = TaskStatus.DONE, TaskStatus.FAILED
+STARTED = "RabbitMQ Consumer consumer@test: Started processing task {}"
+FINISHED = "RabbitMQ Consumer consumer@test: Task {} finished successfully"
+LOST = "broker connection lost"
+
+
+def test_missing_settings_exit_with_a_one_line_error(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "RMQ_URL": "amqp://guest:guest@127.0.0.1:5672/"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tasklab_consumer"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "CALLBACK_SECRET" in lines[0]
+    assert "API_URL" in lines[0]
+
+
+def test_tasks_run_to_done_and_are_acked(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer()
+    sleeper, body = task_body(1, duration=0.2)
+    queue.publish(body)
+    stats, body = task_body(2, numbers=[1.0, 2.0, 6.0])
+    queue.publish(body)
+
+    done = api.wait_final(sleeper)
+    assert done.status is DONE
+    assert done.worker == "consumer@test"
+    assert done.result is not None
+    assert done.result["status"] == "success"
+    assert done.result["task_num"] == 1
+    assert api.history(sleeper) == [(IN_PROGRESS, 1), (DONE, 1)]
+    computed = api.wait_final(stats).result
+    assert computed is not None
+    assert (computed["sum"], computed["median"]) == (9.0, 2.0)
+    consumer.wait_for(FINISHED.format(1))
+    consumer.wait_for(FINISHED.format(2))
+    assert consumer.count(STARTED.format(1)) == 1
+
+    assert consumer.stop() == 0
+    assert queue.ready_messages() == 0  # unacked messages would be back in the queue
+
+
+def test_long_task_keeps_the_connection_alive(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer(consumer_heartbeat=2)
+    task_id, body = task_body(1, duration=7)
+    queue.publish(body)
+
+    assert api.wait_final(task_id, timeout=15).status is DONE
+    assert api.history(task_id) == [(IN_PROGRESS, 1), (DONE, 1)]
+    assert consumer.stop() == 0
+    assert consumer.count(LOST) == 0, consumer.output
+    assert consumer.count("connected; consuming") == 1
+    assert queue.ready_messages() == 0
+
+
+def test_failed_attempts_are_retried_until_done_or_failed(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer(max_retries=2)
+    recovers, body = task_body(1, fail_times=2)
+    queue.publish(body)
+    gives_up, body = task_body(2, fail_times=3)
+    queue.publish(body)
+
+    assert api.wait_final(recovers).status is DONE
+    assert api.history(recovers) == [
+        (IN_PROGRESS, 1),
+        (RETRYING, 1),
+        (IN_PROGRESS, 2),
+        (RETRYING, 2),
+        (IN_PROGRESS, 3),
+        (DONE, 3),
+    ]
+    failed = api.wait_final(gives_up)
+    assert failed.status is FAILED
+    assert failed.attempt == 3
+    assert failed.error is not None
+    assert "simulated failure of task 2, attempt 3" in failed.error
+    retrying = [u for u in api.updates if u.task_id == gives_up and u.status is RETRYING]
+    assert all(u.error and "SimulatedFailure" in u.error for u in retrying)
+
+    assert consumer.stop() == 0
+    assert queue.ready_messages() == 0
+
+
+def test_task_the_api_refuses_is_skipped_and_acked(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer(log_format="json")
+    task_id, body = task_body(7)
+    api.no_proceed.add(task_id)
+    queue.publish(body)
+
+    consumer.wait_for("task 7 skipped")
+    assert api.history(task_id) == [(IN_PROGRESS, 1)]
+    assert consumer.count("Started processing task 7") == 0
+    assert consumer.stop() == 0
+    assert queue.ready_messages() == 0
+    records = [json.loads(line) for line in consumer.lines]
+    skipped = next(r for r in records if "skipped" in r["msg"])
+    assert (skipped["task_id"], skipped["task_num"]) == (task_id, 7)
+    assert skipped["worker"] == "consumer@test"
+
+
+def test_malformed_bodies_are_rejected_without_requeue(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer()
+    queue.publish(b"this is not json")
+    queue.publish(json.dumps({"task_id": "bad-task", "num": "three"}).encode())
+    good, body = task_body(3)
+    queue.publish(body)
+
+    assert api.wait_final(good).status is DONE
+    failed = api.wait_final("bad-task")
+    assert failed.status is FAILED
+    assert failed.error is not None
+    assert "malformed task message" in failed.error
+    assert consumer.stop() == 0
+    assert consumer.count("message rejected") == 2  # once each: not redelivered
+    assert queue.ready_messages() == 0
+
+
+def test_undeliverable_report_requeues_the_message(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer(callback_max_wait=0.5)
+    task_id, body = task_body(4)
+    api.failing = True  # the api answers 500
+    queue.publish(body)
+    consumer.wait_for("task 4 requeued")
+    api.stop()  # then nothing listens at all
+    consumer.wait_for("task 4 requeued", times=3)
+    assert api.history(task_id) == []
+
+    api.failing = False
+    api.start()
+    assert api.wait_final(task_id).status is DONE
+    assert consumer.stop() == 0
+    assert queue.ready_messages() == 0
+
+
+def test_sigterm_lets_the_running_task_finish(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer(consumer_concurrency=1)
+    running, body = task_body(5, duration=2)
+    queue.publish(body)
+    waiting, body = task_body(6)
+    queue.publish(body)
+    consumer.wait_for(STARTED.format(5))
+
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait_exit() == 0
+    assert api.history(running) == [(IN_PROGRESS, 1), (DONE, 1)]
+    assert api.history(waiting) == []  # consuming stopped before it was delivered
+    assert queue.ready_messages() == 1  # task 5 acked, task 6 still queued
+
+
+def test_second_signal_exits_at_once(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer()
+    task_id, body = task_body(8, duration=60)
+    queue.publish(body)
+    consumer.wait_for(STARTED.format(8))
+
+    consumer.signal(signal.SIGINT)
+    consumer.wait_for("finishing running tasks")
+    consumer.signal(signal.SIGINT)
+    assert consumer.wait_exit(timeout=5) != 0
+    assert api.history(task_id) == [(IN_PROGRESS, 1)]
+    wait_until(lambda: queue.ready_messages() == 1, "the unacked task back in the queue")
+
+
+def test_reconnects_after_the_broker_closes_the_connection(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer()
+    interrupted, body = task_body(9, duration=1.5)
+    queue.publish(body)
+    consumer.wait_for(STARTED.format(9))
+
+    try:
+        queue.close_all_connections()
+    except RabbitCtlError as exc:
+        pytest.skip(f"cannot close connections by force: {exc}")
+    consumer.wait_for(LOST)
+    consumer.wait_for("connected; consuming", times=2)
+    # The first run of task 9 cannot be acked on the new channel: the broker
+    # redelivers it, and the api ignores the second run's repeated reports.
+    consumer.wait_for("connection lost before a delivery could be settled")
+    assert api.wait_final(interrupted).status is DONE
+
+    after, body = task_body(10)
+    queue.publish(body)
+    assert api.wait_final(after).status is DONE
+    assert consumer.stop() == 0
+    assert queue.ready_messages() == 0
