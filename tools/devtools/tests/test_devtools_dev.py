@@ -1,0 +1,38 @@
+"""The .env handling of ``tasklab-dev``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasklab_devtools.dev import read_dotenv, update_dotenv
+
+
+def test_dotenv_is_read_and_updated_in_place(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# local settings\n"
+        "export LOG_LEVEL=DEBUG\n"
+        "RMQ_URL='amqp://a:b@127.0.0.1:5673/'\n"
+        "\n"
+        'API_URL="http://localhost:8080/update_task_status_api/"\n'
+    )
+    assert read_dotenv(env_file) == {
+        "LOG_LEVEL": "DEBUG",
+        "RMQ_URL": "amqp://a:b@127.0.0.1:5673/",
+        "API_URL": "http://localhost:8080/update_task_status_api/",
+    }
+
+    update_dotenv(env_file, {"RMQ_URL": "amqp://c:d@127.0.0.1:5673/", "CALLBACK_SECRET": "x" * 43})
+
+    lines = env_file.read_text().splitlines()
+    assert lines[0] == "# local settings"
+    assert lines[2] == "RMQ_URL=amqp://c:d@127.0.0.1:5673/"
+    assert lines[-1] == "CALLBACK_SECRET=" + "x" * 43
+    assert read_dotenv(env_file)["LOG_LEVEL"] == "DEBUG"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_missing_dotenv(tmp_path: Path) -> None:
+    assert read_dotenv(tmp_path / ".env") == {}
+    update_dotenv(tmp_path / ".env", {"A": "1"})
+    assert read_dotenv(tmp_path / ".env") == {"A": "1"}
