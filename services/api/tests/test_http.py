@@ -114,7 +114,7 @@ def _callback(client: TestClient, body: bytes, headers: dict[str, str]) -> Any:
 
 
 def test_callback_authentication(client: TestClient, secret: str) -> None:
-    body = StatusUpdate(task_id="t-unknown", status="DONE").model_dump_json().encode()  # type: ignore[arg-type]
+    body = StatusUpdate(task_id="t-unknown", status="DONE").model_dump_json().encode()
     assert _callback(client, body, {}).status_code == 401
     forged = sign_headers("not-the-secret-at-all", body)
     assert _callback(client, body, forged).status_code == 401

@@ -1,0 +1,42 @@
+# tasklab: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON_DOWNLOADS := never
+UV ?= uv
+PYTEST_ARGS ?=
+SRC_DIRS := libs/common/src services/api/src services/celery-worker/src services/consumer/src tools/devtools/src
+# Test folders are type-checked one at a time: each has its own conftest.py.
+TEST_DIRS := $(wildcard libs/common/tests services/*/tests tools/devtools/tests) tests/e2e
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z0-9_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: install
+install: ## Install uv, the Python environment and RabbitMQ server (as needed)
+	@scripts/bootstrap.sh
+
+.PHONY: dev
+dev: install ## Run api (http://localhost:8080), celery-worker and consumer locally
+	$(UV) run tasklab-dev
+
+.PHONY: lint
+lint: ## ruff (lint and format check) and mypy --strict
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy $(SRC_DIRS)
+	@for d in $(TEST_DIRS); do echo "mypy $$d"; $(UV) run mypy $$d || exit 1; done
+
+.PHONY: unit
+unit: ## Unit tests of every package (real SQLite, PostgreSQL, RabbitMQ)
+	$(UV) run pytest libs services tools $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: ## The e2e suite against a local stack it starts itself
+	$(UV) run pytest tests/e2e $(PYTEST_ARGS)
+
+.PHONY: test
+test: ## Everything CI runs: install, lint, unit and e2e tests
+	@scripts/bootstrap.sh --postgres
+	$(MAKE) --no-print-directory lint
+	$(UV) run pytest libs services tools tests/e2e $(PYTEST_ARGS)

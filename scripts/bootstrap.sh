@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Install what the tests and `make dev` need, on a fresh Debian/Ubuntu machine:
+# uv, the locked Python environment, RabbitMQ server (for private broker nodes) and,
+# for the tests, a local PostgreSQL. Idempotent; quick when everything is there.
+#   scripts/bootstrap.sh            Python deps + RabbitMQ
+#   scripts/bootstrap.sh --postgres also PostgreSQL (what `make test` uses)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_pg=0
+for arg in "$@"; do
+  case "$arg" in
+    --postgres) want_pg=1 ;;
+    *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+export UV_PYTHON_DOWNLOADS=never
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+apt_updated=0
+apt_install() {
+  if ! is_root || ! command -v apt-get >/dev/null; then
+    echo "bootstrap: missing $*; install it with: sudo apt-get install -y $*" >&2
+    exit 1
+  fi
+  if [ "$apt_updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! command -v uv >/dev/null; then
+  say "installing uv"
+  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+
+say "syncing the Python environment (uv.lock)"
+uv sync --frozen --quiet
+
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  say "installing rabbitmq-server"
+  apt_install rabbitmq-server
+fi
+
+if [ "$want_pg" = 1 ]; then
+  if ! command -v pg_ctlcluster >/dev/null; then
+    say "installing postgresql"
+    apt_install postgresql
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    say "starting postgresql"
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi

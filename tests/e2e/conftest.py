@@ -1,0 +1,68 @@
+"""The e2e suite's one fixture: the system under test.
+
+``TASKLAB_E2E_TARGET`` picks the target; ``local`` (the default) starts the real
+stack on this machine: a private RabbitMQ node (own name, ports and data dir), the
+api on SQLite, a Celery worker and the consumer, each with the same command as its
+container image.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2eclient import Target
+
+from tasklab_devtools.procs import free_port
+from tasklab_devtools.rabbitmq import RabbitNode, ensure_rabbitmq_server
+from tasklab_devtools.stack import LocalStack, StackConfig
+
+#: Short retry delays so retry scenarios take seconds, not minutes.
+FAST_RETRIES = {"RETRY_BACKOFF": "0.2", "RETRY_BACKOFF_MAX": "1", "MAX_RETRIES": "3"}
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    ensure_rabbitmq_server()
+    node = RabbitNode.allocate("tasklab-e2e", tmp_path_factory.mktemp("rabbitmq"))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def target(
+    broker: RabbitNode, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+) -> Iterator[Target]:
+    kind = os.environ.get("TASKLAB_E2E_TARGET", "local")
+    if kind != "local":
+        raise pytest.UsageError(f"TASKLAB_E2E_TARGET={kind!r}: only 'local' is supported")
+    data = tmp_path_factory.mktemp("stack")
+    cfg = StackConfig(
+        rmq_url=broker.amqp_url,
+        database_url=f"sqlite:///{data}/tasklab.db",
+        callback_secret=secrets.token_urlsafe(32),
+        api_port=free_port(),
+        log_dir=artifacts / "logs",
+        extra_env=dict(FAST_RETRIES),
+    )
+    stack = LocalStack(cfg)
+    stack.start()
+    try:
+        yield Target(
+            base_url=cfg.api_base_url, secret=cfg.callback_secret, broker=broker, stack=stack
+        )
+    finally:
+        stack.stop()

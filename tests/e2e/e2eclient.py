@@ -1,0 +1,116 @@
+"""What the e2e tests use to drive a target: HTTP helpers and a live-stream recorder."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tasklab_common.models import FINAL_STATUSES
+from tasklab_devtools.rabbitmq import RabbitNode
+from tasklab_devtools.stack import LocalStack
+
+FINAL = {s.value for s in FINAL_STATUSES}
+
+
+@dataclass
+class Target:
+    """The system under test, wherever it runs."""
+
+    base_url: str
+    secret: str
+    broker: RabbitNode | None = None  # set when the test may stop and kill it
+    stack: LocalStack | None = None  # set when processes run locally
+    _http: httpx.Client | None = field(default=None, repr=False)
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.base_url, timeout=60)
+        return self._http
+
+    def submit(self, **body: Any) -> httpx.Response:
+        return self.http.post("/api/tasks", json=body)
+
+    def submit_ok(self, **body: Any) -> dict[str, Any]:
+        resp = self.submit(**body)
+        assert resp.status_code in (200, 202), resp.text
+        task: dict[str, Any] = resp.json()
+        return task
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        resp = self.http.get(f"/api/tasks/{task_id}")
+        resp.raise_for_status()
+        out: dict[str, Any] = resp.json()
+        return out
+
+    def total(self) -> int:
+        return int(self.http.get("/api/tasks", params={"limit": 1}).json()["total"])
+
+    def wait_status(
+        self, task_id: str, statuses: set[str] | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Poll until the task has one of ``statuses`` (default: any final one)."""
+        want = statuses or FINAL
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.task(task_id)
+            if task["status"] in want:
+                return task
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} still {task['status']} after {timeout}s")
+            time.sleep(0.05)
+
+
+class EventRecorder:
+    """Reads the live stream (``/api/events``) in a thread and keeps every task event."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.events: list[dict[str, Any]] = []
+        self.hello = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> EventRecorder:
+        self._thread.start()
+        assert self.hello.wait(10), "no hello on the live stream"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        with (
+            httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(5, read=None)) as c,
+            c.stream("GET", "/api/events") as resp,
+        ):
+            event = ""
+            for line in resp.iter_lines():
+                if self._stop.is_set():
+                    return
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event == "hello":
+                    self.hello.set()
+                elif line.startswith("data:") and event == "task":
+                    with self._lock:
+                        self.events.append(json.loads(line.split(":", 1)[1]))
+
+    def statuses(self, task_id: str) -> list[str]:
+        with self._lock:
+            return [e["status"] for e in self.events if e["id"] == task_id]
+
+    def wait_for(self, task_id: str, status: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while status not in self.statuses(task_id):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"live stream never showed {status} for {task_id}: {self.statuses(task_id)}"
+                )
+            time.sleep(0.02)

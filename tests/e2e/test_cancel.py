@@ -1,0 +1,59 @@
+"""Cancelling: a pending task never runs; a running Celery task is revoked."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery import Celery
+from e2eclient import Target
+
+
+@pytest.mark.parametrize("method", ["celery", "rabbitmq"])
+def test_cancelled_pending_task_never_runs(target: Target, method: str) -> None:
+    # Occupy every worker slot (concurrency 3), so the next task waits in the queue.
+    blockers = [target.submit_ok(method=method, duration=2) for _ in range(3)]
+    victim = target.submit_ok(method=method, duration=0)
+    resp = target.http.post(f"/api/tasks/{victim['id']}/cancel")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "CANCELLED"
+    for b in blockers:
+        assert target.wait_status(b["id"])["status"] == "DONE"
+    # The cancelled task's message has been delivered and skipped by now.
+    tail = target.submit_ok(method=method, duration=0)
+    target.wait_status(tail["id"])
+    after = target.task(victim["id"])
+    assert after["status"] == "CANCELLED"
+    assert after["started_at"] is None
+    assert after["worker"] is None
+
+
+def _active_ids(app: Celery) -> set[str]:
+    active = app.control.inspect(timeout=2).active() or {}
+    return {t["id"] for tasks in active.values() for t in tasks}
+
+
+def test_running_celery_task_is_revoked(target: Target) -> None:
+    assert target.broker is not None
+    app = Celery("e2e-inspect", broker=target.broker.amqp_url, set_as_current=False)
+    task = target.submit_ok(method="celery", duration=60)
+    target.wait_status(task["id"], {"IN_PROGRESS"}, timeout=15)
+    assert task["id"] in _active_ids(app)
+    resp = target.http.post(f"/api/tasks/{task['id']}/cancel")
+    assert resp.status_code == 200, resp.text
+    deadline = time.monotonic() + 15
+    while task["id"] in _active_ids(app):
+        assert time.monotonic() < deadline, "the revoked task is still running"
+    assert target.task(task["id"])["status"] == "CANCELLED"
+    # The worker keeps serving.
+    after = target.submit_ok(method="celery", duration=0)
+    assert target.wait_status(after["id"])["status"] == "DONE"
+    app.close()
+
+
+def test_final_task_cannot_be_cancelled(target: Target) -> None:
+    task = target.submit_ok(method="sync", duration=0)
+    assert task["status"] == "DONE"
+    resp = target.http.post(f"/api/tasks/{task['id']}/cancel")
+    assert resp.status_code == 409
+    assert "DONE" in resp.json()["detail"]

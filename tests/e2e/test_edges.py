@@ -1,0 +1,115 @@
+"""Bad input and forged callbacks: refused with a reason, nothing published or changed."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+from e2eclient import Target
+
+from tasklab_common.auth import sign_headers
+from tasklab_common.messages import StatusUpdate
+from tasklab_common.models import TaskStatus
+
+BAD_BODIES: list[Any] = [
+    {"method": "celery", "duration": -1},
+    {"method": "celery", "duration": "5"},
+    {"method": "rabbitmq", "duration": True},
+    {"method": "rabbitmq", "duration": 1e12},
+    {"method": "sync", "kind": "process_data"},
+    {"method": "celery", "kind": "process_data", "numbers": []},
+    {"method": "teleport", "duration": 1},
+    {"method": "celery", "fail_times": -2},
+    {"method": "rabbitmq", "extra": "field"},
+    "just a string",
+]
+
+
+def _received(target: Target) -> int:
+    """Messages the broker has received from publishers (a live counter)."""
+    assert target.broker is not None
+    text = httpx.get(f"{target.broker.prometheus_url}metrics", timeout=10).text
+    match = re.search(
+        r'^rabbitmq_global_messages_received_total\{protocol="amqp091"\} (\S+)$', text, re.M
+    )
+    assert match, "no received counter in the broker's metrics"
+    return int(float(match.group(1)))
+
+
+def test_invalid_input_is_422_and_nothing_is_published(target: Target) -> None:
+    if target.broker is None:
+        pytest.skip("needs the broker's metrics")
+    before_total = target.total()
+    before = _received(target)
+    for body in BAD_BODIES:
+        resp = target.http.post("/api/tasks", json=body)
+        assert resp.status_code == 422, (body, resp.text)
+        assert resp.json()["detail"], body
+    for raw in (
+        b'{"method": "celery", "duration": NaN}',
+        b'{"method": "celery", "duration": 1e999}',
+    ):
+        resp = target.http.post(
+            "/api/tasks", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert resp.status_code == 422, raw
+    resp = target.http.post(
+        "/api/tasks", content=b"x" * 2_000_000, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status_code == 413
+    resp = target.http.post(
+        "/api/tasks", content=b"method=celery", headers={"Content-Type": "text/plain"}
+    )
+    assert resp.status_code == 415
+    assert target.total() == before_total
+    assert _received(target) == before
+    # The counter does count: one valid task is one more message.
+    target.wait_status(target.submit_ok(method="rabbitmq", duration=0)["id"])
+    assert _received(target) == before + 1
+
+
+def _post_callback(target: Target, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return target.http.post(
+        "/update_task_status_api/",
+        content=body,
+        headers={"Content-Type": "application/json", **headers},
+    )
+
+
+def test_forged_and_replayed_callbacks_change_nothing(target: Target) -> None:
+    task = target.submit_ok(method="celery", duration=0)
+    target.wait_status(task["id"])
+    # A task to attack, still running for seconds.
+    victim = target.submit_ok(method="rabbitmq", duration=5)
+    body = (
+        StatusUpdate(task_id=victim["id"], status=TaskStatus.DONE, result={"x": 1})
+        .model_dump_json()
+        .encode()
+    )
+    assert _post_callback(target, body, {}).status_code == 401
+    assert _post_callback(target, body, sign_headers("x" * 32, body)).status_code == 401
+    stale = sign_headers(target.secret, body, now=time.time() - 3600)
+    assert _post_callback(target, body, stale).status_code == 401
+    signed = sign_headers(target.secret, body)
+    assert _post_callback(target, body.replace(b'"x":1', b'"x":2'), signed).status_code == 401
+    assert target.task(victim["id"])["result"] is None
+    # An authentic report, then the very same request replayed.
+    ok = _post_callback(target, body, signed)
+    assert ok.status_code == 200, ok.text
+    assert _post_callback(target, body, signed).status_code == 403
+    # A late report after the final one changes nothing.
+    late = (
+        StatusUpdate(task_id=victim["id"], status=TaskStatus.FAILED, error="late")
+        .model_dump_json()
+        .encode()
+    )
+    resp = _post_callback(target, late, sign_headers(target.secret, late))
+    assert resp.status_code == 200
+    assert resp.json()["applied"] is False
+    final = target.task(victim["id"])
+    assert final["status"] == "DONE"
+    assert final["error"] is None
+    assert final["result"] == {"x": 1}

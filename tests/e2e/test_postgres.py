@@ -1,0 +1,92 @@
+"""Two api processes sharing one PostgreSQL database.
+
+The workers report to api B only; submissions go to api A. A's sync waits and live
+stream still see every change (PostgreSQL LISTEN/NOTIFY), and both apis number tasks
+from one sequence.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from e2eclient import EventRecorder, Target
+
+from tasklab_devtools.pg import temp_database
+from tasklab_devtools.procs import free_port, wait_http_ok
+from tasklab_devtools.rabbitmq import RabbitNode
+from tasklab_devtools.stack import (
+    LocalStack,
+    StackConfig,
+    api_process,
+    celery_process,
+    consumer_process,
+)
+
+pytestmark = pytest.mark.postgres
+
+VHOST = "pg-e2e"
+
+
+@pytest.fixture(scope="module")
+def two_apis(broker: RabbitNode, artifacts: Path) -> Iterator[tuple[Target, Target]]:
+    # A vhost of its own, so the session stack's workers never see these tasks.
+    broker.rabbitmqctl("add_vhost", VHOST)
+    user = broker.credentials[0]
+    broker.rabbitmqctl("set_permissions", "-p", VHOST, user, ".*", ".*", ".*")
+    with temp_database() as db_url:
+        cfg_a = StackConfig(
+            rmq_url=broker.amqp_url.rstrip("/") + "/" + VHOST,
+            database_url=db_url,
+            callback_secret=secrets.token_urlsafe(32),
+            api_port=free_port(),
+            log_dir=artifacts / "logs-postgres",
+            celery_concurrency=2,
+            consumer_concurrency=2,
+        )
+        cfg_b = replace(cfg_a, api_port=free_port())
+        stack = LocalStack(cfg_a)
+        stack.add(api_process(cfg_a, name="api-a"))
+        stack.add(api_process(cfg_b, name="api-b"))
+        stack.add(celery_process(cfg_b))
+        stack.add(consumer_process(cfg_b))
+        try:
+            stack.start(api=False, celery=False, consumer=False)
+            for cfg in (cfg_a, cfg_b):
+                wait_http_ok(f"{cfg.api_base_url}/readyz", 60)
+            yield (
+                Target(base_url=cfg_a.api_base_url, secret=cfg_a.callback_secret),
+                Target(base_url=cfg_b.api_base_url, secret=cfg_b.callback_secret),
+            )
+        finally:
+            stack.stop()
+    broker.rabbitmqctl("delete_vhost", VHOST)
+
+
+def test_sync_on_a_finishes_through_callbacks_on_b(two_apis: tuple[Target, Target]) -> None:
+    a, _ = two_apis
+    resp = a.submit(method="sync", duration=0.2)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "DONE"
+
+
+@pytest.mark.parametrize("method", ["celery", "rabbitmq"])
+def test_live_stream_of_a_shows_changes_made_on_b(
+    two_apis: tuple[Target, Target], method: str
+) -> None:
+    a, b = two_apis
+    with EventRecorder(a.base_url) as live:
+        task = b.submit_ok(method=method, duration=0.2)
+        live.wait_for(task["id"], "DONE", timeout=30)
+        assert live.statuses(task["id"]) == ["PENDING", "IN_PROGRESS", "DONE"]
+    assert a.task(task["id"])["status"] == "DONE"
+
+
+def test_one_numbering_across_apis(two_apis: tuple[Target, Target]) -> None:
+    a, b = two_apis
+    nums = [t.submit_ok(method="celery", duration=0)["num"] for t in (a, b, a, b)]
+    assert nums == sorted(nums)
+    assert len(set(nums)) == 4
