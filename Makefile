@@ -8,9 +8,12 @@ SRC_DIRS := libs/common/src services/api/src services/celery-worker/src services
 # Test folders are type-checked one at a time: each has its own conftest.py.
 TEST_DIRS := $(wildcard libs/common/tests services/*/tests tools/devtools/tests) tests/e2e
 
+# Component fragments (images, chart and cluster targets) live in mk/.
+-include mk/*.mk
+
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z0-9_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z0-9_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST) | sort
 
 .PHONY: install
 install: ## Install uv, the Python environment and RabbitMQ server (as needed)
