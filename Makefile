@@ -40,6 +40,6 @@ e2e: ## The e2e suite against a local stack it starts itself
 
 .PHONY: test
 test: ## Everything CI runs: install, lint, unit and e2e tests
-	@scripts/bootstrap.sh --postgres
+	@scripts/bootstrap.sh --test
 	$(MAKE) --no-print-directory lint
 	$(UV) run pytest libs services tools tests/e2e $(PYTEST_ARGS)

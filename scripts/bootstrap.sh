@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Install what the tests and `make dev` need, on a fresh Debian/Ubuntu machine:
 # uv, the locked Python environment, RabbitMQ server (for private broker nodes) and,
-# for the tests, a local PostgreSQL. Idempotent; quick when everything is there.
-#   scripts/bootstrap.sh            Python deps + RabbitMQ
-#   scripts/bootstrap.sh --postgres also PostgreSQL (what `make test` uses)
+# for the tests, a local PostgreSQL and Chromium. Idempotent; quick when all is there.
+#   scripts/bootstrap.sh         Python deps + RabbitMQ (what `make dev` needs)
+#   scripts/bootstrap.sh --test  also PostgreSQL and Chromium (what `make test` uses)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_pg=0
+want_test=0
 for arg in "$@"; do
   case "$arg" in
-    --postgres) want_pg=1 ;;
+    --test) want_test=1 ;;
     *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +46,12 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
   apt_install rabbitmq-server
 fi
 
-if [ "$want_pg" = 1 ]; then
+if [ "$want_test" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  say "installing chromium (for the UI tests)"
+  apt_install chromium
+fi
+
+if [ "$want_test" = 1 ]; then
   if ! command -v pg_ctlcluster >/dev/null; then
     say "installing postgresql"
     apt_install postgresql

@@ -56,6 +56,7 @@ def target(
         callback_secret=secrets.token_urlsafe(32),
         api_port=free_port(),
         log_dir=artifacts / "logs",
+        rmq_management_url=broker.management_url,
         extra_env=dict(FAST_RETRIES),
     )
     stack = LocalStack(cfg)

@@ -131,3 +131,18 @@ def test_callback_rejects_invalid_body(client: TestClient, secret: str) -> None:
     for raw in [b'{"task_id": "x", "status": "PENDING"}', b'{"task_id": "x"}', b"[]"]:
         resp = _callback(client, raw, sign_headers(secret, raw))
         assert resp.status_code == 422, raw
+
+
+def test_overview_without_broker_stats(client: TestClient) -> None:
+    body = client.get("/api/overview").json()
+    assert body["counts"]["PENDING"] == 0
+    assert body["in_progress"] == 0
+    assert body["queues"] is None
+    assert "RMQ_MANAGEMENT_URL" in body["broker_stats_error"]
+    assert body["workers"] == []
+
+
+def test_label_is_limited(client: TestClient) -> None:
+    resp = client.post("/api/tasks", json={"method": "celery", "label": "x" * 101})
+    assert resp.status_code == 422
+    assert "label" in resp.text

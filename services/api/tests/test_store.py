@@ -145,9 +145,9 @@ async def test_list_filters_and_order(store: TaskStore) -> None:
     a = await store.create(Method.CELERY, TaskKind.PROCESS_TASK, TaskParams())
     b = await store.create(Method.RABBITMQ, TaskKind.PROCESS_DATA, TaskParams(numbers=[1.0]))
     await report(store, a.id, S.IN_PROGRESS)
-    rows, total = await store.list(limit=10)
+    rows, total = await store.list_tasks(limit=10)
     assert [r.id for r in rows] == [b.id, a.id] and total == 2
-    rows, total = await store.list(limit=10, method=[Method.RABBITMQ])
+    rows, total = await store.list_tasks(limit=10, method=[Method.RABBITMQ])
     assert [r.id for r in rows] == [b.id] and total == 1
-    rows, _ = await store.list(limit=10, status=[S.IN_PROGRESS])
+    rows, _ = await store.list_tasks(limit=10, status=[S.IN_PROGRESS])
     assert [r.id for r in rows] == [a.id]

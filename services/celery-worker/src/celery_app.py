@@ -24,6 +24,7 @@ queue is declared and nothing is published), so it costs the api's tasks nothing
 from __future__ import annotations
 
 import logging
+import socket
 from functools import lru_cache
 from typing import Any, Final
 
@@ -118,7 +119,12 @@ celery_app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    broker_transport_options={"confirm_publish": True},
+    # Confirms for every publish; the connection named after the worker's default
+    # node name, so the broker's consumer list shows which worker consumes.
+    broker_transport_options={
+        "confirm_publish": True,
+        "client_properties": {"connection_name": f"celery@{socket.gethostname()}"},
+    },
     broker_connection_retry_on_startup=True,
     worker_cancel_long_running_tasks_on_connection_loss=True,
     task_soft_time_limit=SOFT_TIME_LIMIT,

@@ -36,6 +36,10 @@ class Settings(CommonSettings):
     callback_tolerance_seconds: float = Field(
         300.0, gt=0, description="How far a callback's signed timestamp may be from now."
     )
+    rmq_management_url: str | None = Field(
+        None,
+        description="RabbitMQ management API, e.g. http://rabbitmq:15672/ (queue depth).",
+    )
     revoke_timeout: float = Field(5.0, gt=0, description="Seconds to broadcast a Celery revoke.")
 
 

@@ -14,12 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from tasklab_api.brokerstats import BrokerStats
 from tasklab_api.config import Settings, get_settings
 from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
 from tasklab_api.events import EventHub
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
 from tasklab_api.publisher import Publisher
-from tasklab_api.routers import callbacks, health, tasks, ui
+from tasklab_api.routers import callbacks, health, overview, tasks, ui
 from tasklab_api.state import AppState
 from tasklab_api.store import TaskStore
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limiter=RateLimiter(settings.submit_rate, settings.submit_burst),
             control=control,
             postgres=postgres,
+            broker_stats=BrokerStats(settings.rmq_management_url, settings.amqp_url()),
         )
         app.state.tasklab = state
         if postgres:
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             purger.cancel()
             await hub.close()
             await publisher.close()
+            await state.broker_stats.close()
             control.close()
             await engine.dispose()
 
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(tasks.router)
+    app.include_router(overview.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
     app.include_router(ui.router)

@@ -37,6 +37,10 @@ class TaskCreate(BaseModel):
     duration: Duration = 0.0
     numbers: Annotated[list[FiniteNumber] | None, Field(max_length=MAX_NUMBERS)] = None
     fail_times: Annotated[int, Field(strict=True, ge=0, le=MAX_FAIL_TIMES)] = 0
+    label: Annotated[
+        str | None,
+        Field(max_length=100, description="A free-text name shown with the task."),
+    ] = None
     wait: Annotated[
         float | None,
         Field(
@@ -98,6 +102,31 @@ class TaskPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class QueueOut(BaseModel):
+    name: str
+    ready: int
+    unacked: int
+    consumers: int
+
+
+class WorkerOut(BaseModel):
+    name: str
+    queue: str | None = Field(description="The queue it consumes, when it is online.")
+    online: bool
+    running: int
+    done: int
+    failed: int
+    last_seen: datetime | None
+
+
+class OverviewOut(BaseModel):
+    counts: dict[TaskStatus, int]
+    in_progress: int
+    queues: list[QueueOut] | None = Field(description="None when the broker's stats are unknown.")
+    broker_stats_error: str | None = None
+    workers: list[WorkerOut]
 
 
 class ErrorOut(BaseModel):

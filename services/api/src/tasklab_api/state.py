@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from tasklab_api.brokerstats import BrokerStats
 from tasklab_api.config import Settings
 from tasklab_api.events import EventHub
 from tasklab_api.limits import RateLimiter
@@ -27,6 +28,7 @@ class AppState:
     limiter: RateLimiter
     control: Celery
     postgres: bool
+    broker_stats: BrokerStats
 
     async def announce(self, task: Task, *, notified: bool = False) -> None:
         """Tell live subscribers of every api process that ``task`` changed.

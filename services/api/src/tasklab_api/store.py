@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -55,6 +55,15 @@ class CancelOutcome:
     previous: TaskStatus
 
 
+@dataclass(frozen=True)
+class WorkerRow:
+    name: str
+    running: int
+    done: int
+    failed: int
+    last_seen: datetime
+
+
 class TaskStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, postgres: bool) -> None:
         self._sessions = sessions
@@ -63,14 +72,19 @@ class TaskStore:
     def session(self) -> AsyncSession:
         return self._sessions()
 
-    async def create(self, method: Method, kind: TaskKind, params: TaskParams) -> Task:
+    async def create(
+        self, method: Method, kind: TaskKind, params: TaskParams, *, label: str | None = None
+    ) -> Task:
         now = utcnow()
+        stored = params.model_dump(mode="json", exclude_none=True)
+        if label:
+            stored["label"] = label
         task = Task(
             id=str(uuid.uuid4()),
             method=method.value,
             kind=kind.value,
             status=TaskStatus.PENDING.value,
-            params=params.model_dump(mode="json", exclude_none=True),
+            params=stored,
             result=None,
             error=None,
             worker=None,
@@ -92,7 +106,7 @@ class TaskStore:
         async with self._sessions() as s:
             return (await s.execute(select(Task).where(Task.id == task_id))).scalar_one_or_none()
 
-    async def list(
+    async def list_tasks(
         self,
         *,
         limit: int,
@@ -203,6 +217,28 @@ class TaskStore:
             if self._postgres:
                 await notify(s, task.id)
         return CancelOutcome(task, previous)
+
+    async def status_counts(self) -> dict[TaskStatus, int]:
+        async with self._sessions() as s:
+            rows = await s.execute(select(Task.status, func.count()).group_by(Task.status))
+            return {TaskStatus(st): int(n) for st, n in rows.all()}
+
+    async def worker_stats(self, since: datetime) -> list[WorkerRow]:
+        """Per worker: tasks running now, done and failed; workers active since ``since``."""
+        running = func.sum(case((Task.status.in_(["IN_PROGRESS", "RETRYING"]), 1), else_=0))
+        done = func.sum(case((Task.status == "DONE", 1), else_=0))
+        failed = func.sum(case((Task.status == "FAILED", 1), else_=0))
+        q = (
+            select(Task.worker, running, done, failed, func.max(Task.updated_at))
+            .where(Task.worker.is_not(None))
+            .group_by(Task.worker)
+            .having(func.max(Task.updated_at) >= since)
+        )
+        async with self._sessions() as s:
+            return [
+                WorkerRow(str(w), int(r or 0), int(d or 0), int(f or 0), last)
+                for w, r, d, f, last in (await s.execute(q)).all()
+            ]
 
     async def purge_nonces(self, older_than: timedelta) -> int:
         async with self._sessions() as s, s.begin():

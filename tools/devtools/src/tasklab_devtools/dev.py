@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             api_port=api_port,
             api_host=settings.get("API_HOST", "127.0.0.1"),
             consumer_concurrency=int(settings.get("CONSUMER_CONCURRENCY", "3")),
+            rmq_management_url=(
+                node.management_url if node is not None else settings.get("RMQ_MANAGEMENT_URL")
+            ),
             cwd=root,
         )
         stack = LocalStack(cfg)

@@ -44,6 +44,7 @@ class StackConfig:
     #: Each process logs to ``log_dir/<name>.log``; None: prefixed lines on our stdout.
     log_dir: Path | None = None
     #: Added last to the services' environment (overrides everything else).
+    rmq_management_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Working directory of the services (they read a ``.env`` there); None: ours.
     cwd: Path | None = None
@@ -74,6 +75,7 @@ class StackConfig:
             "API_HOST": self.api_host,
             "API_PORT": str(self.api_port),
             "CONSUMER_CONCURRENCY": str(self.consumer_concurrency),
+            **({"RMQ_MANAGEMENT_URL": self.rmq_management_url} if self.rmq_management_url else {}),
             **self.extra_env,
         }
 

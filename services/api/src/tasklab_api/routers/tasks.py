@@ -60,7 +60,7 @@ async def submit_task(body: TaskCreate, request: Request, state: State) -> TaskO
         metrics.TASKS_REJECTED.labels(body.method.value, "broker_unavailable").inc()
         raise HTTPException(503, "broker unavailable", headers={"Retry-After": "5"})
 
-    task = await state.store.create(body.method, body.kind, body.params())
+    task = await state.store.create(body.method, body.kind, body.params(), label=body.label)
     msg = TaskMessage(
         task_id=task.id, num=task.num, kind=body.kind, method=body.method, params=body.params()
     )
@@ -101,7 +101,7 @@ async def list_tasks(
     """Tasks, newest first."""
     if updated_since is not None and updated_since.tzinfo is None:
         raise HTTPException(422, "updated_since needs a timezone (e.g. ...Z)")
-    rows, total = await state.store.list(
+    rows, total = await state.store.list_tasks(
         limit=limit,
         offset=offset,
         method=method or (),

@@ -1,86 +1,262 @@
-// tasklab web UI: forms per method, a live task table fed by server-sent events.
+// tasklab web UI: submit forms per method, a live task table (server-sent events),
+// a header strip with queue depth and workers. Every value from the server or the
+// user is put into the page as text (textContent), never as HTML.
 "use strict";
-const rows = new Map();          // task id -> task
-const tbody = document.querySelector("#tasks tbody");
+
+const I18N = {
+  en: {
+    skip: "Skip to the task table", subtitle: "Asynchronous tasks through Celery, RabbitMQ (direct) or synchronously",
+    connecting: "connecting…", live: "live", reconnecting: "reconnecting…", overview: "Overview",
+    inProgress: "In progress", queues: "Queues (ready / unacked)", workers: "Workers and consumers",
+    celeryTitle: "Celery", recommended: "recommended", rabbitTitle: "RabbitMQ", direct: "direct",
+    syncTitle: "Sync", waits: "waits for the result", sendCelery: "Send via Celery",
+    sendRabbit: "Send via RabbitMQ", sendSync: "Send synchronously", duration: "Duration, s", kind: "Kind",
+    numbers: "Numbers", failures: "Simulated failures", label: "Label", taskStatus: "Task status",
+    method: "Method", status: "Status", all: "all", worker: "Worker", attempts: "Attempts",
+    queueWait: "Queue wait", runTime: "Run time", created: "Created", actions: "Actions",
+    noTasks: "No tasks match.", newer: "← Newer", older: "Older →", close: "Close", cancel: "Cancel",
+    details: "Details of task", page: "{from}–{to} of {total}", accepted: "Task {num} accepted: {status}",
+    finished: "Task {num}: {status}", stillRunning: "Task {num} is still running (the wait ended); it stays in the table.",
+    rateLimited: "Too many requests: try again in {s} s.", brokerDown: "The broker is unavailable: {detail}",
+    invalid: "Invalid input: {detail}", failedReq: "Request failed ({code}): {detail}", network: "Network error: {detail}",
+    cancelled: "Task {num} cancelled.", noWorkers: "none online", statsUnknown: "unknown",
+    fParams: "Parameters", fResult: "Result", fError: "Error", fWorker: "Worker", fAttempts: "Attempts",
+    fCreated: "Created", fStarted: "Started", fFinished: "Finished", fUpdated: "Updated", fId: "Id", fLabel: "Label",
+    online: "online", offline: "offline", runningDone: "{running} running, {done} done",
+  },
+  ru: {
+    skip: "Перейти к таблице задач", subtitle: "Асинхронные задачи через Celery, RabbitMQ (напрямую) или синхронно",
+    connecting: "подключение…", live: "онлайн", reconnecting: "переподключение…", overview: "Обзор",
+    inProgress: "В работе", queues: "Очереди (готово / без подтверждения)", workers: "Воркеры и консьюмеры",
+    celeryTitle: "Celery", recommended: "рекомендуется", rabbitTitle: "RabbitMQ", direct: "напрямую",
+    syncTitle: "Синхронно", waits: "ждёт результат", sendCelery: "Отправить через Celery",
+    sendRabbit: "Отправить через RabbitMQ", sendSync: "Отправить синхронно", duration: "Длительность, с", kind: "Тип",
+    numbers: "Числа", failures: "Имитация сбоев", label: "Метка", taskStatus: "Статус задач",
+    method: "Метод", status: "Статус", all: "все", worker: "Воркер", attempts: "Попытки",
+    queueWait: "Ожидание", runTime: "Выполнение", created: "Создана", actions: "Действия",
+    noTasks: "Нет подходящих задач.", newer: "← Новее", older: "Старше →", close: "Закрыть", cancel: "Отменить",
+    details: "Подробности задачи", page: "{from}–{to} из {total}", accepted: "Задача {num} принята: {status}",
+    finished: "Задача {num}: {status}", stillRunning: "Задача {num} ещё выполняется (ожидание истекло); она остаётся в таблице.",
+    rateLimited: "Слишком много запросов: повторите через {s} с.", brokerDown: "Брокер недоступен: {detail}",
+    invalid: "Неверные данные: {detail}", failedReq: "Ошибка запроса ({code}): {detail}", network: "Ошибка сети: {detail}",
+    cancelled: "Задача {num} отменена.", noWorkers: "нет в сети", statsUnknown: "неизвестно",
+    fParams: "Параметры", fResult: "Результат", fError: "Ошибка", fWorker: "Воркер", fAttempts: "Попытки",
+    fCreated: "Создана", fStarted: "Начата", fFinished: "Завершена", fUpdated: "Обновлена", fId: "Id", fLabel: "Метка",
+    online: "в сети", offline: "не в сети", runningDone: "выполняется {running}, готово {done}",
+  },
+};
+const LANG_KEY = "tasklab.lang";
+let lang = localStorage.getItem(LANG_KEY) === "ru" ? "ru" : "en";
+function t(key, vars = {}) {
+  const s = (I18N[lang][key] ?? I18N.en[key] ?? key);
+  return s.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
+}
+
 const FINAL = new Set(["DONE", "FAILED", "CANCELLED"]);
 const LABEL = { celery: "Celery", rabbitmq: "RabbitMQ", sync: "Sync" };
+const PAGE_SIZE = 20;
+const $ = (sel) => document.querySelector(sel);
+const tbody = $("#tasks tbody");
+const view = { offset: 0, total: 0, rows: new Map() };   // rows: id -> task, current page only
 
-function cell(text, cls) {
-  const td = document.createElement("td");
-  if (cls) td.className = cls;
-  td.textContent = text == null ? "" : String(text);   // always text, never HTML
-  return td;
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = String(text);
+  return e;
 }
-function secs(v) { return v == null ? "" : v.toFixed(2) + " s"; }
+function secs(v) { return v == null ? "" : `${v.toFixed(2)} s`; }
+function when(iso) { return iso ? new Date(iso).toLocaleString(lang) : ""; }
 
-function render() {
-  const list = [...rows.values()].sort((a, b) => b.num - a.num).slice(0, 200);
-  tbody.replaceChildren(...list.map((t) => {
-    const tr = document.createElement("tr");
-    tr.dataset.id = t.id;
-    tr.append(cell(t.num));
-    const m = cell(""); const b = document.createElement("span");
-    b.className = "badge " + t.method; b.textContent = LABEL[t.method] || t.method; m.append(b);
-    tr.append(m, cell(t.kind), cell(t.status, "st " + t.status), cell(t.worker), cell(t.attempts),
-      cell(secs(t.queue_wait_seconds)), cell(secs(t.run_seconds)),
-      cell(new Date(t.created_at).toLocaleTimeString()));
-    const act = cell("");
-    if (!FINAL.has(t.status)) {
-      const btn = document.createElement("button");
-      btn.type = "button"; btn.textContent = "Cancel"; btn.setAttribute("aria-label", "Cancel task " + t.num);
-      btn.addEventListener("click", () => fetch(`/api/tasks/${encodeURIComponent(t.id)}/cancel`, { method: "POST" })
-        .then((r) => r.json()).then(upsert));
-      act.append(btn);
-    }
-    tr.append(act);
-    return tr;
-  }));
+// ---- language
+function applyLang() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-i18n]").forEach((n) => { n.textContent = t(n.dataset.i18n); });
+  const btn = $("#lang");
+  btn.textContent = lang === "en" ? "RU" : "EN";
+  btn.setAttribute("aria-label", lang === "en" ? "Русский" : "English");
+  const conn = $("#conn");
+  conn.textContent = t(conn.dataset.state);
+  render(); renderOverview(lastOverview);
 }
-function upsert(t) {
-  if (!t || !t.id) return;
-  const old = rows.get(t.id);
-  if (old && new Date(old.updated_at) > new Date(t.updated_at)) return;
-  rows.set(t.id, t); render();
+$("#lang").addEventListener("click", () => {
+  lang = lang === "en" ? "ru" : "en";
+  localStorage.setItem(LANG_KEY, lang);
+  applyLang();
+});
+
+// ---- errors
+async function describe(resp) {
+  const body = await resp.json().catch(() => null);
+  let detail = body && body.detail;
+  if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".") || "body"}: ${d.msg}`).join("; ");
+  else if (typeof detail !== "string") detail = resp.statusText || "error";
+  if (resp.status === 422) return t("invalid", { detail });
+  if (resp.status === 429) return t("rateLimited", { s: resp.headers.get("Retry-After") || "1" });
+  if (resp.status === 503) return t("brokerDown", { detail });
+  return t("failedReq", { code: resp.status, detail });
 }
-async function reload() {
-  const r = await fetch("/api/tasks?limit=200");
-  if (r.ok) (await r.json()).items.forEach((t) => rows.set(t.id, t));
+
+// ---- forms
+document.querySelectorAll("form.card").forEach((form) => {
+  form.querySelector(".fields").append($("#fields-template").content.cloneNode(true));
+  const ids = form.dataset.method;
+  form.querySelectorAll("input, select").forEach((inp) => { inp.id = `${ids}-${inp.name}`; });
+  if (form.dataset.method === "sync") form.elements.duration.value = "1";
+  const kind = form.elements.kind, nums = form.querySelector(".numbers");
+  const toggle = () => { nums.hidden = kind.value !== "process_data"; };
+  kind.addEventListener("change", toggle); toggle();
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); submit(form); });
+});
+
+async function submit(form) {
+  const msg = form.querySelector(".msg"), res = form.querySelector(".result"), btn = form.querySelector("button");
+  msg.className = "msg"; msg.textContent = ""; if (res) res.textContent = "";
+  const f = form.elements;
+  const body = { method: form.dataset.method, kind: f.kind.value };
+  if (f.duration.value !== "") body.duration = Number(f.duration.value);
+  if (f.fail_times.value !== "") body.fail_times = Number(f.fail_times.value);
+  if (f.label.value.trim()) body.label = f.label.value.trim();
+  if (f.kind.value === "process_data") body.numbers = f.numbers.value.split(/[\s,;]+/).filter(Boolean).map(Number);
+  btn.disabled = true; form.setAttribute("aria-busy", "true");
+  try {
+    const r = await fetch("/api/tasks", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    if (!r.ok && r.status !== 504) { msg.textContent = await describe(r); return; }
+    const task = await r.json();
+    upsert(task);
+    msg.className = "msg ok";
+    if (r.status === 504) msg.textContent = t("stillRunning", { num: task.num });
+    else msg.textContent = t(FINAL.has(task.status) ? "finished" : "accepted", { num: task.num, status: task.status });
+    if (res && FINAL.has(task.status)) res.textContent = JSON.stringify(task.result ?? { error: task.error }, null, 2);
+  } catch (e) {
+    msg.textContent = t("network", { detail: e.message });
+  } finally {
+    btn.disabled = false; form.removeAttribute("aria-busy");
+  }
+}
+
+// ---- table
+function filters() { return { method: $("#f-method").value, status: $("#f-status").value }; }
+function matches(task) {
+  const f = filters();
+  return (!f.method || task.method === f.method) && (!f.status || task.status === f.status);
+}
+async function load() {
+  const f = filters();
+  const q = new URLSearchParams({ limit: PAGE_SIZE, offset: view.offset });
+  if (f.method) q.append("method", f.method);
+  if (f.status) q.append("status", f.status);
+  const r = await fetch(`/api/tasks?${q}`);
+  if (!r.ok) return;
+  const page = await r.json();
+  view.total = page.total;
+  view.rows = new Map(page.items.map((x) => [x.id, x]));
   render();
 }
-function reason(body) {
-  if (!body) return "request failed";
-  if (typeof body.detail === "string") return body.detail;
-  if (Array.isArray(body.detail)) return body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
-  return JSON.stringify(body);
+function upsert(task) {
+  if (!task || !task.id) return;
+  const old = view.rows.get(task.id);
+  if (old) {
+    if (new Date(old.updated_at) > new Date(task.updated_at)) return;
+    if (!matches(task)) { view.rows.delete(task.id); view.total -= 1; }
+    else view.rows.set(task.id, task);
+  } else if (view.offset === 0 && matches(task)) {
+    view.rows.set(task.id, task);
+    view.total += 1;
+  } else return;
+  render();
 }
-document.querySelectorAll("form.card").forEach((form) => {
-  const kind = form.elements.kind, nums = form.querySelector(".numbers");
-  const sync = () => { nums.hidden = kind.value !== "process_data"; };
-  kind.addEventListener("change", sync); sync();
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const msg = form.querySelector(".msg"), res = form.querySelector(".result");
-    msg.className = "msg"; msg.textContent = ""; if (res) res.textContent = "";
-    const body = { method: form.dataset.method, kind: kind.value,
-      duration: Number(form.elements.duration.value), fail_times: Number(form.elements.fail_times.value || 0) };
-    if (kind.value === "process_data") body.numbers = form.elements.numbers.value.split(/[\s,;]+/).filter(Boolean).map(Number);
-    const btn = form.querySelector("button"); btn.disabled = true;
-    try {
-      const r = await fetch("/api/tasks", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-      const data = await r.json().catch(() => null);
-      if (!r.ok && r.status !== 504) { msg.textContent = `${r.status}: ${reason(data)}`; return; }
-      upsert(data);
-      msg.className = "msg ok"; msg.textContent = `task ${data.num}: ${data.status}`;
-      if (res && FINAL.has(data.status)) res.textContent = JSON.stringify(data.result ?? data.error, null, 2);
-    } catch (e) { msg.textContent = "network error: " + e.message; }
-    finally { btn.disabled = false; }
+function render() {
+  const list = [...view.rows.values()].sort((a, b) => b.num - a.num).slice(0, PAGE_SIZE);
+  tbody.replaceChildren(...list.map(row));
+  $("#empty").hidden = list.length > 0;
+  const from = view.total ? view.offset + 1 : 0;
+  $("#page").textContent = t("page", { from, to: view.offset + list.length, total: view.total });
+  $("#prev").disabled = view.offset === 0;
+  $("#next").disabled = view.offset + PAGE_SIZE >= view.total;
+}
+function row(task) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = task.id; tr.dataset.status = task.status;
+  const num = el("td"); const nb = el("button", task.num, "num-btn");
+  nb.type = "button"; nb.setAttribute("aria-label", `${t("details")} ${task.num}`);
+  nb.addEventListener("click", () => detail(task.id)); num.append(nb);
+  if (task.params && task.params.label) num.append(" ", el("span", task.params.label, "label"));
+  const m = el("td"); m.append(el("span", LABEL[task.method] || task.method, `badge ${task.method}`));
+  tr.append(num, m, el("td", task.kind), el("td", task.status, `st ${task.status}`), el("td", task.worker),
+    el("td", task.attempts), el("td", secs(task.queue_wait_seconds)), el("td", secs(task.run_seconds)),
+    el("td", new Date(task.created_at).toLocaleTimeString(lang)));
+  const act = el("td");
+  if (!FINAL.has(task.status)) {
+    const b = el("button", t("cancel"), "cancel");
+    b.type = "button"; b.setAttribute("aria-label", `${t("cancel")} ${task.num}`);
+    b.addEventListener("click", () => cancel(task));
+    act.append(b);
+  }
+  tr.append(act);
+  return tr;
+}
+async function cancel(task) {
+  const r = await fetch(`/api/tasks/${encodeURIComponent(task.id)}/cancel`, { method: "POST" });
+  if (r.ok) upsert(await r.json()); else tableMessage(await describe(r));
+}
+function tableMessage(text) {
+  let p = $("#table-msg");
+  if (!p) { p = el("p", null, "msg"); p.id = "table-msg"; p.setAttribute("role", "alert"); $(".table-head").after(p); }
+  p.textContent = text;
+}
+async function detail(id) {
+  const r = await fetch(`/api/tasks/${encodeURIComponent(id)}`);
+  if (!r.ok) { tableMessage(await describe(r)); return; }
+  const task = await r.json();
+  $("#detail-title").textContent = `${t("details")} ${task.num}`;
+  const dl = $("#detail-body");
+  const fields = [["fId", task.id], ["fLabel", task.params && task.params.label], ["method", LABEL[task.method]],
+    ["kind", task.kind], ["status", task.status], ["fWorker", task.worker], ["fAttempts", task.attempts],
+    ["fParams", JSON.stringify(task.params, null, 2)], ["fResult", task.result ? JSON.stringify(task.result, null, 2) : ""],
+    ["fError", task.error], ["fCreated", when(task.created_at)], ["fStarted", when(task.started_at)],
+    ["fFinished", when(task.finished_at)], ["fUpdated", when(task.updated_at)]];
+  dl.replaceChildren(...fields.flatMap(([k, v]) => [el("dt", t(k)), el("dd", v ?? "")]));
+  $("#detail").showModal();
+}
+$("#f-method").addEventListener("change", () => { view.offset = 0; load(); });
+$("#f-status").addEventListener("change", () => { view.offset = 0; load(); });
+$("#prev").addEventListener("click", () => { view.offset = Math.max(0, view.offset - PAGE_SIZE); load(); });
+$("#next").addEventListener("click", () => { view.offset += PAGE_SIZE; load(); });
+
+// ---- header strip
+let lastOverview = null, overviewTimer = null;
+async function overview() {
+  try {
+    const r = await fetch("/api/overview");
+    if (r.ok) { lastOverview = await r.json(); renderOverview(lastOverview); }
+  } catch (e) { /* the connection badge tells */ }
+}
+function soonOverview() { clearTimeout(overviewTimer); overviewTimer = setTimeout(overview, 300); }
+function renderOverview(o) {
+  if (!o) return;
+  $("#s-inprogress").textContent = String(o.in_progress);
+  const qv = $("#s-queues-value");
+  qv.textContent = o.queues ? o.queues.map((q) => `${q.name}: ${q.ready} / ${q.unacked}`).join("  ·  ") : t("statsUnknown");
+  if (o.broker_stats_error) qv.title = o.broker_stats_error;
+  const ul = $("#s-workers");
+  const items = o.workers.map((w) => {
+    const li = el("li", `${w.name} — ${t(w.online ? "online" : "offline")}, ${t("runningDone", { running: w.running, done: w.done })}`);
+    if (w.online) li.classList.add("online");
+    li.dataset.worker = w.name;
+    return li;
   });
-});
-const conn = document.getElementById("conn");
+  ul.replaceChildren(...(items.length ? items : [el("li", t("noWorkers"))]));
+}
+setInterval(overview, 3000);
+
+// ---- live stream
+function setConn(state) { const c = $("#conn"); c.dataset.state = state; c.textContent = t(state); }
 function connect() {
   const es = new EventSource("/api/events");
-  es.addEventListener("hello", () => { conn.textContent = "live"; reload(); });
-  es.addEventListener("task", (e) => upsert(JSON.parse(e.data)));
-  es.onerror = () => { conn.textContent = "reconnecting…"; };
+  es.addEventListener("hello", () => { setConn("live"); load(); overview(); });   // (re)connected: catch up
+  es.addEventListener("task", (e) => { upsert(JSON.parse(e.data)); soonOverview(); });
+  es.onerror = () => setConn("reconnecting");   // EventSource retries by itself
 }
+applyLang();
 connect();

@@ -1,0 +1,121 @@
+"""Queue depth and consumers, read from RabbitMQ's management API.
+
+Counts come from the management plugin (``RMQ_MANAGEMENT_URL``; credentials and
+vhost from ``RMQ_URL``): per queue the ready and unacknowledged messages and the
+consumers, each consumer named by its connection (the Celery worker and the consumer
+name their connections after themselves, e.g. ``celery@<pod>``). Reads are cached
+for a second, so any number of pages and scrapes cost one request a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+
+from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
+
+log = logging.getLogger("tasklab.brokerstats")
+
+WATCHED_QUEUES = (CELERY_QUEUE, DIRECT_QUEUE)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    name: str
+    ready: int
+    unacked: int
+    consumers: int
+    consumer_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BrokerSnapshot:
+    ok: bool
+    queues: tuple[QueueStats, ...] = ()
+    error: str | None = None
+    taken_at: float = field(default_factory=time.monotonic)
+
+
+class BrokerStats:
+    def __init__(self, management_url: str | None, amqp_url: str, *, ttl: float = 1.0) -> None:
+        parts = urlsplit(amqp_url)
+        self._vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+        self._auth = (unquote(parts.username or "guest"), unquote(parts.password or "guest"))
+        self._base = management_url.rstrip("/") + "/" if management_url else None
+        self._ttl = ttl
+        self._cached: BrokerSnapshot | None = None
+        self._lock = asyncio.Lock()
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self._base is not None
+
+    async def snapshot(self) -> BrokerSnapshot:
+        if self._base is None:
+            return BrokerSnapshot(ok=False, error="RMQ_MANAGEMENT_URL is not set")
+        async with self._lock:
+            cached = self._cached
+            if cached is not None and time.monotonic() - cached.taken_at < self._ttl:
+                return cached
+            self._cached = await self._read(self._base)
+            return self._cached
+
+    async def _read(self, base: str) -> BrokerSnapshot:
+        if self._client is None:
+            self._client = httpx.AsyncClient(auth=self._auth, timeout=3.0)
+        vhost = quote(self._vhost, safe="")
+        queues = []
+        try:
+            # Consumers name their connections (e.g. celery@<pod>); the queue lists
+            # the broker's own connection names, so map one to the other.
+            conns = await self._client.get(
+                f"{base}api/vhosts/{vhost}/connections",
+                params={"columns": "name,user_provided_name"},
+            )
+            conns.raise_for_status()
+            named = {
+                str(c["name"]): str(c.get("user_provided_name") or c["name"]) for c in conns.json()
+            }
+            for name in WATCHED_QUEUES:
+                resp = await self._client.get(f"{base}api/queues/{vhost}/{quote(name, safe='')}")
+                if resp.status_code == 404:  # not declared yet
+                    queues.append(QueueStats(name, 0, 0, 0))
+                    continue
+                resp.raise_for_status()
+                q = resp.json()
+                names = tuple(
+                    sorted(
+                        {
+                            named.get(conn, conn)
+                            for c in q.get("consumer_details", [])
+                            if (
+                                conn := str(c.get("channel_details", {}).get("connection_name", ""))
+                            )
+                        }
+                    )
+                )
+                queues.append(
+                    QueueStats(
+                        name=name,
+                        ready=int(q.get("messages_ready", 0)),
+                        unacked=int(q.get("messages_unacknowledged", 0)),
+                        consumers=int(q.get("consumers", 0)),
+                        consumer_names=names,
+                    )
+                )
+        except (httpx.HTTPError, ValueError) as exc:
+            log.debug("management API unavailable: %s", exc)
+            return BrokerSnapshot(
+                ok=False, error=f"management API unavailable ({type(exc).__name__})"
+            )
+        return BrokerSnapshot(ok=True, queues=tuple(queues))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

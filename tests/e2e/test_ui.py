@@ -1,0 +1,270 @@
+"""The web UI in a real browser (Debian's Chromium driven by Playwright).
+
+Screenshots of the board are saved under ``artifacts/ui/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2eclient import Target
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tasklab_common.auth import sign_headers
+from tasklab_common.messages import StatusUpdate
+from tasklab_common.models import TaskStatus
+
+CHROMIUM = os.environ.get("TASKLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: run scripts/bootstrap.sh --test")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, target: Target) -> Iterator[Page]:
+    ctx = browser.new_context(base_url=target.base_url, viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(TIMEOUT_MS)
+    p = ctx.new_page()
+    p.goto("/")
+    expect(p.locator("#conn")).to_have_attribute("data-state", "live")
+    p.evaluate("window.__noReload = true")
+    yield p
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def shots(artifacts: Path) -> Path:
+    path = artifacts / "ui"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def row(page: Page, num: int):  # type: ignore[no-untyped-def]
+    return page.locator(
+        "#tasks tbody tr", has=page.get_by_role("button", name=f"Details of task {num}", exact=True)
+    )
+
+
+def submitted_num(form) -> int:  # type: ignore[no-untyped-def]
+    """The number of the task a form just submitted, from its confirmation line."""
+    msg = form.locator(".msg.ok")
+    expect(msg).to_contain_text("Task ")
+    match = re.search(r"Task (\d+)", msg.inner_text())
+    assert match, msg.inner_text()
+    return int(match.group(1))
+
+
+def card(page: Page, method: str):  # type: ignore[no-untyped-def]
+    return page.locator(f"form.card[data-method={method}]")
+
+
+def assert_not_reloaded(page: Page) -> None:
+    assert page.evaluate("window.__noReload") is True
+
+
+@pytest.mark.parametrize(
+    ("method", "button"), [("celery", "Send via Celery"), ("rabbitmq", "Send via RabbitMQ")]
+)
+def test_submit_and_watch_the_row_go_done(
+    page: Page, shots: Path, method: str, button: str
+) -> None:
+    form = card(page, method)
+    form.get_by_label("Duration, s").fill("1.5")
+    form.get_by_role("button", name=button).click()
+    expect(form.locator(".msg")).to_contain_text("accepted")
+    num = submitted_num(form)
+    r = row(page, num)
+    expect(r.locator(".badge")).to_have_text({"celery": "Celery", "rabbitmq": "RabbitMQ"}[method])
+    expect(r.locator("td.st")).to_have_text("IN_PROGRESS")
+    page.screenshot(path=str(shots / f"board-{method}-in-progress.png"), full_page=True)
+    expect(r.locator("td.st")).to_have_text("DONE")
+    expect(r.locator("td").nth(4)).to_contain_text("celery@" if method == "celery" else "consumer@")
+    assert_not_reloaded(page)
+    page.screenshot(path=str(shots / f"board-{method}-done.png"), full_page=True)
+
+
+def test_sync_shows_its_result_inline(page: Page, shots: Path) -> None:
+    form = card(page, "sync")
+    form.get_by_label("Kind").select_option("process_data")
+    form.get_by_label("Numbers").fill("4, 8, 15, 16, 23, 42")
+    form.get_by_label("Duration, s").fill("0")
+    form.get_by_role("button", name="Send synchronously").click()
+    result = form.locator(".result")
+    expect(result).to_contain_text('"mean": 18')
+    expect(result).to_contain_text('"count": 6')
+    expect(form.locator(".msg")).to_contain_text("DONE")
+    page.screenshot(path=str(shots / "sync-result.png"), full_page=True)
+
+
+def test_errors_are_shown_plainly(page: Page) -> None:
+    form = card(page, "celery")
+    form.get_by_label("Duration, s").fill("-3")
+    form.get_by_role("button", name="Send via Celery").click()
+    expect(form.locator(".msg")).to_contain_text("Invalid input: duration")
+    expect(form.locator(".msg")).to_contain_text("greater than or equal to 0")
+
+
+def test_cancel_from_the_table(page: Page, target: Target) -> None:
+    task = target.submit_ok(method="rabbitmq", duration=20)
+    r = row(page, task["num"])
+    expect(r.locator("td.st")).to_have_text("IN_PROGRESS")
+    r.get_by_role("button", name=f"Cancel {task['num']}").click()
+    expect(r.locator("td.st")).to_have_text("CANCELLED")
+    expect(r.get_by_role("button", name=f"Cancel {task['num']}")).to_have_count(0)
+    assert target.task(task["id"])["status"] == "CANCELLED"
+
+
+def test_filters_and_detail_view(page: Page, target: Target) -> None:
+    failed = target.submit_ok(method="celery", duration=0, fail_times=10, label="will fail")
+    target.wait_status(failed["id"])
+    cells = page.locator("#tasks tbody td.st")
+    page.locator("#f-status").select_option("FAILED")
+    expect(cells.filter(has_not_text="FAILED")).to_have_count(0)
+    expect(row(page, failed["num"])).to_be_visible()
+    page.locator("#f-method").select_option("rabbitmq")
+    expect(row(page, failed["num"])).to_have_count(0)
+    expect(page.locator("#tasks tbody .badge").filter(has_not_text="RabbitMQ")).to_have_count(0)
+    page.locator("#f-method").select_option("celery")
+    expect(row(page, failed["num"])).to_be_visible()
+    page.get_by_role("button", name=f"Details of task {failed['num']}", exact=True).click()
+    dialog = page.locator("#detail")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("simulated failure")
+    expect(dialog).to_contain_text('"fail_times": 10')
+    expect(dialog).to_contain_text("will fail")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+
+def test_language_switch_is_remembered(page: Page) -> None:
+    page.get_by_role("button", name="Русский").click()
+    expect(
+        card(page, "celery").get_by_role("button", name="Отправить через Celery")
+    ).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", "ru")
+    page.reload()
+    expect(page.get_by_role("heading", name="Статус задач")).to_be_visible()
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_role("heading", name="Task status")).to_be_visible()
+
+
+def test_script_payloads_render_as_text(page: Page, target: Target) -> None:
+    payload = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+    form = card(page, "celery")
+    form.get_by_label("Label").fill(payload)
+    form.get_by_label("Duration, s").fill("0")
+    form.get_by_role("button", name="Send via Celery").click()
+    num = submitted_num(form)
+    expect(row(page, num).locator(".label")).to_have_text(payload)
+    # A worker-reported field carrying markup is text too.
+    task = next(t for t in target.http.get("/api/tasks").json()["items"] if t["num"] == num)
+    target.wait_status(task["id"])
+    body = (
+        StatusUpdate(task_id=task["id"], status=TaskStatus.FAILED, error=payload)
+        .model_dump_json()
+        .encode()
+    )
+    target.http.post(
+        "/update_task_status_api/",
+        content=body,
+        headers={"Content-Type": "application/json", **sign_headers(target.secret, body)},
+    )
+    page.get_by_role("button", name=f"Details of task {num}", exact=True).click()
+    expect(page.locator("#detail")).to_contain_text("<script>")
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#tasks img, #detail img").count() == 0
+
+
+def test_header_strip_shows_queues_and_workers(page: Page) -> None:
+    strip = page.locator("#strip")
+    expect(strip.locator("#s-queues-value")).to_contain_text("celery:")
+    expect(strip.locator("#s-queues-value")).to_contain_text("direct_tasks:")
+    expect(strip.locator("#s-workers li.online", has_text="celery@")).to_have_count(1)
+    expect(strip.locator("#s-workers li.online", has_text="consumer@")).to_have_count(1)
+
+
+def test_narrow_screen(browser: Browser, target: Target, shots: Path) -> None:
+    ctx = browser.new_context(base_url=target.base_url, viewport={"width": 390, "height": 844})
+    p = ctx.new_page()
+    p.goto("/")
+    expect(p.locator("#conn")).to_have_attribute("data-state", "live")
+    width = p.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
+    expect(card(p, "celery").get_by_role("button", name="Send via Celery")).to_be_in_viewport()
+    p.screenshot(path=str(shots / "narrow.png"), full_page=True)
+    ctx.close()
+
+
+def test_callback_to_screen_latency(page: Page, target: Target, artifacts: Path) -> None:
+    """How long a status callback takes to show on an open page (recorded, loosely bounded)."""
+    task = target.submit_ok(method="rabbitmq", duration=30)
+    r = row(page, task["num"])
+    expect(r.locator("td.st")).to_have_text("IN_PROGRESS")
+    samples = []
+    for attempt in range(1, 11):
+        # RETRYING(1), IN_PROGRESS(2), RETRYING(2), IN_PROGRESS(3)...: each moves it forward.
+        status = TaskStatus.RETRYING if attempt % 2 else TaskStatus.IN_PROGRESS
+        n = (attempt + 1) // 2 if attempt % 2 else attempt // 2 + 1
+        body = (
+            StatusUpdate(task_id=task["id"], status=status, attempt=n, worker="latency-probe")
+            .model_dump_json()
+            .encode()
+        )
+        started = time.perf_counter()
+        resp = target.http.post(
+            "/update_task_status_api/",
+            content=body,
+            headers={"Content-Type": "application/json", **sign_headers(target.secret, body)},
+        )
+        assert resp.json()["applied"], resp.text
+        page.wait_for_function(
+            "([id, st]) => document.querySelector(`tr[data-id='${id}']`)?.dataset.status === st",
+            arg=[task["id"], status.value],
+            polling="raf",
+        )
+        samples.append((time.perf_counter() - started) * 1000)
+    target.http.post(f"/api/tasks/{task['id']}/cancel")
+    p50, worst = statistics.median(samples), max(samples)
+    (artifacts / "ui-latency.txt").write_text(
+        f"callback -> visible in the page, ms: p50 {p50:.1f}, max {worst:.1f}, n {len(samples)}\n"
+    )
+    print(f"callback -> visible: p50 {p50:.1f} ms, max {worst:.1f} ms")
+    assert worst < 1000
+
+
+def test_page_recovers_after_api_restart(page: Page, target: Target) -> None:
+    if target.stack is None:
+        pytest.skip("needs to restart the api process")
+    api = target.stack.processes["api"]
+    api.terminate()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
+    api.start()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    # What happened while the page was reconnecting shows up, still without reload.
+    task = target.submit_ok(method="celery", duration=0)
+    expect(row(page, task["num"]).locator("td.st")).to_have_text("DONE")
+    assert_not_reloaded(page)
