@@ -6,6 +6,7 @@ import inspect
 import json
 import logging
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,10 @@ def test_messages_are_acknowledged_only_after_the_task_ran() -> None:
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
-    assert conf.broker_transport_options == {"confirm_publish": True}
+    assert conf.broker_transport_options["confirm_publish"] is True
+    # The broker lists the worker's connection under the worker's default node name.
+    name = conf.broker_transport_options["client_properties"]["connection_name"]
+    assert name == f"celery@{socket.gethostname()}"
     assert conf.broker_connection_retry_on_startup is True
     assert conf.worker_cancel_long_running_tasks_on_connection_loss is True
     for name in TaskKind:
