@@ -146,3 +146,24 @@ def test_label_is_limited(client: TestClient) -> None:
     resp = client.post("/api/tasks", json={"method": "celery", "label": "x" * 101})
     assert resp.status_code == 422
     assert "label" in resp.text
+
+
+def _sample(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_name_routes_by_template(client: TestClient) -> None:
+    by_template = (
+        'tasklab_http_requests_total{code="404",method="GET",route="/api/tasks/{task_id}"}'
+    )
+    before = _sample(client.get("/metrics").text, by_template)
+    client.get("/api/tasks/some-id")
+    client.post("/api/tasks", json={"method": "celery", "duration": -1})
+    text = client.get("/metrics").text
+    assert _sample(text, by_template) == before + 1
+    assert _sample(text, 'tasklab_http_requests_total{code="422",method="POST",route="/api/tasks"}')
+    assert 'tasklab_tasks{status="PENDING"} 0.0' in text
+    assert "tasklab_broker_stats_up 0.0" in text

@@ -18,6 +18,7 @@ from tasklab_api.brokerstats import BrokerStats
 from tasklab_api.config import Settings, get_settings
 from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
 from tasklab_api.events import EventHub
+from tasklab_api.httpmetrics import HttpMetricsMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
 from tasklab_api.publisher import Publisher
 from tasklab_api.routers import callbacks, health, overview, tasks, ui
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetricsMiddleware)
     app.include_router(tasks.router)
     app.include_router(overview.router)
     app.include_router(callbacks.router)

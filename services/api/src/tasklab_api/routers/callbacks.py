@@ -74,12 +74,7 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
         metrics.CALLBACKS.labels("duplicate").inc()
     elif outcome.applied:
         metrics.CALLBACKS.labels("applied").inc()
-        if update.status is TaskStatus.IN_PROGRESS and update.attempt == 1:
-            metrics.observe_started(task)
-        elif update.status is TaskStatus.RETRYING:
-            metrics.TASK_RETRIES.labels(task.method).inc()
-        elif update.status.is_final:
-            metrics.observe_finished(task)
+        metrics.on_update(task, update)
     else:
         metrics.CALLBACKS.labels("stale").inc()
     if not outcome.duplicate and (outcome.applied or update.status is TaskStatus.IN_PROGRESS):

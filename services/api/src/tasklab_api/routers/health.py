@@ -6,7 +6,10 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tasklab_api import metrics
 from tasklab_api.deps import State
+from tasklab_api.routers.overview import RECENT
+from tasklab_common.messages import utcnow
 
 router = APIRouter(tags=["health"])
 
@@ -32,5 +35,12 @@ async def readyz(state: State) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(state: State) -> Response:
+    """Prometheus metrics; gauges are read from the store and the broker right now."""
+    try:
+        counts = await state.store.status_counts()
+        running = {w.name: w.running for w in await state.store.worker_stats(utcnow() - RECENT)}
+    except Exception:  # the database is down: serve the counters anyway
+        counts, running = {}, {}
+    metrics.set_gauges(counts, await state.broker_stats.snapshot(), running)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -50,14 +50,14 @@ async def submit_task(body: TaskCreate, request: Request, state: State) -> TaskO
         )
     retry_after = state.limiter.allow(_client_key(request))
     if retry_after:
-        metrics.TASKS_REJECTED.labels(body.method.value, "rate_limited").inc()
+        metrics.on_rejected(body.method, "rate_limited")
         raise HTTPException(
             429,
             "too many submissions; slow down",
             headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
         )
     if not state.publisher.connected:
-        metrics.TASKS_REJECTED.labels(body.method.value, "broker_unavailable").inc()
+        metrics.on_rejected(body.method, "broker_unavailable")
         raise HTTPException(503, "broker unavailable", headers={"Retry-After": "5"})
 
     task = await state.store.create(body.method, body.kind, body.params(), label=body.label)
@@ -68,9 +68,9 @@ async def submit_task(body: TaskCreate, request: Request, state: State) -> TaskO
         await state.publisher.publish_task(msg)
     except BrokerUnavailable as exc:
         await state.store.discard(task.id)
-        metrics.TASKS_REJECTED.labels(body.method.value, "broker_unavailable").inc()
+        metrics.on_rejected(body.method, "broker_unavailable")
         raise HTTPException(503, exc.reason, headers={"Retry-After": "5"}) from None
-    metrics.TASKS_SUBMITTED.labels(task.method, task.kind).inc()
+    metrics.on_submitted(task)
     await state.announce(task)
     out = TaskOut.model_validate(task)
     if body.method is not Method.SYNC:
@@ -137,7 +137,7 @@ async def cancel_task(task_id: TaskId, state: State) -> TaskOut:
     except NotCancellable as exc:
         raise HTTPException(409, f"cannot cancel: {exc}") from None
     task = outcome.task
-    metrics.observe_finished(task)
+    metrics.on_finished(task)
     await state.announce(task, notified=True)
     if task.method in (Method.CELERY, Method.SYNC):
         running = outcome.previous in (TaskStatus.IN_PROGRESS, TaskStatus.RETRYING)
