@@ -6,7 +6,7 @@ UV ?= uv
 PYTEST_ARGS ?=
 SRC_DIRS := libs/common/src services/api/src services/celery-worker/src services/consumer/src tools/devtools/src
 # Test folders are type-checked one at a time: each has its own conftest.py.
-TEST_DIRS := $(wildcard libs/common/tests services/*/tests tools/devtools/tests) tests/e2e
+TEST_DIRS := $(wildcard libs/common/tests services/*/tests tools/devtools/tests tests/*)
 
 # Component fragments (images, chart and cluster targets) live in mk/.
 -include mk/*.mk
@@ -39,7 +39,8 @@ e2e: ## The e2e suite against a local stack it starts itself
 	$(UV) run pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test
-test: ## Everything CI runs: install, lint, unit and e2e tests
+test: ## Everything CI runs: install, lint, unit, e2e, UI and image tests
 	@scripts/bootstrap.sh --test
 	$(MAKE) --no-print-directory lint
-	$(UV) run pytest libs services tools tests/e2e $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory verify-images
+	$(UV) run pytest libs services tools tests $(PYTEST_ARGS)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install what the tests and `make dev` need, on a fresh Debian/Ubuntu machine:
 # uv, the locked Python environment, RabbitMQ server (for private broker nodes) and,
-# for the tests, a local PostgreSQL and Chromium. Idempotent; quick when all is there.
+# for the tests, a local PostgreSQL, Chromium and Prometheus. Idempotent; quick when all is there.
 #   scripts/bootstrap.sh         Python deps + RabbitMQ (what `make dev` needs)
-#   scripts/bootstrap.sh --test  also PostgreSQL and Chromium (what `make test` uses)
+#   scripts/bootstrap.sh --test  also PostgreSQL, Chromium, Prometheus (for `make test`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +49,11 @@ fi
 if [ "$want_test" = 1 ] && [ ! -x /usr/bin/chromium ]; then
   say "installing chromium (for the UI tests)"
   apt_install chromium
+fi
+
+if [ "$want_test" = 1 ] && [ ! -x /usr/bin/prometheus ]; then
+  say "installing prometheus (for the observability tests)"
+  apt_install prometheus
 fi
 
 if [ "$want_test" = 1 ]; then
