@@ -20,8 +20,8 @@ install: ## Install uv, the Python environment and RabbitMQ server (as needed)
 	@scripts/bootstrap.sh
 
 .PHONY: dev
-dev: install ## Run api (http://localhost:8080), celery-worker and consumer locally
-	$(UV) run tasklab-dev
+dev: install ## Run api (http://localhost:8080), celery-worker and consumer locally (MONITORING=1: + Prometheus)
+	$(UV) run tasklab-dev $(if $(filter 1,$(MONITORING)),--monitoring)
 
 .PHONY: lint
 lint: ## ruff (lint and format check) and mypy --strict

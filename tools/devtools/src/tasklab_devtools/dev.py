@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote, urlsplit
 
+from tasklab_devtools.prometheus import LocalPrometheus
 from tasklab_devtools.rabbitmq import (
     AmqpLoginError,
     RabbitNode,
@@ -152,7 +153,9 @@ def _broker(
 # ------------------------------------------------------------------ main
 
 
-def _banner(cfg: StackConfig, node: RabbitNode | None) -> str:
+def _banner(
+    cfg: StackConfig, node: RabbitNode | None, prometheus: LocalPrometheus | None = None
+) -> str:
     ui = f"http://localhost:{cfg.api_port}"
     if node is not None:
         broker = (
@@ -167,6 +170,11 @@ def _banner(cfg: StackConfig, node: RabbitNode | None) -> str:
         ("API docs", f"{ui}/docs"),
         ("RabbitMQ", broker),
         ("Celery", "uv run celery -A celery_app inspect registered   (from the repo root)"),
+        *(
+            [("Prometheus", f"{prometheus.url}  (metrics of the api and the broker)")]
+            if prometheus is not None
+            else []
+        ),
         ("Stop", "Ctrl-C"),
     ]
     body = "\n".join(f"  {label:<10} {value}" for label, value in rows)
@@ -188,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="never start a private RabbitMQ node; RMQ_URL must accept a login",
     )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run a local Prometheus (port PROMETHEUS_PORT, 9090) scraping the stack",
+    )
     args = parser.parse_args(argv)
 
     root = Path.cwd()
@@ -208,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     node: RabbitNode | None = None
     stack: LocalStack | None = None
+    prometheus: LocalPrometheus | None = None
     try:
         rmq_url, node = _broker(settings, dotenv, env_file, not args.no_broker_start)
         if "RMQ_URL" in os.environ and os.environ["RMQ_URL"] != rmq_url:
@@ -226,7 +240,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         stack = LocalStack(cfg)
         stack.start()
-        print(_banner(cfg, node), flush=True)
+        if args.monitoring:
+            prometheus = LocalPrometheus(
+                base_dir=root / ".dev" / "prometheus",
+                api_url=cfg.api_base_url,
+                broker_prometheus_url=node.prometheus_url if node is not None else None,
+                port=int(settings.get("PROMETHEUS_PORT", "9090")),
+                interval="5s",
+            )
+            prometheus.start()
+        print(_banner(cfg, node, prometheus), flush=True)
         return stack.supervisor.run_forever()
     except KeyboardInterrupt:
         return 0
@@ -236,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        if prometheus is not None:
+            prometheus.stop()
         if stack is not None:
             stack.stop()
         if node is not None:
