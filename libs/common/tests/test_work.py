@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from tasklab_common.heartbeat import Heartbeat, age
 from tasklab_common.messages import TaskMessage, TaskParams
 from tasklab_common.models import Method, TaskKind
 from tasklab_common.work import SimulatedFailure, execute, process_data, process_task, retry_delay
@@ -39,3 +43,18 @@ def test_execute_dispatches_on_kind() -> None:
 
 def test_retry_delay_doubles_and_caps() -> None:
     assert [retry_delay(n, 1.0, 5.0) for n in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_heartbeat_touches_at_most_every_interval_and_removes(tmp_path: Path) -> None:
+    path = tmp_path / "hb"
+    hb = Heartbeat(path, interval=3600)
+    hb.beat()
+    assert path.exists()
+    os.utime(path, (0, 0))
+    hb.beat()  # within the interval: untouched
+    assert age(path) > 1000
+    hb.beat(force=True)
+    assert age(path) < 5
+    hb.stop()
+    assert not path.exists()
+    Heartbeat(None).beat()  # no file configured: nothing to do

@@ -28,10 +28,11 @@ import socket
 from functools import lru_cache
 from typing import Any, Final
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 from kombu import Exchange, Queue
 from pydantic import Field, ValidationError
 
+from tasklab_common.heartbeat import Heartbeat
 from tasklab_common.messages import MAX_DURATION_SECONDS
 from tasklab_common.queues import CELERY_QUEUE
 from tasklab_common.settings import BrokerSettings, WorkerSettings, setup_logging
@@ -130,6 +131,42 @@ celery_app.conf.update(
     task_soft_time_limit=SOFT_TIME_LIMIT,
     task_time_limit=TIME_LIMIT,
 )
+
+
+class HeartbeatStep(bootsteps.StartStopStep):
+    """Touches ``HEARTBEAT_FILE`` from the worker's own event loop (a liveness probe).
+
+    The timer runs in the loop that also consumes, so a hung loop stops the beat. While
+    the worker is reconnecting to a lost broker the loop does not run either: a broker
+    outage longer than the probe's window restarts the worker, which loses nothing
+    (unacknowledged messages go back to the queue).
+    """
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.heartbeat: Heartbeat | None = None
+        self.tref: Any = None
+
+    def start(self, worker: Any) -> None:
+        path = get_settings().heartbeat_file
+        if path is None:
+            return
+        self.heartbeat = Heartbeat(path)
+        self.heartbeat.beat(force=True)
+        self.tref = worker.timer.call_repeatedly(HEARTBEAT_TICK, self.heartbeat.beat)
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
+
+#: How often the worker loop offers a heartbeat (the file is touched every 10 s).
+HEARTBEAT_TICK: Final = 2.0
+celery_app.steps["worker"].add(HeartbeatStep)
 
 
 @signals.celeryd_init.connect

@@ -8,6 +8,7 @@ defaults: a service without ``CALLBACK_SECRET`` refuses to start with a clear er
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -70,6 +71,10 @@ class WorkerSettings(CommonSettings):
         1.0, ge=0, description="Seconds before the first retry; doubles each retry."
     )
     retry_backoff_max: float = Field(30.0, ge=0, description="Cap of the retry delay.")
+    heartbeat_file: Path | None = Field(
+        None,
+        description="A file the main loop touches every 10 s, for liveness probes.",
+    )
 
 
 def setup_logging(settings: BrokerSettings, *, fmt: str | None = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,6 +22,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError, ConsumerCancelled
 from pika.spec import Basic, BasicProperties
 
+from tasklab_common.heartbeat import Heartbeat
 from tasklab_common.queues import DIRECT_QUEUE
 from tasklab_common.work import retry_delay
 from tasklab_consumer.processing import Outcome, TaskRunner
@@ -110,16 +112,21 @@ class Consumer:
         self._shutdown = shutdown
         self._params = connection_parameters(settings)
         self._failures = 0
+        self._heartbeat = Heartbeat(settings.heartbeat_file)
 
     def run(self) -> None:
         """Serve connections one after another until a shutdown is requested."""
         threads = self._settings.consumer_concurrency
-        with ThreadPoolExecutor(threads, thread_name_prefix="task") as pool:
-            while not self._shutdown.requested:
-                try:
-                    self._serve(pool)
-                except RECOVERABLE as exc:
-                    self._back_off(exc)
+        self._heartbeat.beat(force=True)
+        try:
+            with ThreadPoolExecutor(threads, thread_name_prefix="task") as pool:
+                while not self._shutdown.requested:
+                    try:
+                        self._serve(pool)
+                    except RECOVERABLE as exc:
+                        self._back_off(exc)
+        finally:
+            self._heartbeat.stop()
         log.info("consumer stopped")
 
     def _back_off(self, exc: BaseException) -> None:
@@ -135,7 +142,12 @@ class Consumer:
         log.warning(
             "broker connection lost or unavailable (%s); reconnecting in %.1fs", problem, delay
         )
-        self._shutdown.wait(delay)
+        # Short waits, so the heartbeat goes on while the broker is away.
+        deadline = time.monotonic() + delay
+        while not self._shutdown.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+            self._heartbeat.beat()
+            if time.monotonic() >= deadline:
+                break
 
     def _serve(self, pool: ThreadPoolExecutor) -> None:
         """One connection's lifetime: consume until a shutdown, then drain and close."""
@@ -178,6 +190,7 @@ class Consumer:
         """Process I/O, deliveries and settlements until ``until()`` is true."""
         while not until():
             session.connection.process_data_events(time_limit=POLL_SECONDS)
+            self._heartbeat.beat()
 
     def _drain(self, session: Session, consumer_tag: str) -> None:
         """Stop consuming, wait for this session's tasks to be settled."""

@@ -287,7 +287,8 @@ class RabbitNode:
         self.prometheus_port = prometheus_port
         self.dist_port = dist_port
         self.user = user
-        self.password = password if password is not None else secrets.token_urlsafe(24)
+        # Alphanumeric first: rabbitmqctl would read a leading "-" as an option.
+        self.password = password if password is not None else "p" + secrets.token_urlsafe(24)
         for label, value in (("user", self.user), ("password", self.password)):
             if not _SAFE_CREDENTIAL.fullmatch(value):
                 raise ValueError(f"the {label} may only use letters, digits and . _ ~ -")
