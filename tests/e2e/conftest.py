@@ -3,7 +3,10 @@
 ``TASKLAB_E2E_TARGET`` picks the target; ``local`` (the default) starts the real
 stack on this machine: a private RabbitMQ node (own name, ports and data dir), the
 api on SQLite, a Celery worker and the consumer, each with the same command as its
-container image.
+container image. ``kind`` (``make e2e-kind``) drives the release on the current
+kubeconfig context instead (namespace ``TASKLAB_E2E_NAMESPACE``, default tasklab),
+through a ``kubectl port-forward`` to the api Service; there the tests that stop the
+broker or read local process logs skip themselves (``broker`` and ``stack`` are None).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 from e2eclient import Target
 
+from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import RabbitNode, ensure_rabbitmq_server
 from tasklab_devtools.stack import LocalStack, StackConfig
@@ -42,13 +46,35 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
         node.stop()
 
 
+def target_kind() -> str:
+    kind = os.environ.get("TASKLAB_E2E_TARGET", "local")
+    if kind not in ("local", "kind"):
+        raise pytest.UsageError(f"TASKLAB_E2E_TARGET={kind!r}: 'local' or 'kind'")
+    return kind
+
+
+@pytest.fixture(scope="session")
+def release() -> Release | None:
+    """The release on the cluster (TASKLAB_E2E_TARGET=kind), rolled out; else None."""
+    if target_kind() != "kind":
+        return None
+    cluster = Release(namespace=os.environ.get("TASKLAB_E2E_NAMESPACE", "tasklab"))
+    cluster.wait_rollouts()
+    return cluster
+
+
 @pytest.fixture(scope="session")
 def target(
-    broker: RabbitNode, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+    request: pytest.FixtureRequest,
+    release: Release | None,
+    tmp_path_factory: pytest.TempPathFactory,
+    artifacts: Path,
 ) -> Iterator[Target]:
-    kind = os.environ.get("TASKLAB_E2E_TARGET", "local")
-    if kind != "local":
-        raise pytest.UsageError(f"TASKLAB_E2E_TARGET={kind!r}: only 'local' is supported")
+    if release is not None:
+        with release.port_forward("api", 8080, log_dir=artifacts / "logs-kind") as url:
+            yield Target(base_url=url, secret=release.callback_secret())
+        return
+    broker: RabbitNode = request.getfixturevalue("broker")
     data = tmp_path_factory.mktemp("stack")
     cfg = StackConfig(
         rmq_url=broker.amqp_url,

@@ -34,7 +34,8 @@ def _active_ids(app: Celery) -> set[str]:
 
 
 def test_running_celery_task_is_revoked(target: Target) -> None:
-    assert target.broker is not None
+    if target.broker is None:
+        pytest.skip("inspects the workers through the local broker")
     app = Celery("e2e-inspect", broker=target.broker.amqp_url, set_as_current=False)
     task = target.submit_ok(method="celery", duration=60)
     target.wait_status(task["id"], {"IN_PROGRESS"}, timeout=15)

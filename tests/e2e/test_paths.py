@@ -92,7 +92,8 @@ def test_retries_exhausted_is_failed(target: Target, method: str) -> None:
 
 
 def test_worker_logs_name_the_task_number(target: Target) -> None:
-    assert target.stack is not None
+    if target.stack is None:
+        pytest.skip("reads the worker's log file of the local stack")
     task = target.submit_ok(method="celery", duration=0)
     target.wait_status(task["id"])
     log = target.stack.processes["celery-worker"].log_text()

@@ -1,0 +1,184 @@
+"""Every rendered object: valid against its schema, "restricted" pods, resources, probes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasklab_devtools import chart
+from tasklab_devtools.chart import Obj
+
+SET_NAMES = [s.name for s in chart.value_sets()]
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and kind's node.
+KUBERNETES_VERSIONS = ("1.27.0", "1.34.0")
+#: Volume types the "restricted" Pod Security Standard allows.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def _is_custom(doc: Obj) -> bool:
+    return doc["apiVersion"].split("/")[0] in chart.CRD_PACKAGES
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_objects_match_the_kubernetes_schemas(rendered: dict[str, list[Obj]], name: str) -> None:
+    """Strict schemas (unknown fields are errors); an object without a schema fails."""
+    problems = []
+    for doc in rendered[name]:
+        if _is_custom(doc):
+            continue
+        for version in KUBERNETES_VERSIONS:
+            errors = chart.k8s_schema_errors(doc, version)
+            if errors is None:
+                problems.append(f"{chart.label(doc)}: no schema for {doc['apiVersion']}")
+            elif errors:
+                problems.append(f"{chart.label(doc)} (Kubernetes {version}): {errors}")
+    assert not problems, "\n".join(problems)
+
+
+def test_custom_resources_match_their_models(rendered: dict[str, list[Obj]]) -> None:
+    """ScaledObject, TriggerAuthentication, ServiceMonitor, PrometheusRule: types, enums,
+    required fields and (strict) field names; a custom resource without a model fails."""
+    entries = [(n, d) for n, docs in rendered.items() for d in docs if _is_custom(d)]
+    kinds = {d["kind"] for _, d in entries}
+    assert kinds == {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
+    results = chart.crd_errors([d for _, d in entries])
+    problems = [
+        f"{n}: {chart.label(d)}: {'no model' if errors is None else errors}"
+        for (n, d), errors in zip(entries, results, strict=True)
+        if errors is None or errors
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_crd_check_catches_mistakes(rendered: dict[str, list[Obj]]) -> None:
+    """The strict check of custom resources is not a no-op."""
+    scaled = chart.find(rendered["keda"], "ScaledObject")[0]
+    bad = {**scaled, "spec": {**scaled["spec"], "pollingIntervall": 5, "minReplicaCount": "1"}}
+    (errors,) = chart.crd_errors([bad])
+    assert errors is not None
+    assert any("pollingIntervall" in e for e in errors), errors
+    assert any("minReplicaCount" in e for e in errors), errors
+
+
+def _restricted_problems(spec: Obj) -> list[str]:
+    problems = []
+    pod_ctx = spec.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            problems.append(flag)
+    for volume in spec.get("volumes", []):
+        types = set(volume) - {"name"}
+        if not types <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {types}")
+    for c in chart.containers(spec):
+        ctx = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if not (ctx.get("runAsNonRoot") or pod_ctx.get("runAsNonRoot")):
+            problems.append(f"{where}: runAsNonRoot not set")
+        if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
+            problems.append(f"{where}: runs as uid 0")
+        seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{where}: seccomp profile {seccomp}")
+        if ctx.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        capabilities = ctx.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            problems.append(f"{where}: capabilities not dropped")
+        if not set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"}:
+            problems.append(f"{where}: adds capabilities {capabilities['add']}")
+        if ctx.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: root filesystem is writable")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            problems.append(f"{where}: hostPort")
+    return problems
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_every_pod_meets_the_restricted_standard(rendered: dict[str, list[Obj]], name: str) -> None:
+    """Non-root, no privilege escalation, ALL capabilities dropped, RuntimeDefault
+    seccomp, only the allowed volume types, and a read-only root filesystem."""
+    specs = list(chart.pod_specs(rendered[name]))
+    assert len(specs) >= 4
+    problems = [
+        f"{chart.label(obj)}: {problem}"
+        for obj, spec in specs
+        for problem in _restricted_problems(spec)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_resources_probes_and_service_accounts(rendered: dict[str, list[Obj]], name: str) -> None:
+    docs = rendered[name]
+    problems = []
+    accounts = {d["metadata"]["name"]: d for d in chart.find(docs, "ServiceAccount")}
+    for obj, spec in chart.pod_specs(docs):
+        where = chart.label(obj)
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: mounts a service account token")
+        account = accounts.get(spec.get("serviceAccountName", ""))
+        if account is None or account.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: not on a rendered token-less ServiceAccount")
+        for c in chart.containers(spec):
+            for part in ("requests", "limits"):
+                got = set(c.get("resources", {}).get(part, {}))
+                if not {"cpu", "memory"} <= got:
+                    problems.append(f"{where}/{c['name']}: {part} {sorted(got)}")
+            probes = str([c.get(p) for p in ("livenessProbe", "readinessProbe", "startupProbe")])
+            if "inspect" in probes:
+                problems.append(f"{where}/{c['name']}: a probe runs celery inspect")
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            for c in spec["containers"]:
+                if not (c.get("livenessProbe") and c.get("readinessProbe")):
+                    problems.append(f"{where}/{c['name']}: no liveness or readiness probe")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_no_kubernetes_api_access(rendered: dict[str, list[Obj]], name: str) -> None:
+    """No component needs the Kubernetes API: no RBAC objects at all."""
+    kinds = {d["kind"] for d in rendered[name]}
+    assert not kinds & {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+
+
+def _selects(selector: Obj, labels: dict[str, str]) -> bool:
+    match = selector.get("matchLabels", {})
+    assert not selector.get("matchExpressions"), "matchExpressions are not evaluated here"
+    return all(labels.get(k) == v for k, v in match.items())
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_network_policies(rendered: dict[str, list[Obj]], name: str) -> None:
+    """Every workload's pods are selected by a NetworkPolicy; the broker's AMQP port is
+    open only to tasklab's pods, the api's port to the whole namespace."""
+    docs = rendered[name]
+    policies = chart.find(docs, "NetworkPolicy")
+    for obj, _ in chart.pod_specs(docs):
+        if obj["kind"] == "Pod":
+            continue
+        labels = chart.pod_labels(obj)
+        assert any(_selects(p["spec"]["podSelector"], labels) for p in policies), chart.label(obj)
+    for policy in chart.find(docs, "NetworkPolicy", "rabbitmq"):
+        for rule in policy["spec"]["ingress"]:
+            ports = {p["port"] for p in rule["ports"]}
+            if "amqp" in ports:
+                assert rule["from"] == [
+                    {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "tasklab"}}}
+                ]
+    (api,) = chart.find(docs, "NetworkPolicy", "api")
+    assert {"podSelector": {}} in api["spec"]["ingress"][0]["from"]
+    for worker in ("celery-worker", "consumer"):
+        (policy,) = chart.find(docs, "NetworkPolicy", worker)
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert not policy["spec"].get("ingress")

@@ -1,0 +1,156 @@
+"""helm lint --strict and helm template over every value set; the schema refuses bad values."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tasklab_devtools import chart
+from tasklab_devtools.chart import CHART_DIR, Obj
+
+VALUE_SETS = chart.value_sets()
+SET_NAMES = [s.name for s in VALUE_SETS]
+
+RECOMMENDED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "helm.sh/chart",
+)
+
+
+def test_every_values_file_of_the_chart_is_checked() -> None:
+    files = {p.name for p in (CHART_DIR / "ci").iterdir()}
+    assert files == {f"{s.name}-values.yaml" for s in VALUE_SETS if s.args and not s.kind}
+
+
+def test_lint_strict(tools: None) -> None:
+    """Every value set, and the broker subchart on its own."""
+    runs = [(s.name, ("lint", "--strict", str(CHART_DIR), *s.args)) for s in VALUE_SETS]
+    runs.append(("subchart", ("lint", "--strict", str(CHART_DIR / "charts" / "rabbitmq"))))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda run: chart.helm(*run[1], check=False), runs))
+    failed = {
+        name: done.stdout + done.stderr
+        for (name, _), done in zip(runs, results, strict=True)
+        if done.returncode != 0 or "[WARNING]" in done.stdout
+    }
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_workloads_names_and_labels(rendered: dict[str, list[Obj]], name: str) -> None:
+    docs = rendered[name]
+    assert {d["metadata"]["name"] for d in chart.find(docs, "Deployment")} == {
+        "api",
+        "celery-worker",
+        "consumer",
+    }
+    bundled = name != "external"
+    assert bool(chart.find(docs, "StatefulSet", "rabbitmq")) == bundled
+    for doc in docs:
+        meta = doc["metadata"]
+        assert meta.get("namespace") == "tasklab", chart.label(doc)
+        missing = [key for key in RECOMMENDED_LABELS if key not in meta.get("labels", {})]
+        assert not missing, (chart.label(doc), missing)
+
+
+def test_resource_names_are_unique(rendered: dict[str, list[Obj]]) -> None:
+    for name, docs in rendered.items():
+        keys = [(d["kind"], d["metadata"]["name"]) for d in docs]
+        assert len(keys) == len(set(keys)), name
+
+
+# (id, helm arguments, a fragment of the expected error)
+BAD_VALUES: list[tuple[str, list[str], str]] = [
+    ("typo-top-level", ["--set", "apii.replicaCount=1"], "additional properties 'apii'"),
+    ("typo-nested", ["--set", "celeryWorker.concurency=3"], "'concurency' not allowed"),
+    ("typo-subchart", ["--set", "rabbitmq.persistance.size=1Gi"], "'persistance' not allowed"),
+    ("sqlite-two-api-replicas", ["--set", "api.replicaCount=2"], "/api/replicaCount"),
+    ("unknown-database", ["--set", "database.type=postgres"], "/database/type"),
+    ("external-db-without-secret", ["--set", "database.type=external"], "existingSecret"),
+    ("no-broker-at-all", ["--set", "rabbitmq.enabled=false"], "/externalRabbitmq/existingSecret"),
+    (
+        "keda-without-management-url",
+        [
+            "--set",
+            "rabbitmq.enabled=false",
+            "--set",
+            "externalRabbitmq.existingSecret=mq",
+            "--set",
+            "celeryWorker.autoscaling.mode=keda",
+        ],
+        "/externalRabbitmq/managementUrl",
+    ),
+    ("unknown-autoscaler", ["--set", "celeryWorker.autoscaling.mode=kedaa"], "/mode"),
+    ("image-tag-latest", ["--set", "image.tag=latest"], "/image/tag"),
+    ("broker-image-latest", ["--set", "rabbitmq.image.tag=latest"], "/image/tag"),
+    (
+        "writable-root-fs",
+        ["--set", "containerSecurityContext.readOnlyRootFilesystem=false"],
+        "readOnlyRootFilesystem",
+    ),
+    ("root-pod", ["--set", "podSecurityContext.runAsNonRoot=false"], "runAsNonRoot"),
+    ("no-limits", ["--set", "api.resources.limits=null"], "limits"),
+    ("bad-quantity", ["--set", "consumer.resources.limits.memory=lots"], "memory"),
+    ("zero-concurrency", ["--set", "celeryWorker.concurrency=0"], "/concurrency"),
+    ("too-many-retries", ["--set", "retries.maxRetries=11"], "/retries/maxRetries"),
+    (
+        "short-consumer-timeout",
+        ["--set", "rabbitmq.config.consumerTimeoutMs=60000"],
+        "/config/consumerTimeoutMs",
+    ),
+    ("bad-secret-name", ["--set", "rabbitmq.auth.existingSecret=Bad_Name"], "existingSecret"),
+    ("reserved-extra-env", ["--set", "api.extraEnv.RMQ_URL=amqp://x"], "propertyName 'RMQ_URL'"),
+    ("bad-log-format", ["--set", "logFormat=yaml"], "/logFormat"),
+    ("interval-not-a-duration", ["--set", "monitoring.interval=30"], "/monitoring/interval"),
+    ("node-port-out-of-range", ["--set", "api.service.nodePort=80"], "/api/service/nodePort"),
+    (
+        "min-above-max-replicas",
+        ["--set", "celeryWorker.autoscaling.minReplicas=5,celeryWorker.autoscaling.maxReplicas=2"],
+        "minReplicas (5) is above maxReplicas (2)",
+    ),
+    (
+        "grace-too-short",
+        ["--set", "celeryWorker.terminationGracePeriodSeconds=10"],
+        "terminationGracePeriodSeconds",
+    ),
+]
+
+
+def test_schema_refuses_bad_values(tools: None) -> None:
+    def attempt(case: tuple[str, list[str], str]) -> str | None:
+        name, args, expected = case
+        done = chart.helm("template", "t", str(CHART_DIR), *args, check=False)
+        output = done.stdout + done.stderr
+        if done.returncode == 0:
+            return f"{name}: accepted"
+        if expected not in output:
+            return f"{name}: refused, but not for {expected!r}:\n{output[-600:]}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        problems = [p for p in pool.map(attempt, BAD_VALUES) if p]
+    assert not problems, "\n".join(problems)
+
+
+def test_notes_show_the_port_forwards(tools: None) -> None:
+    """NOTES.txt renders for every value set and says how to reach the UI and the broker."""
+
+    def notes(args: tuple[str, ...]) -> str:
+        done = chart.helm(
+            "install", "tasklab", str(CHART_DIR), "-n", "tasklab", "--dry-run=client", *args
+        )
+        return done.stdout.split("NOTES:", 1)[1]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        texts = dict(zip(SET_NAMES, pool.map(notes, [s.args for s in VALUE_SETS]), strict=True))
+    for name, text in texts.items():
+        assert "kubectl -n tasklab port-forward svc/api 8080:8080" in text, name
+        if name != "external":
+            assert "port-forward svc/rabbitmq 15672:15672" in text, name
+        assert "helm test tasklab" in text, name
