@@ -108,7 +108,10 @@ def _finished(target: Target) -> float:
 def test_metrics_add_up_across_apis(two_apis: tuple[Target, Target]) -> None:
     """Each final status is counted once, by the api that took its callback."""
     a, b = two_apis
-    busy = {"status": ["PENDING", "IN_PROGRESS", "RETRYING"], "limit": 1}
+    busy: dict[str, list[str] | int] = {
+        "status": ["PENDING", "IN_PROGRESS", "RETRYING"],
+        "limit": 1,
+    }
     deadline = time.monotonic() + 30
     while a.http.get("/api/tasks", params=busy).json()["total"]:  # earlier tests' tasks
         assert time.monotonic() < deadline
