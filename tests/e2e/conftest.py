@@ -21,7 +21,7 @@ from e2eclient import Target
 
 from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port
-from tasklab_devtools.rabbitmq import RabbitNode, ensure_rabbitmq_server
+from tasklab_devtools.rabbitmq import RabbitNode, private_node
 from tasklab_devtools.stack import LocalStack, StackConfig
 
 #: Short retry delays so retry scenarios take seconds, not minutes.
@@ -37,13 +37,8 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
-    ensure_rabbitmq_server()
-    node = RabbitNode.allocate("tasklab-e2e", tmp_path_factory.mktemp("rabbitmq"))
-    node.start()
-    try:
+    with private_node("tasklab-e2e", tmp_path_factory.mktemp("rabbitmq")) as node:
         yield node
-    finally:
-        node.stop()
 
 
 def target_kind() -> str:

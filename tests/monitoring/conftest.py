@@ -10,19 +10,14 @@ import pytest
 
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.prometheus import LocalPrometheus
-from tasklab_devtools.rabbitmq import RabbitNode, ensure_rabbitmq_server
+from tasklab_devtools.rabbitmq import RabbitNode, private_node
 from tasklab_devtools.stack import LocalStack, StackConfig
 
 
 @pytest.fixture(scope="session")
 def mon_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
-    ensure_rabbitmq_server()
-    node = RabbitNode.allocate("tasklab-mon", tmp_path_factory.mktemp("rabbitmq"))
-    node.start()
-    try:
+    with private_node("tasklab-mon", tmp_path_factory.mktemp("rabbitmq")) as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ import ssl
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -640,3 +641,12 @@ class RabbitNode:
         """Delete every ready message of a queue."""
         path = f"api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/contents"
         self.api("DELETE", path).raise_for_status()
+
+
+@contextlib.contextmanager
+def private_node(name_prefix: str, base_dir: Path) -> Iterator[RabbitNode]:
+    """A started private node (installing RabbitMQ first if needed); stopped at exit."""
+    ensure_rabbitmq_server()
+    node = RabbitNode.allocate(name_prefix, base_dir)
+    with node:
+        yield node
