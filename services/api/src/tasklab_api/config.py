@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
+from tasklab_api.origin import normalize_origin
 from tasklab_common.settings import CommonSettings
 
 
@@ -41,6 +44,36 @@ class Settings(CommonSettings):
         description="RabbitMQ management API, e.g. http://rabbitmq:15672/ (queue depth).",
     )
     revoke_timeout: float = Field(5.0, gt=0, description="Seconds to broadcast a Celery revoke.")
+    forwarded_allow_ips: str = Field(
+        "",
+        description=(
+            "Addresses of the reverse proxies whose X-Forwarded-For/-Proto headers are "
+            "trusted, comma separated (uvicorn's FORWARDED_ALLOW_IPS); empty: none, so a "
+            "client cannot pick the address the submission limit counts against."
+        ),
+    )
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Web origins besides the api's own that may call it from a browser, comma "
+            "separated, e.g. https://ui.example.com (ALLOWED_ORIGINS)."
+        ),
+    )
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", ",").split(",") if part]
+        if not isinstance(value, list | tuple):
+            return value
+        origins = []
+        for item in value:
+            origin = normalize_origin(str(item))
+            if origin is None:
+                raise ValueError(f"not an origin (scheme://host[:port]): {str(item)[:100]!r}")
+            origins.append(origin)
+        return tuple(origins)
 
 
 @lru_cache(maxsize=1)

@@ -4,6 +4,12 @@ Subscribers (the live stream, sync waiters) get every changed task. On PostgreSQ
 each change is a ``NOTIFY`` sent in the changing transaction, and every api process
 ``LISTEN``s, so a change reaches the subscribers of every process; on SQLite (one
 api process) changes are published in-process after commit.
+
+Snapshots of one task can reach :meth:`EventHub.publish` out of order: the submit
+handler announces the new task after the broker confirmed it, by which time a fast
+worker's ``IN_PROGRESS`` may already have been announced; two callbacks of one task
+can finish in either order. A snapshot older than the last one published for its
+task is therefore dropped, so that no subscriber ever sees a task move backwards.
 """
 
 from __future__ import annotations
@@ -11,17 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 
 import psycopg
 
 from tasklab_api.orm import Task
 from tasklab_api.schemas import TaskOut
 from tasklab_api.store import NOTIFY_CHANNEL
+from tasklab_common.models import progress_key
 
 log = logging.getLogger("tasklab.events")
 
 SUBSCRIBER_QUEUE = 1000
+#: Tasks whose last published progress is remembered (the most recently changed).
+RECENT_TASKS = 10_000
+
+_Progress = tuple[tuple[int, int], datetime]
 
 
 class EventHub:
@@ -29,9 +42,24 @@ class EventHub:
         self._subscribers: set[asyncio.Queue[TaskOut | None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
+        self._published: OrderedDict[str, _Progress] = OrderedDict()
+
+    def _is_stale(self, out: TaskOut) -> bool:
+        """True for a snapshot older than the last one published for its task."""
+        progress = (progress_key(out.status, out.attempts), out.updated_at)
+        last = self._published.get(out.id)
+        if last is not None and progress < last:
+            return True
+        self._published[out.id] = progress
+        self._published.move_to_end(out.id)
+        if len(self._published) > RECENT_TASKS:
+            self._published.popitem(last=False)
+        return False
 
     def publish(self, task: Task | TaskOut) -> None:
         out = task if isinstance(task, TaskOut) else TaskOut.model_validate(task)
+        if self._is_stale(out):
+            return
         for q in list(self._subscribers):
             try:
                 q.put_nowait(out)

@@ -20,6 +20,7 @@ from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_u
 from tasklab_api.events import EventHub
 from tasklab_api.httpmetrics import HttpMetricsMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
+from tasklab_api.origin import OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
 from tasklab_api.routers import callbacks, health, overview, tasks, ui
 from tasklab_api.state import AppState
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OriginCheckMiddleware, allowed_origins=settings.allowed_origins)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(tasks.router)
     app.include_router(overview.router)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
@@ -23,16 +26,41 @@ from tasklab_common.models import TaskStatus
 router = APIRouter(tags=["callbacks"])
 
 
+def inline_schema(model: type[StatusUpdate]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` inlined.
+
+    Pydantic's schema refers to ``#/$defs/...``; placed inside the OpenAPI document,
+    such a reference would point at the document's root, where nothing is.
+    """
+    schema = model.model_json_schema()
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return {**resolve(defs[ref.removeprefix("#/$defs/")]), **resolve(rest)}
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 @router.post(
     "/update_task_status_api/",
     response_model=CallbackReply,
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": StatusUpdate.model_json_schema()}},
+            "content": {"application/json": {"schema": inline_schema(StatusUpdate)}},
         }
     },
     responses={
+        400: {"model": ErrorOut, "description": "Incomplete request (client disconnected)"},
         401: {"model": ErrorOut, "description": "Missing, bad or stale signature"},
         403: {"model": ErrorOut, "description": "Replayed request"},
         404: {"model": ErrorOut, "description": "Unknown task"},
@@ -42,7 +70,12 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
     """A worker reports a status change. Requests are signed (HMAC-SHA256 with the
     shared secret over timestamp, nonce and body). An update that does not move the
     task forward is accepted and changes nothing."""
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        # The worker went away mid-request (e.g. killed): nothing was applied, and it is
+        # not a server error. (FastAPI answers 400 for a body it could not read, too.)
+        raise HTTPException(400, "incomplete request: the client disconnected") from None
     try:
         call = verify(
             state.settings.callback_secret.get_secret_value(),
