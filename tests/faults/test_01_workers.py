@@ -1,0 +1,88 @@
+"""Workers die or are stopped while they run tasks (scenarios 1, 2, 3)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from .faultkit import Scenario, wait_until
+
+#: "A few hundred short tasks" that run in about ten seconds on two cores; every
+#: sixth fails once first, so that retries are in flight when the worker dies.
+MANY = 240
+RETRY_EVERY = 6
+
+
+@pytest.mark.scenario("1 kill -9 celery main")
+def test_kill_celery_main_process_mid_run(scenario: Scenario) -> None:
+    fx = scenario.fx
+    redelivered = fx.queue_stat("celery", "redeliver")
+    scenario.submit_many(
+        [
+            {"method": "celery", "duration": 0.02, "fail_times": int(i % RETRY_EVERY == 0)}
+            for i in range(MANY)
+        ],
+        threads=8,
+    )
+    scenario.wait_counts(
+        "a quarter of the tasks to be done", lambda c: c.get("DONE", 0) >= MANY // 4
+    )
+    scenario.fault("kill -9 celery main")
+    fx.celery.kill(signal.SIGKILL)
+    assert fx.celery.wait(10) == -signal.SIGKILL
+    done_at_kill = scenario.counts().get("DONE", 0)
+    assert done_at_kill < MANY, "the kill came after the last task: nothing was mid-run"
+    scenario.note(f"killed with {done_at_kill}/{MANY} done")
+    fx.celery.restart()
+    verdict = scenario.check()
+    wait_until(
+        "the broker's redelivery count",
+        lambda: fx.queue_stat("celery", "redeliver") > redelivered,
+        10,
+    )
+    assert all(t.method == "celery" for t in verdict.tasks.values())
+
+
+@pytest.mark.scenario("2 kill -9 pool child")
+def test_kill_one_pool_child(scenario: Scenario) -> None:
+    fx = scenario.fx
+    tasks = scenario.submit_many([{"method": "celery", "duration": 1.5}] * 6)
+    ids = [t["id"] for t in tasks]
+    scenario.wait_counts("three tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 3)
+    children = fx.celery.children_pids()
+    assert len(children) == 3, children
+    scenario.fault(f"kill -9 pool child {children[0]}")
+    os.kill(children[0], signal.SIGKILL)
+    verdict = scenario.check()
+    # The task that child ran was redelivered and ran again; the pool replaced it.
+    assert verdict.row.duplicates >= 1, verdict.executions
+    assert max(verdict.tasks[i].deliveries for i in ids) >= 2
+    assert fx.celery.running()
+    wait_until("a new pool child", lambda: len(fx.celery.children_pids()) == 3, 10)
+    assert children[0] not in fx.celery.children_pids()
+
+
+@pytest.mark.scenario("3 SIGTERM workers (warm)")
+def test_sigterm_lets_running_tasks_finish(scenario: Scenario) -> None:
+    """A warm shutdown: running tasks finish and are acked; the rest waits in the queue."""
+    fx = scenario.fx
+    running = scenario.submit_many(
+        [{"method": "celery", "duration": 2}] * 3 + [{"method": "rabbitmq", "duration": 2}] * 3
+    )
+    scenario.wait_counts("six tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 6)
+    queued = scenario.submit_many(
+        [{"method": "celery", "duration": 0}] * 3 + [{"method": "rabbitmq", "duration": 0}] * 3
+    )
+    for proc in (fx.celery, fx.consumer):
+        proc.kill(signal.SIGTERM)  # the main process only, as a container runtime does
+    for proc in (fx.celery, fx.consumer):
+        assert proc.wait(30) == 0, f"{proc.name} did not exit cleanly:\n{proc.log_tail()}"
+    counts = scenario.counts([t["id"] for t in running])
+    assert counts == {"DONE": 6}, counts
+    assert scenario.counts([t["id"] for t in queued]).get("DONE", 0) == 0
+    scenario.note("the 6 running tasks ended DONE before the workers exited (code 0)")
+    for proc in (fx.celery, fx.consumer):
+        proc.restart()
+    scenario.check(max_duplicates=0)

@@ -1,0 +1,115 @@
+"""The api and the consumer die (scenarios 6, 7) and a long consumer task (8)."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tasklab_common.auth import sign_headers
+from tasklab_common.messages import StatusUpdate
+from tasklab_common.models import TaskStatus
+
+from .faultkit import FaultStack, Scenario, wait_until
+
+CALLBACK = "/update_task_status_api/"
+
+
+def signed_request(fx: FaultStack, update: StatusUpdate) -> tuple[bytes, dict[str, str]]:
+    body = update.model_dump_json().encode()
+    return body, {"Content-Type": "application/json", **sign_headers(fx.secret, body)}
+
+
+@pytest.mark.scenario("6 kill -9 api mid-run")
+def test_kill_api_while_tasks_run(scenario: Scenario) -> None:
+    fx = scenario.fx
+    # An authentic report that changes nothing (the task is over), to replay later.
+    probe = scenario.submit_ok(method="celery", duration=0)
+    wait_until("the probe task", lambda: scenario.counts([probe["id"]]) == {"DONE": 1}, 30)
+    body, headers = signed_request(
+        fx, StatusUpdate(task_id=probe["id"], status=TaskStatus.IN_PROGRESS, worker="probe")
+    )
+    first = scenario.http.post(CALLBACK, content=body, headers=headers)
+    assert first.status_code == 200 and first.json()["applied"] is False, first.text
+
+    tasks = scenario.submit_many(
+        [{"method": m, "duration": 1.0} for m in ("celery", "rabbitmq") for _ in range(6)]
+    )
+    scenario.wait_counts("tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 4)
+    logs_before = {p.name: len(p.log_text()) for p in (fx.celery, fx.consumer)}
+    scenario.fault("kill -9 api")
+    fx.api.kill(signal.SIGKILL)
+    assert fx.api.wait(10) == -signal.SIGKILL
+    # The workers finish what they run and retry their reports until the api is back.
+    wait_until(
+        "both workers retrying their reports",
+        lambda: all(
+            "retrying in" in p.log_text()[logs_before[p.name] :] for p in (fx.celery, fx.consumer)
+        ),
+        20,
+    )
+    scenario.note("the workers retried their reports until the api was back")
+    fx.api.restart()
+    fx.wait_ready()
+    scenario.reset_http()  # its keep-alive connection went with the old api
+    verdict = scenario.check(max_duplicates=0)
+    assert all(verdict.tasks[t["id"]].status == "DONE" for t in tasks)
+    # The nonce store outlives the process: the old request is still a replay.
+    replay = scenario.http.post(CALLBACK, content=body, headers=headers)
+    assert replay.status_code == 403, replay.text
+
+
+@pytest.mark.scenario("7 kill -9 consumer mid-task")
+def test_kill_consumer_mid_task(scenario: Scenario) -> None:
+    fx = scenario.fx
+    tasks = scenario.submit_many(
+        [{"method": "rabbitmq", "duration": 1.5, "fail_times": int(i < 2)} for i in range(6)]
+    )
+    scenario.wait_counts(
+        "three tasks running", lambda c: c.get("IN_PROGRESS", 0) + c.get("RETRYING", 0) >= 3
+    )
+    scenario.fault("kill -9 consumer")
+    fx.consumer.kill(signal.SIGKILL)
+    assert fx.consumer.wait(10) == -signal.SIGKILL
+    fx.consumer.restart()
+    verdict = scenario.check()
+    # The deliveries the dead consumer held were redelivered and run to DONE.
+    assert all(verdict.tasks[t["id"]].status == "DONE" for t in tasks)
+    assert sum(1 for n in verdict.executions.values() if n == 2) >= 3, verdict.executions
+
+
+def consumer_connection(fx: FaultStack) -> dict[str, object] | None:
+    resp = fx.node.api("GET", "api/connections")
+    resp.raise_for_status()
+    for conn in resp.json():
+        props = conn.get("client_properties", {})
+        if props.get("connection_name") == fx.stack.cfg.extra_env["CONSUMER_NAME"]:
+            found: dict[str, object] = conn
+            return found
+    return None
+
+
+@pytest.mark.scenario("8 long task, 1s heartbeat")
+def test_long_consumer_task_keeps_its_connection(scenario: Scenario) -> None:
+    """A task six heartbeat intervals long: the I/O thread keeps the connection alive."""
+    fx = scenario.fx
+    heartbeat = 1
+    fx.consumer.env["CONSUMER_HEARTBEAT"] = str(heartbeat)
+    try:
+        fx.consumer.restart()
+        log_start = len(fx.consumer.log_text())
+        wait_until("the consumer's connection", lambda: consumer_connection(fx) is not None, 20)
+        before = consumer_connection(fx)
+        assert before is not None and before["timeout"] == heartbeat, before
+        task = scenario.submit_ok(method="rabbitmq", duration=6 * heartbeat)
+        scenario.note(f"a {6 * heartbeat}s task on a {heartbeat}s AMQP heartbeat")
+        verdict = scenario.check(max_duplicates=0)
+        assert verdict.tasks[task["id"]].deliveries == 1
+        after = consumer_connection(fx)
+        assert after is not None
+        assert (after["name"], after["connected_at"]) == (before["name"], before["connected_at"])
+        log = fx.consumer.log_text()[log_start:]
+        assert "connection lost" not in log, log[-2000:]
+    finally:
+        fx.consumer.env.pop("CONSUMER_HEARTBEAT", None)
+        fx.consumer.restart()
