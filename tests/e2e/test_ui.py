@@ -5,7 +5,6 @@ Screenshots of the board are saved under ``artifacts/ui/``.
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import time
@@ -19,27 +18,15 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
+from tasklab_devtools.browser import launch_chromium
 
-CHROMIUM = os.environ.get("TASKLAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
 TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: run scripts/bootstrap.sh --test")
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        b = launch_chromium(pw)
         yield b
         b.close()
 

@@ -9,29 +9,17 @@ origin, still submits and cancels.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from .faultkit import Scenario
+from tasklab_devtools.browser import launch_chromium
 
-CHROMIUM = os.environ.get("TASKLAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
+from .faultkit import Scenario
 
 #: What a cross-site page may send without a preflight, and one that needs one.
 ATTACK_PAGE = """<!doctype html>
@@ -102,10 +90,8 @@ def attacker() -> Iterator[tuple[ThreadingHTTPServer, type[_Page]]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: run scripts/bootstrap.sh --test")
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        b = launch_chromium(pw)
         yield b
         b.close()
 
