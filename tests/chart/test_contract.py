@@ -37,6 +37,7 @@ from tasklab_common.settings import WorkerSettings
 from tasklab_consumer.settings import ConsumerSettings
 from tasklab_devtools import chart
 from tasklab_devtools.chart import Obj
+from tasklab_devtools.rabbitmq import TOPOLOGY_POLICIES
 
 SET_NAMES = [s.name for s in chart.value_sets()]
 
@@ -399,6 +400,19 @@ def test_broker_definitions_declare_the_code_queues(default_docs: list[Obj]) -> 
     assert {q for q in queues.ALL_QUEUES if re.fullmatch(dead["pattern"], q)} == {
         queues.DEAD_LETTER_QUEUE
     }
+
+
+def test_private_nodes_get_the_chart_policies(default_docs: list[Obj]) -> None:
+    """``make dev`` and the tests' own broker nodes declare what the chart's defaults
+    declare: the same policies with the same definitions."""
+    rendered = {p["name"]: p for p in _definitions(default_docs)["policies"]}
+    assert set(rendered) == set(TOPOLOGY_POLICIES)
+    for name, policy in TOPOLOGY_POLICIES.items():
+        got = rendered[name]
+        assert {k: got[k] for k in policy} == policy, name
+        assert {q for q in queues.ALL_QUEUES if re.fullmatch(got["pattern"], q)} == {
+            q for q in queues.ALL_QUEUES if re.fullmatch(policy["pattern"], q)
+        }
 
 
 def _longest_delivery_seconds(env: dict[str, str]) -> float:

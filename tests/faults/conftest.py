@@ -43,6 +43,10 @@ FAULT_ENV = {
     "CONSUMER_NAME": "consumer-faults",
     # No proxy is trusted: a client cannot choose the address it is limited by.
     "FORWARDED_ALLOW_IPS": "",
+    # Scenario 9: a task of this duration kills the process that runs it, every time;
+    # the api gives up on an attempt started this many times without an outcome.
+    "TASKLAB_FAULT_CRASH_ON_DURATION": "0.321",
+    "DELIVERY_LIMIT": "3",
 }
 
 

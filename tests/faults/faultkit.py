@@ -50,6 +50,8 @@ FINAL = frozenset(s.value for s in FINAL_STATUSES)
 TASK_QUEUES = (CELERY_QUEUE, DIRECT_QUEUE)
 #: The expected status of an accepted task that may end in any final status.
 ANY_FINAL = "*"
+#: How the api's error of a task given up at the delivery limit begins.
+GAVE_UP = "gave up:"
 #: A fault "hits" a task when it happens between the task's first start and its end,
 #: widened by this much on both sides (the two clocks are the same machine's, but a
 #: report is stamped a little before it is committed).
@@ -96,6 +98,15 @@ class TaskRow:
     attempts: int
     deliveries: int
     finished_at: datetime | None
+    error: str | None = None
+
+    @property
+    def ended_by_api(self) -> bool:
+        """Final by the api's own decision, not a worker's report: cancelled by a user,
+        or failed when an attempt was delivered more often than the delivery limit."""
+        return self.status == "CANCELLED" or (
+            self.status == "FAILED" and (self.error or "").startswith(GAVE_UP)
+        )
 
 
 @dataclass(frozen=True)
@@ -144,10 +155,11 @@ class Audit:
         wanted = set(ids)
         with self._db() as db:
             rows = db.execute(
-                "SELECT num, id, method, status, attempts, deliveries, finished_at FROM tasks"
+                "SELECT num, id, method, status, attempts, deliveries, finished_at, error "
+                "FROM tasks"
             ).fetchall()
         return {
-            r[1]: TaskRow(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), _when(r[6]))
+            r[1]: TaskRow(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), _when(r[6]), r[7])
             for r in rows
             if r[0] > after_num or r[1] in wanted
         }
@@ -566,7 +578,7 @@ def order_problems(task_id: str, evs: list[EventRow], task: TaskRow | None) -> l
         problems.append(
             f"task {task_id} moved backwards: {[(e.status, e.attempt) for e in applied]}"
         )
-    if task is not None and task.status in FINAL and task.status != "CANCELLED":
+    if task is not None and task.status in FINAL and not task.ended_by_api:
         last = applied[-1].status if applied else None
         if last != task.status:
             problems.append(f"task {task_id} is {task.status} but its last applied report {last}")
@@ -580,11 +592,12 @@ def count_executions(
 
     An execution is one delivery of one attempt that the worker started: the most
     ``IN_PROGRESS`` reports any single attempt got before the task was final (a
-    report after that was answered "do not proceed"). A cancelled task has no final
-    report: its end is its ``finished_at``.
+    report after that was answered "do not proceed"). A task the api ended itself
+    (cancelled, or given up at the delivery limit) has no final report: its end is its
+    ``finished_at``, and the start report it was given up on did not run.
     """
     final_at = next((e for e in evs if e.applied and e.status in FINAL), None)
-    cancelled_at = task.finished_at if task is not None and task.status == "CANCELLED" else None
+    cancelled_at = task.finished_at if task is not None and task.ended_by_api else None
     started = [
         e
         for e in evs

@@ -151,3 +151,50 @@ async def test_list_filters_and_order(store: TaskStore) -> None:
     assert [r.id for r in rows] == [b.id] and total == 1
     rows, _ = await store.list_tasks(limit=10, status=[S.IN_PROGRESS])
     assert [r.id for r in rows] == [a.id]
+
+
+async def test_delivery_limit_gives_up_and_dead_letters(store: TaskStore) -> None:
+    """An attempt started `delivery_limit` times without an outcome: the next start
+    marks the task FAILED and asks for the message to be dead-lettered."""
+    store.delivery_limit = 3
+    tid = await new_task(store)
+    for n in range(3):
+        claim = await report(store, tid, S.IN_PROGRESS, 1, worker=f"w{n}")
+        assert claim.proceed and not claim.gave_up
+    last = await report(store, tid, S.IN_PROGRESS, 1, worker="w3")
+    assert last.gave_up and not last.proceed and not last.applied
+    task = await store.get(tid)
+    assert task is not None and task.status == "FAILED" and task.deliveries == 4
+    assert task.error is not None and "delivered 4 times" in task.error
+    assert task.finished_at is not None
+    # A late DONE from a worker that was not dead after all changes nothing.
+    late = await report(store, tid, S.DONE, 1)
+    assert not late.applied and not late.gave_up
+    # Another redelivery of the same message: not run, not counted again.
+    again = await report(store, tid, S.IN_PROGRESS, 1)
+    assert not again.proceed and not again.gave_up
+
+
+async def test_delivery_limit_counts_per_attempt(store: TaskStore) -> None:
+    """Retries are new attempts: each has its own count of starts."""
+    store.delivery_limit = 2
+    tid = await new_task(store)
+    for attempt in (1, 2, 3):
+        assert (await report(store, tid, S.IN_PROGRESS, attempt)).proceed
+        assert (await report(store, tid, S.IN_PROGRESS, attempt)).proceed
+        await report(store, tid, S.RETRYING, attempt)
+    done = await report(store, tid, S.DONE, 3)
+    assert done.applied
+    task = await store.get(tid)
+    assert task is not None and task.status == "DONE"
+
+
+async def test_a_repeated_report_is_not_another_delivery(store: TaskStore) -> None:
+    """The same IN_PROGRESS report sent again (lost answer) is a duplicate, not a start."""
+    store.delivery_limit = 1
+    tid = await new_task(store)
+    update = StatusUpdate(task_id=tid, status=S.IN_PROGRESS, attempt=1)
+    assert (await store.apply_update(update, nonce())).proceed
+    again = await store.apply_update(update, nonce())
+    assert again.duplicate and again.proceed
+    assert (await report(store, tid, S.DONE, 1)).applied

@@ -2,7 +2,8 @@
 
 The tasks only rebuild the :class:`~tasklab_common.messages.TaskMessage` from their
 arguments; :func:`run` does the rest, as every tasklab worker does for every
-delivery: report ``IN_PROGRESS`` (skip the task when the api says not to proceed),
+delivery: report ``IN_PROGRESS`` (skip the task when the api says not to proceed, and
+dead-letter its message when the api gave up on it after too many deliveries),
 do the work, report ``DONE``, or ``RETRYING`` and retry later, or ``FAILED`` once no
 attempt is left. A report that cannot be delivered requeues the message, so the
 task is neither lost nor acknowledged before its final status is known.
@@ -150,6 +151,17 @@ def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any
     }
 
     reply = report(msg.task_id, TaskStatus.IN_PROGRESS, attempt, worker)
+    if reply.dead_letter:
+        log.error(
+            "%s %s: Task %s delivered too many times without an outcome; the api marked it "
+            "%s; dead-lettering its message",
+            RUNNER,
+            worker_id,
+            msg.num,
+            reply.status,
+            extra=fields,
+        )
+        raise Reject(f"task {msg.task_id}: delivery limit reached", requeue=False)
     if not reply.proceed:
         log.info(
             "%s %s: Task %s skipped (the api says %s)",

@@ -167,10 +167,14 @@ class CallbackReply(BaseModel):
     """The api's answer to a status callback.
 
     ``proceed`` tells a worker whether it should (still) run the task: false once the
-    task is final (done elsewhere, failed or cancelled) or unknown.
+    task is final (done elsewhere, failed or cancelled) or unknown. ``dead_letter``
+    (with ``proceed`` false) tells it to reject the message without requeueing, so
+    the broker moves it to the dead-letter queue: the task was delivered more times
+    than the api's delivery limit allows and was marked FAILED.
     """
 
     applied: bool
     status: TaskStatus
     proceed: bool
     duplicate: bool = False
+    dead_letter: bool = False

@@ -8,13 +8,32 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from tasklab_common.messages import TaskMessage
 from tasklab_common.models import TaskKind
+
+#: Fault injection, for the fault suite only: a task whose ``duration`` equals this
+#: variable's value kills the process that runs it (SIGKILL) on every delivery, like
+#: a poison message. Unset (the default) in every deployment.
+CRASH_ON_DURATION_ENV: Final = "TASKLAB_FAULT_CRASH_ON_DURATION"
+
+
+def _maybe_crash(duration: float) -> None:
+    value = os.environ.get(CRASH_ON_DURATION_ENV)
+    if not value:
+        return
+    try:
+        poison = float(value)
+    except ValueError:
+        return
+    if duration == poison:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class SimulatedFailure(RuntimeError):
@@ -83,6 +102,7 @@ def execute(
 ) -> dict[str, Any]:
     """Run the work a task message asks for."""
     p = msg.params
+    _maybe_crash(p.duration)
     if msg.kind is TaskKind.PROCESS_TASK:
         return process_task(
             msg.num, p.duration, attempt=attempt, fail_times=p.fail_times, sleep=sleep

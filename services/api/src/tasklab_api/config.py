@@ -43,6 +43,16 @@ class Settings(CommonSettings):
         None,
         description="RabbitMQ management API, e.g. http://rabbitmq:15672/ (queue depth).",
     )
+    delivery_limit: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description=(
+            "Times one attempt of a task may start without reporting an outcome (its "
+            "worker died each time) before the task is marked FAILED and its message "
+            "dead-lettered (DELIVERY_LIMIT)."
+        ),
+    )
     revoke_timeout: float = Field(5.0, gt=0, description="Seconds to broadcast a Celery revoke.")
     forwarded_allow_ips: str = Field(
         "",

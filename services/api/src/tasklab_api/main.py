@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = normalize_url(settings.database_url)
         postgres = not is_sqlite(url)
         engine = create_engine(settings.database_url)
-        store = TaskStore(session_factory(engine), postgres=postgres)
+        store = TaskStore(
+            session_factory(engine), postgres=postgres, delivery_limit=settings.delivery_limit
+        )
         hub = EventHub()
         publisher = Publisher(
             settings.amqp_url(),

@@ -65,8 +65,8 @@ E2E_TIME = Histogram(
 )
 CALLBACKS = Counter(
     "tasklab_callbacks_total",
-    "Status callbacks received, by outcome (applied, stale, duplicate, unauthenticated, "
-    "replayed, invalid, unknown_task)",
+    "Status callbacks received, by outcome (applied, stale, duplicate, gave_up, "
+    "unauthenticated, replayed, invalid, unknown_task)",
     ["outcome"],
 )
 TASKS = Gauge("tasklab_tasks", "Tasks in the store by current status", ["status"])

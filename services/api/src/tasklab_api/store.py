@@ -43,6 +43,9 @@ class UpdateOutcome:
     applied: bool
     duplicate: bool
     previous: TaskStatus
+    #: The report was one delivery too many: the task was marked FAILED instead, and
+    #: its message is to be dead-lettered.
+    gave_up: bool = False
 
     @property
     def proceed(self) -> bool:
@@ -64,10 +67,37 @@ class WorkerRow:
     last_seen: datetime
 
 
+#: Default of :attr:`TaskStore.delivery_limit` (the api's ``DELIVERY_LIMIT``).
+DEFAULT_DELIVERY_LIMIT = 5
+
+
+def gave_up_error(attempt: int, claims: int) -> str:
+    return (
+        f"gave up: attempt {attempt} was delivered {claims} times and never reported an "
+        "outcome (each run ended without a report: its worker died or was killed); "
+        "the message was dead-lettered"
+    )
+
+
 class TaskStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, postgres: bool) -> None:
+    """Reads and writes tasks.
+
+    ``delivery_limit``: how many times one attempt of a task may be started
+    (``IN_PROGRESS`` reported) without any outcome. A task that kills the process
+    running it is redelivered each time; the start after the last allowed one marks
+    it FAILED and tells the worker to dead-letter the message.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        postgres: bool,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    ) -> None:
         self._sessions = sessions
         self._postgres = postgres
+        self.delivery_limit = delivery_limit
 
     def session(self) -> AsyncSession:
         return self._sessions()
@@ -159,10 +189,15 @@ class TaskStore:
             if await s.get(TaskEvent, update.event_id) is not None:
                 return UpdateOutcome(task, applied=False, duplicate=True, previous=previous)
             applied = supersedes(update.status, update.attempt, previous, task.attempts)
+            gave_up = False
             if update.status is TaskStatus.IN_PROGRESS and not previous.is_final:
                 task.deliveries += 1
                 if update.worker:
                     task.worker = update.worker
+                claims = await self._claims(s, update.task_id, update.attempt)
+                if claims >= self.delivery_limit:
+                    gave_up, applied = True, False
+                    self._give_up(task, update.attempt, claims + 1, now)
             if applied:
                 self._apply(task, update, now)
             if applied or update.status is TaskStatus.IN_PROGRESS:
@@ -181,7 +216,28 @@ class TaskStore:
             )
             if self._postgres:
                 await notify(s, task.id)
-        return UpdateOutcome(task, applied=applied, duplicate=False, previous=previous)
+        return UpdateOutcome(
+            task, applied=applied, duplicate=False, previous=previous, gave_up=gave_up
+        )
+
+    @staticmethod
+    async def _claims(s: AsyncSession, task_id: str, attempt: int) -> int:
+        """How many times ``attempt`` of the task was started before (distinct reports)."""
+        q = select(func.count()).where(
+            TaskEvent.task_id == task_id,
+            TaskEvent.attempt == attempt,
+            TaskEvent.status == TaskStatus.IN_PROGRESS.value,
+        )
+        return int((await s.execute(q)).scalar_one())
+
+    @staticmethod
+    def _give_up(task: Task, attempt: int, claims: int, now: datetime) -> None:
+        task.status = TaskStatus.FAILED.value
+        task.attempts = max(task.attempts, attempt)
+        task.error = gave_up_error(attempt, claims)
+        task.finished_at = now
+        if task.started_at is None:
+            task.started_at = now
 
     @staticmethod
     def _apply(task: Task, update: StatusUpdate, now: datetime) -> None:

@@ -38,6 +38,10 @@ class Outcome(Enum):
 class _Skipped(Exception):
     """The api answered ``proceed: false``: the task must not run."""
 
+    def __init__(self, dead_letter: bool) -> None:
+        super().__init__("skipped")
+        self.dead_letter = dead_letter
+
 
 def error_text(exc: BaseException) -> str:
     """An exception as a task's error message, within the callback's size limit."""
@@ -83,7 +87,15 @@ class TaskRunner:
             return Outcome.REJECT
         try:
             self._run(msg)
-        except _Skipped:
+        except _Skipped as skipped:
+            if skipped.dead_letter:
+                log.error(
+                    "task %s delivered too many times without an outcome: the api marked it "
+                    "FAILED; dead-lettering its message",
+                    msg.num,
+                    extra=self._extra(msg),
+                )
+                return Outcome.REJECT
             log.info("task %s skipped: the api said not to run it", msg.num, extra=self._extra(msg))
         except CallbackError as exc:
             log.error("task %s requeued: %s", msg.num, exc, extra=self._extra(msg))
@@ -112,7 +124,7 @@ class TaskRunner:
         """Run one attempt; True when the task is over (DONE or FAILED reported)."""
         reply = self._report(msg.task_id, TaskStatus.IN_PROGRESS, attempt)
         if not reply.proceed:
-            raise _Skipped
+            raise _Skipped(reply.dead_letter)
         extra = self._extra(msg, attempt)
         log_started(log, RUNNER, self._worker, msg.num, **extra)
         try:

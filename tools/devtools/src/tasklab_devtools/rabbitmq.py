@@ -35,6 +35,12 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from tasklab_common.queues import (
+    CELERY_QUEUE,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    DIRECT_QUEUE,
+)
 from tasklab_devtools.procs import ManagedProcess, descendant_pids
 
 __all__ = [
@@ -261,6 +267,27 @@ def _is_zombie(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2 :].startswith(b"Z")
 
 
+#: The broker policies of the chart's definitions (default values), by name.
+TOPOLOGY_POLICIES: dict[str, dict[str, Any]] = {
+    "tasklab-work-queues": {
+        "pattern": f"^({re.escape(CELERY_QUEUE)}|{re.escape(DIRECT_QUEUE)})$",
+        "apply-to": "queues",
+        "priority": 10,
+        "definition": {
+            "max-length": 100000,
+            "overflow": "reject-publish",
+            "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        },
+    },
+    "tasklab-dead-letters": {
+        "pattern": f"^{re.escape(DEAD_LETTER_QUEUE)}$",
+        "apply-to": "queues",
+        "priority": 10,
+        "definition": {"max-length": 10000, "overflow": "drop-head"},
+    },
+}
+
+
 class RabbitNode:
     """A private RabbitMQ node whose files all live in ``base_dir``.
 
@@ -268,7 +295,11 @@ class RabbitNode:
     same ``name`` keeps the node's queues, messages and users across restarts. All
     listeners (AMQP, management, prometheus, distribution) are bound to 127.0.0.1.
     Use it as a context manager to start it and stop it at the end of the block.
+    Once started, it has the chart's dead-letter exchange, queue and policies.
     """
+
+    #: Declare the chart's topology after each start (see :meth:`declare_topology`).
+    apply_topology = True
 
     def __init__(
         self,
@@ -451,10 +482,32 @@ class RabbitNode:
         self._server.start()
         try:
             self._wait_ready(began + timeout)
+            if self.apply_topology:
+                self.declare_topology()
         except BaseException:
             self.kill()
             raise
         self.start_seconds = time.monotonic() - began
+
+    def declare_topology(self) -> None:
+        """Declare what the chart's broker definitions hold (idempotent).
+
+        The dead-letter exchange and queue, and the policies of the work queues
+        (length limit, dead-lettering) and of the dead-letter queue, with the chart's
+        default values (``tests/chart`` checks they match).
+        """
+        vhost = "%2F"
+        exchange = quote(DEAD_LETTER_EXCHANGE, safe="")
+        queue = quote(DEAD_LETTER_QUEUE, safe="")
+        calls: list[tuple[str, str, dict[str, Any]]] = [
+            ("PUT", f"api/exchanges/{vhost}/{exchange}", {"type": "fanout", "durable": True}),
+            ("PUT", f"api/queues/{vhost}/{queue}", {"durable": True}),
+            ("POST", f"api/bindings/{vhost}/e/{exchange}/q/{queue}", {"routing_key": ""}),
+        ]
+        for name, policy in TOPOLOGY_POLICIES.items():
+            calls.append(("PUT", f"api/policies/{vhost}/{name}", policy))
+        for method, path, body in calls:
+            self.api(method, path, json=body).raise_for_status()
 
     def _wait_ready(self, deadline: float) -> None:
         reconciled = False

@@ -72,6 +72,9 @@ def merge_conf(node_conf: str, rendered_conf: str, definitions_path: Path) -> st
 class ConfiguredRabbitNode(RabbitNode):
     """A :class:`RabbitNode` whose configuration is a rendered ``rabbitmq.conf``."""
 
+    #: Its topology comes from the rendered definitions alone.
+    apply_topology = False
+
     def __init__(
         self,
         *args: Any,

@@ -105,6 +105,9 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
     task = outcome.task
     if outcome.duplicate:
         metrics.CALLBACKS.labels("duplicate").inc()
+    elif outcome.gave_up:
+        metrics.CALLBACKS.labels("gave_up").inc()
+        metrics.on_finished(task)
     elif outcome.applied:
         metrics.CALLBACKS.labels("applied").inc()
         metrics.on_update(task, update)
@@ -117,4 +120,5 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
         status=TaskStatus(task.status),
         proceed=outcome.proceed,
         duplicate=outcome.duplicate,
+        dead_letter=outcome.gave_up,
     )
