@@ -402,6 +402,12 @@ class Scenario:
         self.started = time.monotonic()
         return self
 
+    def begin_after_setup(self) -> None:
+        """Move the scenario's start past what its setup created (not its own tasks)."""
+        audit = self.fx.audit()
+        self.watermark = audit.max_num()
+        self.event_mark = audit.max_event()
+
     def end(self) -> None:
         if self.live is not None:
             self.live.stop()

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tasklab_common.auth import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from tasklab_common.callback import CallbackClient, CallbackError
+from tasklab_common.callback import CallbackClient, CallbackError, housekeeping_url
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
 
@@ -101,3 +101,14 @@ def test_unreachable_gives_up_after_max_wait() -> None:
         client(f"http://127.0.0.1:{port}/", max_wait=0.3).report(
             StatusUpdate(task_id="t", status=TaskStatus.DONE)
         )
+
+
+def test_housekeeping_url_sits_next_to_the_callback() -> None:
+    assert (
+        housekeeping_url("http://api:8080/update_task_status_api/")
+        == "http://api:8080/internal/housekeeping"
+    )
+    assert (
+        housekeeping_url("https://x.example/tasklab/update_task_status_api")
+        == "https://x.example/tasklab/internal/housekeeping"
+    )

@@ -167,3 +167,27 @@ def test_metrics_name_routes_by_template(client: TestClient) -> None:
     assert _sample(text, 'tasklab_http_requests_total{code="422",method="POST",route="/api/tasks"}')
     assert 'tasklab_tasks{status="PENDING"} 0.0' in text
     assert "tasklab_broker_stats_up 0.0" in text
+
+
+def _housekeeping(client: TestClient, body: bytes, headers: dict[str, str]) -> Any:
+    return client.post(
+        "/internal/housekeeping",
+        content=body,
+        headers={"Content-Type": "application/json", **headers},
+    )
+
+
+def test_housekeeping_is_signed_and_reports(client: TestClient, secret: str) -> None:
+    body = b'{"requested_by": "beat-test"}'
+    assert _housekeeping(client, body, {}).status_code == 401
+    forged = sign_headers("not-the-secret-at-all", body)
+    assert _housekeeping(client, body, forged).status_code == 401
+    bad = b'{"requested_by": 5, "extra": 1}'
+    assert _housekeeping(client, bad, sign_headers(secret, bad)).status_code == 422
+    good = sign_headers(secret, body)
+    resp = _housekeeping(client, body, good)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"stuck_failed": 0, "purged_tasks": 0, "purged_events": 0}
+    assert _housekeeping(client, body, good).status_code == 403  # replayed
+    metrics = client.get("/metrics").text
+    assert "tasklab_housekeeping_runs_total 1.0" in metrics

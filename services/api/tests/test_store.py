@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import case, select, update
 
-from tasklab_api.store import NotCancellable, ReplayError, TaskNotFound, TaskStore
-from tasklab_common.messages import StatusUpdate, TaskParams
+from tasklab_api.orm import Task, TaskEvent
+from tasklab_api.store import GAVE_UP, NotCancellable, ReplayError, TaskNotFound, TaskStore
+from tasklab_common.messages import StatusUpdate, TaskParams, utcnow
 from tasklab_common.models import Method, TaskKind, TaskStatus
 
 S = TaskStatus
@@ -198,3 +201,71 @@ async def test_a_repeated_report_is_not_another_delivery(store: TaskStore) -> No
     again = await store.apply_update(update, nonce())
     assert again.duplicate and again.proceed
     assert (await report(store, tid, S.DONE, 1)).applied
+
+
+async def _age(store: TaskStore, task_id: str, **ago: float) -> None:
+    """Move a task's last change (and finish, when final) back in time."""
+    when = utcnow() - timedelta(**ago)
+    async with store.session() as s, s.begin():
+        await s.execute(
+            update(Task)
+            .where(Task.id == task_id)
+            .values(
+                updated_at=when,
+                finished_at=case((Task.finished_at.is_(None), None), else_=when),
+            )
+        )
+
+
+async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None:
+    grace = timedelta(seconds=60)
+    silent = await new_task(store)  # duration 1 s
+    await report(store, silent, S.IN_PROGRESS, 1)
+    await _age(store, silent, seconds=62)
+    long_task = (
+        await store.create(Method.RABBITMQ, TaskKind.PROCESS_TASK, TaskParams(duration=600))
+    ).id
+    await report(store, long_task, S.IN_PROGRESS, 1)
+    await _age(store, long_task, seconds=62)  # still within its 600 s of work
+    retrying = await new_task(store)
+    await report(store, retrying, S.IN_PROGRESS, 1)
+    await report(store, retrying, S.RETRYING, 1)
+    await _age(store, retrying, seconds=3600)
+    queued = await new_task(store)  # PENDING: its message waits in the queue
+    await _age(store, queued, days=3)
+    recent = await new_task(store)
+    await report(store, recent, S.IN_PROGRESS, 1)
+
+    failed = {t.id for t in await store.fail_stuck(grace)}
+    assert failed == {silent, retrying}
+    for tid in failed:
+        task = await store.get(tid)
+        assert task is not None and task.status == "FAILED" and task.finished_at is not None
+        assert task.error is not None and task.error.startswith(GAVE_UP), task.error
+    for tid, status in ((long_task, "IN_PROGRESS"), (queued, "PENDING"), (recent, "IN_PROGRESS")):
+        task = await store.get(tid)
+        assert task is not None and task.status == status
+    # A late report from the vanished worker changes nothing; a second run finds nothing.
+    assert not (await report(store, silent, S.DONE, 1)).applied
+    assert await store.fail_stuck(grace) == []
+
+
+async def test_purge_history_deletes_old_final_tasks_and_their_reports(store: TaskStore) -> None:
+    old_done = await new_task(store)
+    await report(store, old_done, S.IN_PROGRESS, 1)
+    await report(store, old_done, S.DONE, 1)
+    await _age(store, old_done, days=40)
+    old_running = await new_task(store)
+    await report(store, old_running, S.IN_PROGRESS, 1)
+    await _age(store, old_running, days=40)  # not final: never purged
+    fresh_done = await new_task(store)
+    await report(store, fresh_done, S.IN_PROGRESS, 1)
+    await report(store, fresh_done, S.DONE, 1)
+
+    assert await store.purge_history(timedelta(days=30)) == (1, 2)
+    assert await store.get(old_done) is None
+    assert await store.get(old_running) is not None and await store.get(fresh_done) is not None
+    async with store.session() as s:
+        left = (await s.execute(select(TaskEvent.task_id))).scalars().all()
+    assert old_done not in left and fresh_done in left
+    assert await store.purge_history(timedelta(days=30)) == (0, 0)

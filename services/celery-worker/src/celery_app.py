@@ -31,6 +31,7 @@ from typing import Any, Final
 from celery import Celery, bootsteps, signals
 from kombu import Exchange, Queue
 from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasklab_common.heartbeat import Heartbeat
 from tasklab_common.messages import MAX_DURATION_SECONDS
@@ -51,6 +52,37 @@ SOFT_TIME_LIMIT: Final = MAX_DURATION_SECONDS + 120
 #: Past this many seconds the process running a task is killed; the margin over the
 #: soft limit lets a timed-out task still report its failure.
 TIME_LIMIT: Final = SOFT_TIME_LIMIT + 60
+
+
+#: The periodic housekeeping task (see ``celery_tasks.housekeeping``).
+HOUSEKEEPING_TASK: Final = "tasklab.housekeeping"
+
+
+class BeatSettings(BaseSettings):
+    """What ``celery -A celery_app beat`` reads besides ``RMQ_URL``."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    housekeeping_interval: float = Field(
+        300.0,
+        ge=1,
+        le=86400,
+        description=(
+            "Seconds between two housekeeping runs: stuck tasks marked FAILED, old "
+            "history purged (HOUSEKEEPING_INTERVAL)."
+        ),
+    )
+
+
+def _housekeeping_interval() -> float:
+    try:
+        return BeatSettings().housekeeping_interval
+    except ValidationError as exc:
+        default = float(BeatSettings.model_fields["housekeeping_interval"].default)
+        logging.getLogger(__name__).warning(
+            "%s; housekeeping every %g s", settings_problems(exc), default
+        )
+        return default
 
 
 class CeleryWorkerSettings(WorkerSettings):
@@ -131,6 +163,17 @@ celery_app.conf.update(
     task_soft_time_limit=SOFT_TIME_LIMIT,
     task_time_limit=TIME_LIMIT,
 )
+
+#: ``celery -A celery_app beat``: one beat process in the whole system sends the
+#: housekeeping task; a run that no worker took before the next one is due expires.
+_interval = _housekeeping_interval()
+celery_app.conf.beat_schedule = {
+    "housekeeping": {
+        "task": HOUSEKEEPING_TASK,
+        "schedule": _interval,
+        "options": {"expires": _interval},
+    }
+}
 
 
 class HeartbeatStep(bootsteps.StartStopStep):

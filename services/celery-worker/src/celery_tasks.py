@@ -21,8 +21,14 @@ from celery import Task
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from celery_app import TASK_LOGGER, CeleryWorkerSettings, celery_app, get_settings
-from tasklab_common.callback import CallbackClient, CallbackError
+from celery_app import (
+    HOUSEKEEPING_TASK,
+    TASK_LOGGER,
+    CeleryWorkerSettings,
+    celery_app,
+    get_settings,
+)
+from tasklab_common.callback import CallbackClient, CallbackError, request_housekeeping
 from tasklab_common.messages import (
     CELERY_WORKER_ID,
     MAX_ERROR_CHARS,
@@ -241,3 +247,21 @@ def process_data(
         duration=duration,
     )
     return run(self, msg, worker_id)
+
+
+@celery_app.task(bind=True, name=HOUSEKEEPING_TASK, ignore_result=True)
+def housekeeping(self: Task[Any, Any]) -> dict[str, int]:
+    """Sent by the beat: ask the api to fail stuck tasks and purge old history.
+
+    The api owns the task store; this only sends the signed request. A failed run is
+    logged and not retried: the next scheduled run asks again.
+    """
+    settings = get_settings()
+    report = request_housekeeping(
+        settings.api_url,
+        settings.callback_secret.get_secret_value(),
+        requested_by=self.request.hostname,
+        timeout=settings.callback_timeout,
+    )
+    log.info("housekeeping: %s", report.model_dump_json())
+    return report.model_dump()

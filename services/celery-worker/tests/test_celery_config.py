@@ -66,9 +66,17 @@ def test_time_limits_leave_room_for_the_longest_task() -> None:
     assert MAX_DURATION_SECONDS < conf.task_soft_time_limit < conf.task_time_limit
 
 
+def test_beat_schedules_housekeeping_that_expires() -> None:
+    (entry,) = conf.beat_schedule.values()
+    assert entry["task"] == "tasklab.housekeeping"
+    assert entry["task"] in celery_app.celery_app.tasks
+    assert entry["schedule"] == celery_app.BeatSettings().housekeeping_interval
+    assert entry["options"]["expires"] == entry["schedule"]
+
+
 def test_registered_tasks_have_the_guides_names_and_signatures() -> None:
     registered = {name for name in celery_app.celery_app.tasks if not name.startswith("celery.")}
-    assert registered == {"process_task", "process_data"}
+    assert registered == {"process_task", "process_data", "tasklab.housekeeping"}
     task_params = inspect.signature(celery_tasks.process_task.run).parameters
     assert list(task_params) == ["task_num", "timeout", "worker_id", "method", "fail_times"]
     assert task_params["worker_id"].default == "celery"

@@ -13,11 +13,17 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from urllib.parse import urljoin
 
 import httpx
 
 from tasklab_common.auth import sign_headers
-from tasklab_common.messages import CallbackReply, StatusUpdate
+from tasklab_common.messages import (
+    CallbackReply,
+    HousekeepingReport,
+    HousekeepingRequest,
+    StatusUpdate,
+)
 from tasklab_common.models import TaskStatus
 
 log = logging.getLogger("tasklab.callback")
@@ -107,3 +113,33 @@ class CallbackClient:
             )
             self._sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._backoff_max)
+
+
+#: The api's housekeeping route, relative to the callback URL (``API_URL``).
+HOUSEKEEPING_PATH = "../internal/housekeeping"
+
+
+def housekeeping_url(api_url: str) -> str:
+    """``.../internal/housekeeping`` next to ``.../update_task_status_api/``.
+
+    Relative, so an api served under a path prefix is reached under the same prefix.
+    """
+    return urljoin(api_url if api_url.endswith("/") else api_url + "/", HOUSEKEEPING_PATH)
+
+
+def request_housekeeping(
+    api_url: str,
+    secret: str,
+    *,
+    requested_by: str | None = None,
+    timeout: float = 30.0,
+    transport: httpx.BaseTransport | None = None,
+) -> HousekeepingReport:
+    """Ask the api to run its housekeeping once (one signed request, not retried: the
+    next scheduled run tries again). Raises ``httpx.HTTPError`` on failure."""
+    body = HousekeepingRequest(requested_by=requested_by).model_dump_json().encode()
+    headers = {"Content-Type": "application/json", **sign_headers(secret, body)}
+    with httpx.Client(timeout=timeout, transport=transport) as client:
+        resp = client.post(housekeeping_url(api_url), content=body, headers=headers)
+    resp.raise_for_status()
+    return HousekeepingReport.model_validate_json(resp.content)

@@ -178,3 +178,19 @@ class CallbackReply(BaseModel):
     proceed: bool
     duplicate: bool = False
     dead_letter: bool = False
+
+
+class HousekeepingRequest(BaseModel):
+    """Body of ``POST /internal/housekeeping`` (signed like a status callback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requested_by: Annotated[str | None, Field(max_length=MAX_WORKER_CHARS)] = None
+
+
+class HousekeepingReport(BaseModel):
+    """What one housekeeping run did."""
+
+    stuck_failed: int = Field(description="Tasks marked FAILED: no report past their limit.")
+    purged_tasks: int = Field(description="Final tasks deleted, older than the retention.")
+    purged_events: int = Field(description="Status reports of those tasks deleted.")

@@ -53,6 +53,23 @@ class Settings(CommonSettings):
             "dead-lettered (DELIVERY_LIMIT)."
         ),
     )
+    stuck_grace_seconds: float = Field(
+        900.0,
+        gt=0,
+        description=(
+            "Housekeeping: a task IN_PROGRESS or RETRYING with no report for its duration "
+            "plus this many seconds is marked FAILED (its worker vanished). At least "
+            "CALLBACK_MAX_WAIT, the time a worker keeps retrying a report."
+        ),
+    )
+    history_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Housekeeping: final tasks (and their reports) older than this are deleted "
+            "(0: kept forever)."
+        ),
+    )
     revoke_timeout: float = Field(5.0, gt=0, description="Seconds to broadcast a Celery revoke.")
     forwarded_allow_ips: str = Field(
         "",

@@ -22,7 +22,7 @@ from tasklab_api.httpmetrics import HttpMetricsMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
 from tasklab_api.origin import OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
-from tasklab_api.routers import callbacks, health, overview, tasks, ui
+from tasklab_api.routers import callbacks, health, maintenance, overview, tasks, ui
 from tasklab_api.state import AppState
 from tasklab_api.store import TaskStore
 
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(overview.router)
     app.include_router(callbacks.router)
+    app.include_router(maintenance.router)
     app.include_router(health.router)
     app.include_router(ui.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")

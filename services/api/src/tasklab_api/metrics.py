@@ -69,6 +69,14 @@ CALLBACKS = Counter(
     "unauthenticated, replayed, invalid, unknown_task)",
     ["outcome"],
 )
+HOUSEKEEPING_RUNS = Counter(
+    "tasklab_housekeeping_runs", "Housekeeping runs (requested by the Celery beat schedule)"
+)
+HOUSEKEEPING_TASKS = Counter(
+    "tasklab_housekeeping_tasks",
+    "Tasks housekeeping acted on: failed_stuck (no report past its limit), purged",
+    ["action"],
+)
 TASKS = Gauge("tasklab_tasks", "Tasks in the store by current status", ["status"])
 QUEUE_MESSAGES = Gauge(
     "tasklab_queue_messages", "Messages in a queue, ready or unacknowledged", ["queue", "state"]

@@ -71,9 +71,24 @@ class WorkerRow:
 DEFAULT_DELIVERY_LIMIT = 5
 
 
+#: How the error of a task the api itself marked FAILED begins.
+GAVE_UP = "gave up:"
+#: Most final tasks one housekeeping run deletes (the next run takes the rest).
+PURGE_BATCH = 5000
+#: Statuses of a task that a worker is (supposed to be) running.
+RUNNING = (TaskStatus.IN_PROGRESS.value, TaskStatus.RETRYING.value)
+
+
+def stuck_error(silent: timedelta) -> str:
+    return (
+        f"{GAVE_UP} no report for {silent.total_seconds():.0f} s, past the task's duration "
+        "and the grace period (its worker vanished?); marked FAILED by housekeeping"
+    )
+
+
 def gave_up_error(attempt: int, claims: int) -> str:
     return (
-        f"gave up: attempt {attempt} was delivered {claims} times and never reported an "
+        f"{GAVE_UP} attempt {attempt} was delivered {claims} times and never reported an "
         "outcome (each run ended without a report: its worker died or was killed); "
         "the message was dead-lettered"
     )
@@ -174,13 +189,8 @@ class TaskStore:
 
     async def apply_update(self, update: StatusUpdate, nonce: str) -> UpdateOutcome:
         """Apply a worker's report if it moves the task forward; record it either way."""
+        await self.use_nonce(nonce)
         now = utcnow()
-        try:
-            async with self._sessions() as s, s.begin():
-                s.add(CallbackNonce(nonce=nonce, seen_at=now))
-                await s.flush()
-        except IntegrityError:
-            raise ReplayError(nonce) from None
         async with self._sessions() as s, s.begin():
             task = await self._locked(s, update.task_id)
             if task is None:
@@ -295,6 +305,76 @@ class TaskStore:
                 WorkerRow(str(w), int(r or 0), int(d or 0), int(f or 0), last)
                 for w, r, d, f, last in (await s.execute(q)).all()
             ]
+
+    async def use_nonce(self, nonce: str) -> None:
+        """Record a signed request's nonce; :class:`ReplayError` when seen before."""
+        try:
+            async with self._sessions() as s, s.begin():
+                s.add(CallbackNonce(nonce=nonce, seen_at=utcnow()))
+                await s.flush()
+        except IntegrityError:
+            raise ReplayError(nonce) from None
+
+    async def fail_stuck(self, grace: timedelta) -> list[Task]:
+        """Mark FAILED the running tasks with no report for their duration + ``grace``.
+
+        A worker reports at the start of every attempt and at its end; silence past
+        the work's own duration and the grace period means the worker is gone and its
+        message with it (a live worker's message would have been redelivered).
+        """
+        now = utcnow()
+        async with self._sessions() as s:
+            candidates = (
+                await s.execute(
+                    select(Task.id).where(Task.status.in_(RUNNING), Task.updated_at < now - grace)
+                )
+            ).scalars()
+            ids = list(candidates)
+        failed = []
+        for task_id in ids:
+            async with self._sessions() as s, s.begin():
+                task = await self._locked(s, task_id)
+                if task is None or task.status not in RUNNING:
+                    continue
+                duration = float((task.params or {}).get("duration", 0.0))
+                silent = now - task.updated_at
+                if silent <= grace + timedelta(seconds=duration):
+                    continue
+                task.status = TaskStatus.FAILED.value
+                task.error = stuck_error(silent)
+                task.finished_at = now
+                task.updated_at = now
+                if self._postgres:
+                    await notify(s, task.id)
+            failed.append(task)
+        return failed
+
+    async def purge_history(self, older_than: timedelta) -> tuple[int, int]:
+        """Delete final tasks that finished before ``older_than`` ago, and their reports.
+
+        At most :data:`PURGE_BATCH` tasks per call. Returns (tasks, reports) deleted.
+        """
+        cutoff = utcnow() - older_than
+        final = [st.value for st in TaskStatus if st.is_final]
+        async with self._sessions() as s, s.begin():
+            ids = list(
+                (
+                    await s.execute(
+                        select(Task.id)
+                        .where(Task.status.in_(final), Task.finished_at < cutoff)
+                        .order_by(Task.num)
+                        .limit(PURGE_BATCH)
+                    )
+                ).scalars()
+            )
+            if not ids:
+                return 0, 0
+            events = await s.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
+            tasks = await s.execute(delete(Task).where(Task.id.in_(ids)))
+            return (
+                int(getattr(tasks, "rowcount", 0) or 0),
+                int(getattr(events, "rowcount", 0) or 0),
+            )
 
     async def purge_nonces(self, older_than: timedelta) -> int:
         async with self._sessions() as s, s.begin():

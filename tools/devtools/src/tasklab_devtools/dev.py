@@ -11,9 +11,9 @@ Run it from the repository root. It
    ``DEV_RMQ_PORT``, ``DEV_RMQ_MGMT_PORT``, ``DEV_RMQ_PROMETHEUS_PORT``,
    ``DEV_RMQ_DIST_PORT``) and writes its ``RMQ_URL`` (with the generated password) to
    ``.env``, so the next run reuses the node's data and credentials;
-3. runs the api (port 8080), a Celery worker (concurrency 3) and the consumer with
-   prefixed output until Ctrl-C or until one of them dies, then stops everything,
-   the private node included.
+3. runs the api (port 8080), a Celery worker (concurrency 3), the consumer and the
+   Celery beat (housekeeping, schedule state in ``.dev/``) with prefixed output until
+   Ctrl-C or until one of them dies, then stops everything, the private node included.
 """
 
 from __future__ import annotations
@@ -237,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
                 node.management_url if node is not None else settings.get("RMQ_MANAGEMENT_URL")
             ),
             cwd=root,
+            beat_schedule=root / ".dev" / "celerybeat-schedule",
         )
         stack = LocalStack(cfg)
-        stack.start()
+        stack.start(beat=True)
         if args.monitoring:
             prometheus = LocalPrometheus(
                 base_dir=root / ".dev" / "prometheus",

@@ -1,4 +1,4 @@
-"""The local stack (api, Celery worker, consumer) for ``make dev`` and the e2e tests.
+"""The local stack (api, Celery worker, consumer, beat) for ``make dev`` and the tests.
 
 The processes are started with the same commands as in the container images (see
 ``docs/architecture.md``): ``tasklab-api``, ``celery -A celery_app worker ...`` and
@@ -22,6 +22,7 @@ __all__ = [
     "LocalStack",
     "StackConfig",
     "api_process",
+    "beat_process",
     "celery_process",
     "consumer_process",
     "venv_command",
@@ -48,6 +49,8 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Working directory of the services (they read a ``.env`` there); None: ours.
     cwd: Path | None = None
+    #: Where the Celery beat keeps its schedule state (``--schedule``).
+    beat_schedule: Path | None = None
 
     @property
     def _client_host(self) -> str:
@@ -132,6 +135,22 @@ def celery_process(
     return ManagedProcess(name, argv, cfg.env(), cwd=cfg.cwd, log_path=cfg.log_path(name))
 
 
+def beat_process(cfg: StackConfig, name: str = "celery-beat") -> ManagedProcess:
+    """The Celery beat: ``celery -A celery_app beat --schedule FILE``, which sends the
+    periodic housekeeping task. Exactly one runs per system."""
+    if cfg.beat_schedule is None:
+        raise ValueError("the beat needs StackConfig.beat_schedule (its state file)")
+    argv = [
+        venv_command("celery"),
+        "-A",
+        "celery_app",
+        "beat",
+        "--loglevel=info",
+        f"--schedule={cfg.beat_schedule}",
+    ]
+    return ManagedProcess(name, argv, cfg.env(), cwd=cfg.cwd, log_path=cfg.log_path(name))
+
+
 def consumer_process(cfg: StackConfig, name: str = "consumer") -> ManagedProcess:
     """The direct-queue consumer (``tasklab-consumer``)."""
     return ManagedProcess(
@@ -160,7 +179,12 @@ class LocalStack:
         return self.supervisor.add(proc)
 
     def start(
-        self, api: bool = True, celery: bool = True, consumer: bool = True, timeout: float = 60
+        self,
+        api: bool = True,
+        celery: bool = True,
+        consumer: bool = True,
+        timeout: float = 60,
+        beat: bool = False,
     ) -> None:
         """Start the chosen services and wait until the api's ``/readyz`` answers 200.
 
@@ -171,6 +195,7 @@ class LocalStack:
             (api, "api", api_process),
             (celery, "celery-worker", celery_process),
             (consumer, "consumer", consumer_process),
+            (beat, "celery-beat", beat_process),
         ]
         try:
             for enabled, name, factory in factories:

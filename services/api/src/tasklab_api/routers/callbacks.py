@@ -7,19 +7,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
 from tasklab_api.schemas import ErrorOut
+from tasklab_api.signing import CallbackAuthError, read_signed
 from tasklab_api.store import ReplayError, TaskNotFound
-from tasklab_common.auth import (
-    NONCE_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    CallbackAuthError,
-    verify,
-)
 from tasklab_common.messages import CallbackReply, StatusUpdate
 from tasklab_common.models import TaskStatus
 
@@ -71,20 +64,7 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
     shared secret over timestamp, nonce and body). An update that does not move the
     task forward is accepted and changes nothing."""
     try:
-        raw = await request.body()
-    except ClientDisconnect:
-        # The worker went away mid-request (e.g. killed): nothing was applied, and it is
-        # not a server error. (FastAPI answers 400 for a body it could not read, too.)
-        raise HTTPException(400, "incomplete request: the client disconnected") from None
-    try:
-        call = verify(
-            state.settings.callback_secret.get_secret_value(),
-            raw,
-            request.headers.get(TIMESTAMP_HEADER),
-            request.headers.get(NONCE_HEADER),
-            request.headers.get(SIGNATURE_HEADER),
-            tolerance=state.settings.callback_tolerance_seconds,
-        )
+        raw, call = await read_signed(request, state.settings)
     except CallbackAuthError as exc:
         metrics.CALLBACKS.labels("unauthenticated").inc()
         raise HTTPException(401, f"callback rejected: {exc.reason}") from None

@@ -1,0 +1,82 @@
+"""``POST /internal/housekeeping``: periodic clean-up, requested by the Celery beat.
+
+The api is the only writer of task state, so the beat's housekeeping task does not
+touch the database: it asks the api, with a request signed like a status callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from tasklab_api import metrics
+from tasklab_api.deps import State
+from tasklab_api.schemas import ErrorOut
+from tasklab_api.signing import CallbackAuthError, read_signed
+from tasklab_api.store import ReplayError
+from tasklab_common.messages import HousekeepingReport, HousekeepingRequest
+
+log = logging.getLogger("tasklab.api.housekeeping")
+
+router = APIRouter(tags=["maintenance"])
+
+
+@router.post(
+    "/internal/housekeeping",
+    response_model=HousekeepingReport,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": HousekeepingRequest.model_json_schema()}},
+        }
+    },
+    responses={
+        400: {"model": ErrorOut, "description": "Incomplete request (client disconnected)"},
+        401: {"model": ErrorOut, "description": "Missing, bad or stale signature"},
+        403: {"model": ErrorOut, "description": "Replayed request"},
+    },
+)
+async def housekeeping(request: Request, state: State) -> HousekeepingReport:
+    """Mark FAILED the tasks whose worker vanished (no report for their duration plus
+    ``STUCK_GRACE_SECONDS``) and delete final tasks older than
+    ``HISTORY_RETENTION_DAYS``. Signed with the callback secret; safe to repeat."""
+    settings = state.settings
+    try:
+        raw, call = await read_signed(request, settings)
+    except CallbackAuthError as exc:
+        raise HTTPException(401, f"request rejected: {exc.reason}") from None
+    try:
+        asked = HousekeepingRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+    try:
+        await state.store.use_nonce(call.nonce)
+    except ReplayError:
+        raise HTTPException(403, "request rejected: replayed request") from None
+
+    metrics.HOUSEKEEPING_RUNS.inc()
+    stuck = await state.store.fail_stuck(timedelta(seconds=settings.stuck_grace_seconds))
+    for task in stuck:
+        metrics.HOUSEKEEPING_TASKS.labels("failed_stuck").inc()
+        metrics.on_finished(task)
+        await state.announce(task, notified=True)
+        log.warning("task %s (%s): %s", task.num, task.id, task.error)
+    purged_tasks = purged_events = 0
+    if settings.history_retention_days > 0:
+        purged_tasks, purged_events = await state.store.purge_history(
+            timedelta(days=settings.history_retention_days)
+        )
+        metrics.HOUSEKEEPING_TASKS.labels("purged").inc(purged_tasks)
+    report = HousekeepingReport(
+        stuck_failed=len(stuck), purged_tasks=purged_tasks, purged_events=purged_events
+    )
+    log.info(
+        "housekeeping (requested by %s): %s",
+        asked.requested_by or "unknown",
+        report.model_dump_json(),
+    )
+    return report
