@@ -641,6 +641,9 @@ def check_images(run: ImageRun, timings: dict[str, float]) -> None:
         began = time.monotonic()
         _check_celery_inspect(run, names["celery-worker"], workers["celery"])
         timings["celery inspect registered"] = time.monotonic() - began
+        began = time.monotonic()
+        _check_beat(run, env_file, names["celery-worker"])
+        timings["celery beat: housekeeping ran"] = time.monotonic() - began
         _stop_all(run, names, timings)
     finally:
         began = time.monotonic()
@@ -721,6 +724,40 @@ def _check_celery_inspect(run: ImageRun, name: str, node: str) -> None:
     if done.returncode != 0 or "process_task" not in out or "process_data" not in out:
         raise RuntimeError(f"celery inspect registered in the worker container failed:\n{out}")
     _say("celery-worker: `celery -A celery_app inspect registered` lists both tasks")
+
+
+#: The beat's command in the celery-worker image (its entrypoint is ``celery``), as in
+#: the chart's ``celery-beat`` Deployment.
+BEAT_ARGS = (
+    "-A",
+    "celery_app",
+    "beat",
+    "--loglevel=info",
+    "--schedule",
+    "/tmp/celerybeat-schedule",  # noqa: S108 (the container's own tmpfs)
+)
+
+
+def _check_beat(run: ImageRun, env_file: Path, worker: str, timeout: float = 60) -> None:
+    """The beat from the celery-worker image sends housekeeping; a worker runs it
+    (the api answers its signed request); the beat exits 0 on SIGTERM."""
+    beat_env = run.work_dir / "beat.env"
+    beat_env.touch(mode=0o600)
+    beat_env.write_text(env_file.read_text() + "HOUSEKEEPING_INTERVAL=1\n")
+    name = run.run("celery-worker", beat_env, *BEAT_ARGS, role="beat")
+    deadline = time.monotonic() + timeout
+    while "housekeeping: {" not in run.logs(worker):
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"no housekeeping run within {timeout:g} s:\n--- beat\n{run.logs(name)[-3000:]}"
+                f"\n--- worker\n{run.logs(worker)[-3000:]}"
+            )
+        time.sleep(0.5)
+    docker("stop", "--time", "10", name, timeout=60)
+    code = run.inspect(name)["State"]["ExitCode"]
+    if code != 0:
+        raise RuntimeError(f"celery beat exited {code} on SIGTERM:\n{run.logs(name)[-3000:]}")
+    _say("celery-worker image: `celery beat` sent housekeeping, a worker ran it; exit 0")
 
 
 def _stop_all(run: ImageRun, names: dict[str, str], timings: dict[str, float]) -> None:
