@@ -4,7 +4,8 @@ The subchart's rendered rabbitmq.conf, definitions.json and enabled_plugins are 
 into a private local node (only its listeners, user and file paths are its own, see
 tasklab_devtools.rabbitmq_conf); the api, the Celery worker and the consumer then run
 against it and take a task of each method to DONE, the helm test pod's script passes
-against them, and every broker and api metric the alerts and dashboards use exists.
+against them, the Celery beat as the chart runs it gets its housekeeping task run, and
+every broker and api metric the alerts and dashboards use exists.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import pytest
 from tasklab_common import queues
 from tasklab_devtools import chart
 from tasklab_devtools.chart import Obj
-from tasklab_devtools.procs import free_port
+from tasklab_devtools.procs import ManagedProcess, free_port
 from tasklab_devtools.rabbitmq import ensure_rabbitmq_server
 from tasklab_devtools.rabbitmq_conf import ConfiguredRabbitNode
-from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.stack import LocalStack, StackConfig, venv_command
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +217,53 @@ def test_a_rejected_message_is_dead_lettered(
             "", queues.DIRECT_QUEUE, b"not a task", pika.BasicProperties(delivery_mode=2)
         )
     node.wait_queue_counts(queues.DEAD_LETTER_QUEUE, before + 1, 0, timeout=30)
+
+
+def _housekeeping_runs(stack: StackConfig) -> float:
+    text = httpx.get(f"{stack.api_base_url}/metrics", timeout=10).text
+    match = re.search(r"^tasklab_housekeeping_runs_total ([0-9.e+]+)$", text, re.M)
+    assert match, "the api exports no tasklab_housekeeping_runs_total"
+    return float(match.group(1))
+
+
+def test_the_beat_gets_housekeeping_run(
+    stack: StackConfig, default_docs: list[Obj], tmp_path: Path
+) -> None:
+    """The beat with the chart's command and environment (this node's broker URL, the
+    schedule file in a temporary directory, a 1 s interval) sends the housekeeping
+    task through the rendered broker configuration; the stack's worker runs it, and
+    the api counts the run."""
+    (beat,) = chart.find(default_docs, "Deployment", "celery-beat")
+    container = beat["spec"]["template"]["spec"]["containers"][0]
+    schedule = "/tmp/celerybeat-schedule"
+    assert f"--schedule={schedule}" in container["command"]
+    argv = [venv_command("celery")] + [
+        a.replace(schedule, str(tmp_path / "celerybeat-schedule")) for a in container["command"][1:]
+    ]
+    assert argv[1:5] == ["-A", "celery_app", "beat", "--loglevel=info"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env |= {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "RMQ_URL": stack.rmq_url,
+        "HOUSEKEEPING_INTERVAL": "1",
+    }
+    before = _housekeeping_runs(stack)
+    process = ManagedProcess("chart-beat", argv, env, cwd=tmp_path, log_path=tmp_path / "beat.log")
+    process.start()
+    try:
+        deadline = time.monotonic() + 60
+        while _housekeeping_runs(stack) <= before:
+            log = (tmp_path / "beat.log").read_text()
+            assert process.running(), log
+            assert time.monotonic() < deadline, log
+            time.sleep(0.5)
+    finally:
+        process.terminate(timeout=15)
+    assert (
+        "Sending due task housekeeping (tasklab.housekeeping)"
+        in (tmp_path / "beat.log").read_text()
+    )
 
 
 def _panel_exprs(panels: list[dict[str, Any]]) -> list[str]:

@@ -1,8 +1,10 @@
 """The chart and the code agree: settings, commands, routes, ports, selectors, queues.
 
 Each service's environment, as the chart renders it (Secrets resolved, $(VAR)
-references expanded), is loaded into that service's own settings class: a missing,
-misspelt or invalid setting fails here, not in a crash-looping pod.
+references expanded), is loaded into that service's own settings classes: a missing,
+misspelt or invalid setting fails here, not in a crash-looping pod. The chart's
+defaults of the settings it exposes as values are the code's defaults, and its schema
+accepts no value the code would refuse.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
 
+import celery.beat
 import pytest
+import yaml  # type: ignore[import-untyped,unused-ignore]
+from celery.bin.celery import celery as celery_cli
 from pydantic_settings import BaseSettings
 
 import celery_app
@@ -33,20 +38,25 @@ from tasklab_api.config import Settings as ApiSettings
 from tasklab_api.main import create_app
 from tasklab_common import queues
 from tasklab_common.messages import MAX_DURATION_SECONDS
-from tasklab_common.settings import WorkerSettings
+from tasklab_common.settings import BrokerSettings, WorkerSettings
 from tasklab_consumer.settings import ConsumerSettings
 from tasklab_devtools import chart
-from tasklab_devtools.chart import Obj
+from tasklab_devtools.chart import CHART_DIR, Obj
+from tasklab_devtools.procs import ManagedProcess
 from tasklab_devtools.rabbitmq import TOPOLOGY_POLICIES
+from tasklab_devtools.stack import venv_command
 
 SET_NAMES = [s.name for s in chart.value_sets()]
 
-#: The settings class each container's environment must satisfy.
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "api": ApiSettings,
-    "migrate": ApiSettings,
-    "celery-worker": celery_app.CeleryWorkerSettings,
-    "consumer": ConsumerSettings,
+#: The settings classes each container's environment must satisfy (every variable is
+#: a field of one of them, and each loads from it).
+SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
+    "api": (ApiSettings,),
+    "migrate": (ApiSettings,),
+    "celery-worker": (celery_app.CeleryWorkerSettings,),
+    "consumer": (ConsumerSettings,),
+    # `celery -A celery_app beat`: the broker (the app's RMQ_URL) and the schedule.
+    "celery-beat": (BrokerSettings, celery_app.BeatSettings),
 }
 #: Variables the chart sets that are not settings: the parts RMQ_URL is composed of,
 #: and Python's own.
@@ -105,8 +115,18 @@ def workload_containers(docs: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
                 yield obj, c
 
 
-def field_names(cls: type[BaseSettings]) -> set[str]:
-    return {name.upper() for name in cls.model_fields}
+def field_names(*classes: type[BaseSettings]) -> set[str]:
+    return {name.upper() for cls in classes for name in cls.model_fields}
+
+
+def chart_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    return values
+
+
+def chart_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((CHART_DIR / "values.schema.json").read_text())
+    return schema
 
 
 # --------------------------------------------------------------------- settings
@@ -119,13 +139,137 @@ def test_each_service_gets_every_setting_it_needs(
     docs = rendered[name]
     seen = set()
     for obj, c in workload_containers(docs):
-        cls = SETTINGS[c["name"]]
+        classes = SETTINGS[c["name"]]
         seen.add(c["name"])
         env = container_env(docs, c)
-        unknown = set(env) - field_names(cls) - HELPER_VARS - {"HEARTBEAT_FILE"}
+        unknown = set(env) - field_names(*classes) - HELPER_VARS
         assert not unknown, f"{chart.label(obj)}/{c['name']}: not a setting: {unknown}"
-        load_settings(cls, env)  # raises on a missing or invalid setting
-    assert seen == set(SETTINGS)
+        for cls in classes:
+            load_settings(cls, env)  # raises on a missing or invalid setting
+    beat = bool(chart.find(docs, "Deployment", "celery-beat"))
+    assert seen == set(SETTINGS) - (set() if beat else {"celery-beat"})
+
+
+def test_the_beat_gets_no_worker_secrets(default_docs: list[Obj]) -> None:
+    """The beat only publishes to the broker: no callback secret, no api URL."""
+    (beat,) = chart.find(default_docs, "Deployment", "celery-beat")
+    env = container_env(default_docs, beat["spec"]["template"]["spec"]["containers"][0])
+    assert not {"CALLBACK_SECRET", "API_URL", "DATABASE_URL"} & set(env)
+    assert {"RMQ_URL", "HOUSEKEEPING_INTERVAL"} <= set(env)
+
+
+# (values path, service container, environment variable, settings class)
+VALUE_SETTINGS: list[tuple[str, str, str, type[BaseSettings]]] = [
+    ("api.syncWaitSeconds", "api", "SYNC_WAIT_SECONDS", ApiSettings),
+    ("api.deliveryLimit", "api", "DELIVERY_LIMIT", ApiSettings),
+    ("api.stuckGraceSeconds", "api", "STUCK_GRACE_SECONDS", ApiSettings),
+    ("api.historyRetentionDays", "api", "HISTORY_RETENTION_DAYS", ApiSettings),
+    ("retries.maxRetries", "celery-worker", "MAX_RETRIES", celery_app.CeleryWorkerSettings),
+    ("retries.backoff", "celery-worker", "RETRY_BACKOFF", celery_app.CeleryWorkerSettings),
+    ("retries.backoffMax", "consumer", "RETRY_BACKOFF_MAX", ConsumerSettings),
+    ("consumer.concurrency", "consumer", "CONSUMER_CONCURRENCY", ConsumerSettings),
+    (
+        "celeryBeat.housekeepingInterval",
+        "celery-beat",
+        "HOUSEKEEPING_INTERVAL",
+        celery_app.BeatSettings,
+    ),
+]
+
+
+def _lookup(tree: dict[str, Any], path: str) -> Any:
+    node: Any = tree
+    for key in path.split("."):
+        node = node[key]
+    return node
+
+
+def _schema_of(path: str) -> dict[str, Any]:
+    node: dict[str, Any] = chart_schema()
+    for key in path.split("."):
+        node = node["properties"][key]
+    return node
+
+
+@pytest.mark.parametrize(("path", "container", "var", "cls"), VALUE_SETTINGS)
+def test_values_are_the_code_defaults(
+    default_docs: list[Obj], path: str, container: str, var: str, cls: type[BaseSettings]
+) -> None:
+    """A setting the chart exposes as a value: its default is the code's, it reaches
+    the service under the setting's name, and the schema refuses what the code refuses
+    (its bounds are at least as tight as the field's)."""
+    field = cls.model_fields[var.lower()]
+    default = _lookup(chart_values(), path)
+    assert default == field.default, f"{path}: {default} in values.yaml, {field.default} in code"
+    (env,) = [
+        container_env(default_docs, c)
+        for _, c in workload_containers(default_docs)
+        if c["name"] == container
+    ]
+    assert float(env[var]) == field.default
+    schema = _schema_of(path)
+    assert schema["type"] == ("integer" if field.annotation is int else "number"), path
+    low, low_excl = schema.get("minimum"), schema.get("exclusiveMinimum")
+    high, high_excl = schema.get("maximum"), schema.get("exclusiveMaximum")
+    # The field's constraints (annotated_types' Ge, Gt, Le, Lt in its metadata).
+    bounds = {
+        kind: getattr(item, kind)
+        for item in field.metadata
+        for kind in ("ge", "gt", "le", "lt")
+        if getattr(item, kind, None) is not None
+    }
+    if "ge" in bounds:
+        assert (low is not None and low >= bounds["ge"]) or (
+            low_excl is not None and low_excl >= bounds["ge"]
+        ), (path, bounds)
+    if "gt" in bounds:
+        assert (low is not None and low > bounds["gt"]) or (
+            low_excl is not None and low_excl >= bounds["gt"]
+        ), (path, bounds)
+    if "le" in bounds:
+        assert (high is not None and high <= bounds["le"]) or (
+            high_excl is not None and high_excl <= bounds["le"]
+        ), (path, bounds)
+    if "lt" in bounds:
+        assert (high is not None and high < bounds["lt"]) or (
+            high_excl is not None and high_excl <= bounds["lt"]
+        ), (path, bounds)
+
+
+def test_set_values_reach_the_services(tools: None) -> None:
+    """Each of those values, set to something else, is what its service reads."""
+    overrides: dict[str, float] = {
+        path: 2 if cls.model_fields[var.lower()].annotation is int else 2.5
+        for path, _, var, cls in VALUE_SETTINGS
+    }
+    # Not below the workers' report retries (see the next test).
+    overrides["api.stuckGraceSeconds"] = 1000.5
+    args = [a for path, value in overrides.items() for a in ("--set-json", f"{path}={value}")]
+    docs = chart.render(args)
+    envs = {c["name"]: container_env(docs, c) for _, c in workload_containers(docs)}
+    for path, container, var, cls in VALUE_SETTINGS:
+        settings = load_settings(cls, envs[container])
+        assert getattr(settings, var.lower()) == overrides[path], path
+
+
+def test_stuck_grace_covers_the_report_retries(tools: None) -> None:
+    """The chart refuses api.stuckGraceSeconds below the workers' CALLBACK_MAX_WAIT
+    (the code's default unless a worker's extraEnv sets it): a task whose report is
+    still being retried must not be given up as stuck."""
+    wait = WorkerSettings.model_fields["callback_max_wait"].default
+    assert wait == int(wait)
+
+    def renders(*args: str) -> bool:
+        done = chart.helm("template", "t", str(CHART_DIR), *args, check=False)
+        assert done.returncode == 0 or "stuckGraceSeconds" in done.stderr, done.stderr
+        return done.returncode == 0
+
+    assert renders("--set", f"api.stuckGraceSeconds={int(wait)}")
+    assert not renders("--set", f"api.stuckGraceSeconds={int(wait) - 1}")
+    for worker in ("celeryWorker", "consumer"):
+        longer = f"{worker}.extraEnv.CALLBACK_MAX_WAIT={int(wait) + 600}"
+        assert not renders("--set", longer)
+        assert renders("--set", longer, "--set", f"api.stuckGraceSeconds={int(wait) + 600}")
 
 
 def test_heartbeat_probes_have_a_writer(rendered: dict[str, list[Obj]]) -> None:
@@ -167,6 +311,114 @@ def test_heartbeat_probe_command(rendered: dict[str, list[Obj]], tmp_path: Path)
     old = time.time() - 120
     os.utime(beat, (old, old))
     assert probe() != 0
+
+
+# --------------------------------------------------------------------- the beat
+
+#: The beat's schedule file, on the pod's /tmp volume.
+SCHEDULE = "/tmp/celerybeat-schedule"
+#: The longest the beat goes without writing its schedule file: it syncs when more
+#: than sync_every seconds passed, checked each time it wakes up, at the latest after
+#: its max interval (the app sets none: celery's default).
+BEAT_MAX_INTERVAL: float = (
+    celery_app.celery_app.conf.beat_max_loop_interval or celery.beat.Scheduler.max_interval or 0
+)
+BEAT_WRITE_GAP = celery.beat.Scheduler.sync_every + BEAT_MAX_INTERVAL
+
+
+def _beat(docs: list[Obj]) -> tuple[Obj, Obj]:
+    """The beat's pod spec and its container."""
+    (deployment,) = chart.find(docs, "Deployment", "celery-beat")
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    return spec, container
+
+
+def test_beat_command(default_docs: list[Obj]) -> None:
+    """celery's beat subcommand on the real app, with options celery has, and its
+    schedule file on the writable /tmp volume (the root filesystem is read-only)."""
+    spec, container = _beat(default_docs)
+    command = container["command"]
+    assert command[:4] == ["celery", "-A", "celery_app", "beat"]
+    assert celery_app.celery_app.main == "tasks"
+    options = {opt for param in celery_cli.commands["beat"].params for opt in param.opts}
+    for arg in command[4:]:
+        assert arg.partition("=")[0] in options, arg
+    assert f"--schedule={SCHEDULE}" in command
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    # What the app schedules: the housekeeping task the workers run.
+    entry = celery_app.celery_app.conf.beat_schedule["housekeeping"]
+    assert entry["task"] == celery_app.HOUSEKEEPING_TASK
+
+
+def _beat_probe(command: list[str], schedule: Path) -> int:
+    """Runs the beat's probe command here, on a schedule file at another path."""
+    assert command[:2] == ["python", "-c"]
+    script = command[2]
+    assert f'"{SCHEDULE}*"' in script
+    script = script.replace(SCHEDULE, str(schedule))
+    return subprocess.run([sys.executable, "-c", script], check=False, timeout=30).returncode
+
+
+def test_beat_probe_command(default_docs: list[Obj], tmp_path: Path) -> None:
+    """The probes pass while the schedule file is younger than the beat's longest gap
+    between two writes (with margin), and fail when it is missing or much older; any of
+    the files a dbm flavour makes of it counts."""
+    _, container = _beat(default_docs)
+    commands = [
+        container[kind]["exec"]["command"]
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+    ]
+    assert commands[0] == commands[1] == commands[2]
+    assert BEAT_MAX_INTERVAL > 0
+    schedule = tmp_path / "celerybeat-schedule"
+    assert _beat_probe(commands[0], schedule) != 0  # missing
+    for suffix in celery.beat.PersistentScheduler.known_suffixes:
+        path = tmp_path / f"celerybeat-schedule{suffix}"
+        path.touch()
+        assert _beat_probe(commands[0], schedule) == 0
+        for age, healthy in ((BEAT_WRITE_GAP + 60, True), (2 * BEAT_WRITE_GAP, False)):
+            then = time.time() - age
+            os.utime(path, (then, then))
+            assert (_beat_probe(commands[0], schedule) == 0) == healthy, (suffix, age)
+        path.unlink()
+
+
+def test_the_beat_runs_as_rendered(default_docs: list[Obj], tmp_path: Path) -> None:
+    """The rendered command and environment start a real beat (it needs the broker only
+    when a task is due): it writes its schedule where the probes look, they pass, and
+    SIGTERM stops it cleanly well within its grace period."""
+    spec, container = _beat(default_docs)
+    schedule = tmp_path / "celerybeat-schedule"
+    argv = [venv_command("celery")] + [
+        a.replace(SCHEDULE, str(schedule)) for a in container["command"][1:]
+    ]
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        **container_env(default_docs, container),
+    }
+    beat = ManagedProcess(
+        "chart-celery-beat", argv, env, cwd=tmp_path, log_path=tmp_path / "beat.log"
+    )
+    probe = container["startupProbe"]
+    beat.start()
+    try:
+        deadline = time.monotonic() + probe["periodSeconds"] * probe["failureThreshold"]
+        while _beat_probe(probe["exec"]["command"], schedule) != 0:
+            assert beat.running(), (tmp_path / "beat.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "beat.log").read_text()
+            time.sleep(0.5)
+        assert _beat_probe(container["livenessProbe"]["exec"]["command"], schedule) == 0
+    finally:
+        started = time.monotonic()
+        code = beat.terminate(timeout=spec["terminationGracePeriodSeconds"])
+    log = (tmp_path / "beat.log").read_text()
+    assert code == 0, log
+    assert time.monotonic() - started < spec["terminationGracePeriodSeconds"] / 2, log
+    assert "beat: Starting..." in log
 
 
 # --------------------------------------------------------------------- commands, routes

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from tasklab_devtools import chart
-from tasklab_devtools.chart import Obj
+from tasklab_devtools.chart import CHART_DIR, Obj
 
 SET_NAMES = [s.name for s in chart.value_sets()]
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and kind's node.
@@ -21,6 +24,11 @@ RESTRICTED_VOLUMES = {
     "projected",
     "secret",
 }
+
+
+def chart_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    return values
 
 
 def _is_custom(doc: Obj) -> bool:
@@ -178,7 +186,134 @@ def test_network_policies(rendered: dict[str, list[Obj]], name: str) -> None:
                 ]
     (api,) = chart.find(docs, "NetworkPolicy", "api")
     assert {"podSelector": {}} in api["spec"]["ingress"][0]["from"]
-    for worker in ("celery-worker", "consumer"):
+    closed = ["celery-worker", "consumer"]
+    if chart.find(docs, "Deployment", "celery-beat"):
+        closed.append("celery-beat")
+    for worker in closed:
         (policy,) = chart.find(docs, "NetworkPolicy", worker)
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         assert not policy["spec"].get("ingress")
+        (deployment,) = chart.find(docs, "Deployment", worker)
+        assert _selects(policy["spec"]["podSelector"], chart.pod_labels(deployment))
+
+
+# --------------------------------------------------------------------- the Celery beat
+
+#: Value sets without the Celery beat (celeryBeat.enabled=false).
+WITHOUT_BEAT = {"no-beat"}
+
+
+def _beat_objects(docs: list[Obj]) -> list[Obj]:
+    return [
+        d
+        for d in docs
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "celery-beat"
+        or d["metadata"]["name"] == "celery-beat"
+    ]
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_exactly_one_beat(rendered: dict[str, list[Obj]], name: str) -> None:
+    """One beat pod, always: a fixed single replica, replaced with Recreate (the old pod
+    is gone before the new one starts), never the target of an autoscaler, and no
+    disruption budget that would block a node drain on its only pod."""
+    docs = rendered[name]
+    if name in WITHOUT_BEAT:
+        assert not _beat_objects(docs)
+        return
+    (beat,) = chart.find(docs, "Deployment", "celery-beat")
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"]["strategy"] == {"type": "Recreate"}
+    assert {d["kind"] for d in _beat_objects(docs)} == {"Deployment", "NetworkPolicy"}
+    for scaler in chart.find(docs, "ScaledObject") + chart.find(docs, "HorizontalPodAutoscaler"):
+        assert scaler["spec"]["scaleTargetRef"]["name"] != "celery-beat"
+    labels = chart.pod_labels(beat)
+    assert labels["app.kubernetes.io/component"] == "celery-beat"
+    assert beat["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for pdb in chart.find(docs, "PodDisruptionBudget"):
+        assert not _selects(pdb["spec"]["selector"], labels), chart.label(pdb)
+    # No other workload's selector takes the beat's pods, and the beat's none of theirs.
+    for obj, _ in chart.pod_specs(docs):
+        if obj["kind"] in ("Deployment", "StatefulSet") and obj is not beat:
+            assert not _selects(obj["spec"]["selector"], labels), chart.label(obj)
+            assert not _selects(beat["spec"]["selector"], chart.pod_labels(obj))
+
+
+@pytest.mark.parametrize("name", [n for n in SET_NAMES if n not in WITHOUT_BEAT])
+def test_beat_pod(rendered: dict[str, list[Obj]], name: str) -> None:
+    """The chart's restricted security contexts, its resources, a writable /tmp on an
+    emptyDir for the schedule file, the worker's image, and a short grace period."""
+    docs = rendered[name]
+    values = chart_values()
+    (beat,) = chart.find(docs, "Deployment", "celery-beat")
+    (worker,) = chart.find(docs, "Deployment", "celery-worker")
+    spec = beat["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert not spec.get("initContainers")
+    assert spec["securityContext"] == values["podSecurityContext"]
+    assert container["securityContext"] == values["containerSecurityContext"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"] == values["celeryBeat"]["resources"]
+    assert spec["terminationGracePeriodSeconds"] <= 60
+    assert not container.get("ports")
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/tmp"
+    (volume,) = spec["volumes"]
+    assert volume["name"] == mount["name"]
+    assert set(volume) == {"name", "emptyDir"}
+    assert volume["emptyDir"].get("sizeLimit")
+    worker_container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == worker_container["image"]
+    assert container["imagePullPolicy"] == worker_container["imagePullPolicy"]
+    assert spec.get("imagePullSecrets") == worker["spec"]["template"]["spec"].get(
+        "imagePullSecrets"
+    )
+
+
+def test_beat_image_and_pod_overrides(tools: None) -> None:
+    """celeryBeat.image overrides the worker's image (each part on its own), and the
+    beat's own scheduling values reach its pod."""
+
+    def beat_spec(*args: str) -> Obj:
+        (beat,) = chart.find(chart.render(args), "Deployment", "celery-beat")
+        spec: Obj = beat["spec"]["template"]["spec"]
+        return {**spec, "annotations": beat["spec"]["template"]["metadata"].get("annotations")}
+
+    def image(*args: str) -> str:
+        image: str = beat_spec(*args)["containers"][0]["image"]
+        return image
+
+    assert image("--set", "image.tag=abc") == "tasklab/celery-worker:abc"
+    assert image("--set", "celeryWorker.image.tag=w1") == "tasklab/celery-worker:w1"
+    assert image("--set", "celeryWorker.image.repository=x/worker") == "x/worker:0.1.0"
+    assert (
+        image("--set", "celeryBeat.image.repository=x/beat", "--set", "celeryWorker.image.tag=w1")
+        == "x/beat:w1"
+    )
+    assert (
+        image("--set", "image.registry=r.example", "--set", "celeryBeat.image.tag=b1")
+        == "r.example/tasklab/celery-worker:b1"
+    )
+    spec = beat_spec(
+        "--set",
+        "celeryBeat.nodeSelector.pool=small",
+        "--set",
+        "celeryBeat.podAnnotations.note=x",
+        "--set",
+        "celeryBeat.terminationGracePeriodSeconds=20",
+        "--set",
+        "celeryBeat.extraEnv.LOG_LEVEL=DEBUG",
+    )
+    assert spec["nodeSelector"] == {"pool": "small"}
+    assert spec["annotations"] == {"note": "x"}
+    assert spec["terminationGracePeriodSeconds"] == 20
+    # extraEnv comes last: it wins over the chart's own (a log level for the beat alone).
+    assert spec["containers"][0]["env"][-1] == {"name": "LOG_LEVEL", "value": "DEBUG"}
+
+
+def test_beat_disabled_renders_nothing_of_it(tools: None) -> None:
+    docs = chart.render(
+        ["--set", "celeryBeat.enabled=false", "--set", "celeryWorker.autoscaling.mode=keda"]
+    )
+    assert not _beat_objects(docs)
+    assert chart.find(docs, "Deployment", "celery-worker")

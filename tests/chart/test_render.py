@@ -11,6 +11,8 @@ from tasklab_devtools.chart import CHART_DIR, Obj
 
 VALUE_SETS = chart.value_sets()
 SET_NAMES = [s.name for s in VALUE_SETS]
+#: Value sets without the Celery beat (celeryBeat.enabled=false).
+WITHOUT_BEAT = {"no-beat"}
 
 RECOMMENDED_LABELS = (
     "app.kubernetes.io/name",
@@ -45,10 +47,12 @@ def test_lint_strict(tools: None) -> None:
 @pytest.mark.parametrize("name", SET_NAMES)
 def test_workloads_names_and_labels(rendered: dict[str, list[Obj]], name: str) -> None:
     docs = rendered[name]
+    beat = set() if name in WITHOUT_BEAT else {"celery-beat"}
     assert {d["metadata"]["name"] for d in chart.find(docs, "Deployment")} == {
         "api",
         "celery-worker",
         "consumer",
+        *beat,
     }
     bundled = name != "external"
     assert bool(chart.find(docs, "StatefulSet", "rabbitmq")) == bundled
@@ -119,6 +123,48 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
         ["--set", "celeryWorker.terminationGracePeriodSeconds=10"],
         "terminationGracePeriodSeconds",
     ),
+    ("delivery-limit-zero", ["--set", "api.deliveryLimit=0"], "/api/deliveryLimit"),
+    ("delivery-limit-huge", ["--set", "api.deliveryLimit=101"], "/api/deliveryLimit"),
+    ("stuck-grace-zero", ["--set", "api.stuckGraceSeconds=0"], "/api/stuckGraceSeconds"),
+    (
+        "stuck-grace-below-report-retries",
+        ["--set", "api.stuckGraceSeconds=600"],
+        "api.stuckGraceSeconds (600) is below celeryWorker's CALLBACK_MAX_WAIT",
+    ),
+    (
+        "negative-retention",
+        ["--set", "api.historyRetentionDays=-1"],
+        "/api/historyRetentionDays",
+    ),
+    ("no-delivery-limit", ["--set", "api.deliveryLimit=null"], "deliveryLimit"),
+    # Exactly one beat: no replica count, no autoscaling to set.
+    ("beat-replicas", ["--set", "celeryBeat.replicaCount=2"], "'replicaCount' not allowed"),
+    (
+        "beat-autoscaling",
+        ["--set", "celeryBeat.autoscaling.mode=keda"],
+        "'autoscaling' not allowed",
+    ),
+    (
+        "beat-interval-zero",
+        ["--set", "celeryBeat.housekeepingInterval=0"],
+        "/celeryBeat/housekeepingInterval",
+    ),
+    (
+        "beat-interval-over-a-day",
+        ["--set", "celeryBeat.housekeepingInterval=86401"],
+        "/celeryBeat/housekeepingInterval",
+    ),
+    ("beat-image-latest", ["--set", "celeryBeat.image.tag=latest"], "/celeryBeat/image/tag"),
+    (
+        "beat-reserved-extra-env",
+        ["--set", "celeryBeat.extraEnv.HOUSEKEEPING_INTERVAL=5"],
+        "propertyName 'HOUSEKEEPING_INTERVAL'",
+    ),
+    (
+        "beat-long-grace",
+        ["--set", "celeryBeat.terminationGracePeriodSeconds=3900"],
+        "/celeryBeat/terminationGracePeriodSeconds",
+    ),
 ]
 
 
@@ -151,6 +197,9 @@ def test_notes_show_the_port_forwards(tools: None) -> None:
         texts = dict(zip(SET_NAMES, pool.map(notes, [s.args for s in VALUE_SETS]), strict=True))
     for name, text in texts.items():
         assert "kubectl -n tasklab port-forward svc/api 8080:8080" in text, name
+        rollout = next(line for line in text.splitlines() if "rollout status" in line)
+        assert ("deployment/celery-beat" in rollout) == (name not in WITHOUT_BEAT), name
+        assert ("logs deploy/celery-beat" in text) == (name not in WITHOUT_BEAT), name
         if name != "external":
             assert "port-forward svc/rabbitmq 15672:15672" in text, name
         assert "helm test tasklab" in text, name

@@ -50,10 +50,10 @@ http://rabbitmq.{{ .Release.Namespace }}.svc:15672/
 {{- end -}}
 
 {{/*
-Environment every service needs: RMQ_URL (composed from the bundled broker's Secret,
-or read whole from the external broker's Secret), CALLBACK_SECRET, logging.
+RMQ_URL: composed from the bundled broker's Secret, or read whole from the external
+broker's Secret.
 */}}
-{{- define "tasklab.commonEnv" -}}
+{{- define "tasklab.rmqEnv" -}}
 {{- if .Values.rabbitmq.enabled }}
 {{- $secret := .Values.rabbitmq.auth.existingSecret | default "rabbitmq" }}
 - name: RMQ_USERNAME
@@ -75,17 +75,30 @@ or read whole from the external broker's Secret), CALLBACK_SECRET, logging.
       name: {{ .Values.externalRabbitmq.existingSecret }}
       key: {{ .Values.externalRabbitmq.urlKey }}
 {{- end }}
-- name: CALLBACK_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "tasklab.callbackSecretName" . }}
-      key: callback-secret
+{{- end -}}
+
+{{/* Logging (LOG_LEVEL, LOG_FORMAT) and Python's own switch. */}}
+{{- define "tasklab.logEnv" -}}
 - name: LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 - name: LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 - name: PYTHONDONTWRITEBYTECODE
   value: "1"
+{{- end -}}
+
+{{/*
+Environment every service needs: RMQ_URL, CALLBACK_SECRET, logging. (The Celery beat
+gets only the broker and logging: tasklab.rmqEnv and tasklab.logEnv.)
+*/}}
+{{- define "tasklab.commonEnv" -}}
+{{ include "tasklab.rmqEnv" . }}
+- name: CALLBACK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tasklab.callbackSecretName" . }}
+      key: callback-secret
+{{ include "tasklab.logEnv" . }}
 {{- end -}}
 
 {{/* Environment of the two workers (on top of tasklab.commonEnv). */}}
@@ -140,6 +153,57 @@ livenessProbe:
   periodSeconds: 30
   timeoutSeconds: 5
   failureThreshold: 4
+{{- end -}}
+
+{{/* The Celery beat's schedule file (--schedule), on the pod's /tmp volume. */}}
+{{- define "tasklab.beatSchedule" -}}
+/tmp/celerybeat-schedule
+{{- end -}}
+
+{{/*
+Probe of the Celery beat, which serves no port: its schedule file must have been
+written within the last 600 seconds. The beat writes it (a shelve database: one file
+or several with suffixes, depending on Python's dbm module) when it starts, then at
+each sync, which it does on waking up once 3 minutes have passed (celery's sync_every),
+and it wakes up at least every 5 minutes (its default max interval): two writes are
+at most 8 minutes apart.
+*/}}
+{{- define "tasklab.beatCommand" -}}
+- python
+- -c
+- |
+  import glob, os, sys, time
+  ages = []
+  for path in glob.glob("{{ include "tasklab.beatSchedule" . }}*"):
+      try:
+          ages.append(time.time() - os.stat(path).st_mtime)
+      except OSError:
+          pass
+  sys.exit(not ages or min(ages) > 600)
+{{- end -}}
+
+{{- define "tasklab.beatProbes" -}}
+startupProbe:
+  exec:
+    command:
+      {{- include "tasklab.beatCommand" . | nindent 6 }}
+  periodSeconds: 5
+  timeoutSeconds: 5
+  failureThreshold: 24
+readinessProbe:
+  exec:
+    command:
+      {{- include "tasklab.beatCommand" . | nindent 6 }}
+  periodSeconds: 30
+  timeoutSeconds: 5
+  failureThreshold: 2
+livenessProbe:
+  exec:
+    command:
+      {{- include "tasklab.beatCommand" . | nindent 6 }}
+  periodSeconds: 60
+  timeoutSeconds: 5
+  failureThreshold: 3
 {{- end -}}
 
 {{/* Pod-level fields shared by every tasklab pod: (dict "root" $ "values" .Values.api) */}}
@@ -217,5 +281,12 @@ behavior:
 {{- end -}}
 {{- if lt (int .Values.celeryWorker.terminationGracePeriodSeconds) 30 -}}
 {{- fail "celeryWorker.terminationGracePeriodSeconds: at least 30 s, so that a stopping worker can finish its report" -}}
+{{- end -}}
+{{- /* A task is given up as stuck only after its worker stopped retrying its report. */ -}}
+{{- range $name := list "celeryWorker" "consumer" -}}
+{{- $wait := dig "CALLBACK_MAX_WAIT" 900 ((index $.Values $name).extraEnv | default dict) | float64 -}}
+{{- if lt (float64 $.Values.api.stuckGraceSeconds) $wait -}}
+{{- fail (printf "api.stuckGraceSeconds (%v) is below %s's CALLBACK_MAX_WAIT (%v s, how long a worker retries a report): a task whose report is still on its way would be marked FAILED" $.Values.api.stuckGraceSeconds $name $wait) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
