@@ -113,6 +113,7 @@ def test_off_by_default_everything_is_open(tmp_path: Path) -> None:
         doc = c.get("/openapi.json").json()
         assert "securitySchemes" not in doc.get("components", {})
         assert "security" not in doc["paths"]["/api/tasks"]["post"]
+        assert "401" not in doc["paths"]["/api/tasks"]["post"]["responses"]
 
 
 # --------------------------------------------------------------------- on
@@ -217,12 +218,14 @@ def test_openapi_lists_the_configured_schemes(app_client: TestClient) -> None:
         ("/api/overview", "get"),
     ]:
         assert doc["paths"][path][op]["security"] == anyof, path
+        assert "401" in doc["paths"][path][op]["responses"], path
     for path, op in [
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/update_task_status_api/", "post"),
     ]:
         assert "security" not in doc["paths"][path][op], path
+        assert "401" not in doc["paths"][path][op]["responses"] or path.startswith("/update"), path
 
 
 def test_only_api_keys(tmp_path: Path) -> None:

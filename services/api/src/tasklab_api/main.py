@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
 from tasklab_api.origin import OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
 from tasklab_api.routers import callbacks, docs, health, overview, tasks, ui
+from tasklab_api.schemas import ErrorOut
 from tasklab_api.state import AppState
 from tasklab_api.store import TaskStore
 
@@ -129,12 +131,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # refused (403) before credentials are looked at, and an oversized body is 413;
     # it runs before the endpoint, so a request without valid credentials never
     # reaches the submission rate limit of its address.
-    protected = auth.dependencies()
-    app.include_router(tasks.router, dependencies=protected)
-    app.include_router(overview.router, dependencies=protected)
-    app.include_router(ui.router, dependencies=protected)
-    app.include_router(docs.router, dependencies=protected)
+    protected: dict[str, Any] = {"dependencies": auth.dependencies()}
+    if auth.enabled:
+        protected["responses"] = {
+            401: {"model": ErrorOut, "description": "Missing or invalid credentials"}
+        }
+    app.include_router(tasks.router, **protected)
+    app.include_router(overview.router, **protected)
+    app.include_router(ui.router, **protected)
+    app.include_router(docs.router, **protected)
     app.include_router(callbacks.router)
     app.include_router(health.router)
-    app.state.auth = auth
     return app
