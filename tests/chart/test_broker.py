@@ -28,7 +28,7 @@ import pytest
 from tasklab_common import queues
 from tasklab_devtools import chart
 from tasklab_devtools.chart import Obj
-from tasklab_devtools.procs import ManagedProcess, free_port
+from tasklab_devtools.procs import ManagedProcess, free_port, wait_http_ok
 from tasklab_devtools.rabbitmq import ensure_rabbitmq_server
 from tasklab_devtools.rabbitmq_conf import ConfiguredRabbitNode
 from tasklab_devtools.stack import LocalStack, StackConfig, venv_command
@@ -103,9 +103,9 @@ def node(
 
 
 @pytest.fixture(scope="module")
-def stack(
+def local_stack(
     node: ConfiguredRabbitNode, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[StackConfig]:
+) -> Iterator[LocalStack]:
     data = tmp_path_factory.mktemp("stack")
     logs = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts")) / "logs-chart"
     cfg = StackConfig(
@@ -119,9 +119,14 @@ def stack(
     local = LocalStack(cfg)
     local.start()
     try:
-        yield cfg
+        yield local
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(local_stack: LocalStack) -> StackConfig:
+    return local_stack.cfg
 
 
 def _list(node: ConfiguredRabbitNode, *args: str) -> list[dict[str, object]]:
@@ -305,3 +310,61 @@ def test_alerts_and_dashboards_use_real_metrics(
         re.sub(r"_(bucket|count|sum|created)$", "", n) for n in _metric_names(api_text, "tasklab_")
     } | _metric_names(api_text, "tasklab_")
     assert used <= exported, sorted(used - exported)
+
+
+def _run_test_pod_script(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **env, "TIMEOUT": "60"},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def test_the_helm_test_pod_script_passes_with_authentication(
+    local_stack: LocalStack, rendered: dict[str, list[Obj]]
+) -> None:
+    """The external value set turns api.auth on: its test pod gets the api's credentials
+    from the same Secret, checks that a request without them is refused, and uses the
+    first API key (or the Basic login, when the Secret has only that). Runs last: it
+    restarts the api, which resets the api's metrics."""
+    (pod,) = chart.find(rendered["external"], "Pod", "tasklab-test-submit")
+    container = pod["spec"]["containers"][0]
+    secret = {  # the Secret the operator created (api.auth.existingSecret)
+        "api-keys": f"{secrets.token_urlsafe(24)}, {secrets.token_urlsafe(24)}",
+        "basic-user": "operator",
+        "basic-password": secrets.token_urlsafe(18),
+    }
+    credentials = {
+        e["name"]: secret[e["valueFrom"]["secretKeyRef"]["key"]]
+        for e in container["env"]
+        if e["name"] in ("API_KEYS", "AUTH_BASIC_USER", "AUTH_BASIC_PASSWORD")
+    }
+    assert len(credentials) == 3
+    cfg = local_stack.cfg
+    api = local_stack.processes["api"]
+    plain = dict(api.env)
+
+    def restart_api(env: dict[str, str]) -> None:
+        api.terminate()
+        api.env = env
+        api.start()
+        wait_http_ok(f"{cfg.api_base_url}/readyz", 60, process=api)
+
+    base = {"API": cfg.api_base_url, "PYTHONDONTWRITEBYTECODE": "1"}
+    restart_api({**plain, **credentials})
+    try:
+        basic_only = {k: v for k, v in credentials.items() if k != "API_KEYS"}
+        for env in (credentials, basic_only):
+            done = _run_test_pod_script(container["command"][2], {**base, **env})
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "authentication: on (a request without credentials got 401)" in done.stdout
+            assert done.stdout.count(": DONE by ") == 3, done.stdout
+    finally:
+        restart_api(plain)
+    # Credentials given, but the api does not ask for them: the script says so.
+    done = _run_test_pod_script(container["command"][2], {**base, **credentials})
+    assert done.returncode == 1
+    assert "a request without it got 200" in done.stderr

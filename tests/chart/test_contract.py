@@ -68,7 +68,12 @@ EXTERNAL_SECRETS = {
     ("tasklab-broker", "password"): "secret",
     ("tasklab-db", "database-url"): "postgresql://tasklab:secret@db.example.com:5432/tasklab",
     ("tasklab-callback-shared", "callback-secret"): "s" * 40,
+    ("tasklab-api-auth", "api-keys"): "k" * 32 + ",\n" + "j" * 24 + "\n",
+    ("tasklab-api-auth", "basic-user"): "operator",
+    ("tasklab-api-auth", "basic-password"): "p" * 24,
 }
+#: The api's settings that hold its credentials (api.auth).
+AUTH_VARS = {"API_KEYS", "AUTH_BASIC_USER", "AUTH_BASIC_PASSWORD"}
 
 
 def _secret_value(docs: list[Obj], name: str, key: str) -> str:
@@ -481,6 +486,39 @@ def test_probe_and_scrape_paths_are_real_routes(default_docs: list[Obj]) -> None
     assert '"POST", "/api/tasks"' in script
     assert "POST" in routes["/api/tasks"]
     assert "GET" in routes["/api/tasks/{task_id}"]
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
+def test_authentication_wiring(rendered: dict[str, list[Obj]], name: str) -> None:
+    """With api.auth on, the api and the helm test pod get the credentials (from the
+    Secret only) and nothing else does; probed, scraped and callback paths stay open."""
+    docs = rendered[name]
+    containers = {c["name"]: c for _, c in workload_containers(docs)}
+    (test_pod,) = chart.find(docs, "Pod", "tasklab-test-submit")
+    containers["test"] = test_pod["spec"]["containers"][0]
+    auth_on = name == "external"  # the value set with api.auth
+    for container_name, container in containers.items():
+        found = {e["name"]: e for e in container.get("env", []) if e["name"] in AUTH_VARS}
+        if not auth_on or container_name not in ("api", "test"):
+            assert not found, (name, container_name)
+            continue
+        assert set(found) == AUTH_VARS, (name, container_name)
+        for item in found.values():
+            assert "value" not in item  # never in the manifests
+            assert item["valueFrom"]["secretKeyRef"]["name"] == "tasklab-api-auth"
+
+    api = containers["api"]
+    settings = load_settings(ApiSettings, container_env(docs, api))
+    assert settings.auth_enabled == auth_on
+    paths = create_app(settings).openapi()["paths"]
+    assert ("security" in paths["/api/tasks"]["post"]) == auth_on
+    open_paths = {api[probe]["httpGet"]["path"] for probe in ("livenessProbe", "readinessProbe")}
+    for monitor in chart.find(docs, "ServiceMonitor", "api"):
+        open_paths |= {endpoint["path"] for endpoint in monitor["spec"]["endpoints"]}
+    open_paths.add(urlsplit(container_env(docs, containers["consumer"])["API_URL"]).path)
+    assert {"/healthz", "/readyz", "/update_task_status_api/"} <= open_paths
+    for path in open_paths:
+        assert not any("security" in op for op in paths[path].values()), path
 
 
 # --------------------------------------------------------------------- wiring

@@ -111,6 +111,14 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
     ("bad-secret-name", ["--set", "rabbitmq.auth.existingSecret=Bad_Name"], "existingSecret"),
     ("reserved-extra-env", ["--set", "api.extraEnv.RMQ_URL=amqp://x"], "propertyName 'RMQ_URL'"),
     ("bad-log-format", ["--set", "logFormat=yaml"], "/logFormat"),
+    ("auth-bad-secret-name", ["--set", "api.auth.existingSecret=Bad_Name"], "existingSecret"),
+    ("auth-typo", ["--set", "api.auth.apiKey=true"], "'apiKey' not allowed"),
+    ("credentials-in-extra-env", ["--set", "api.extraEnv.API_KEYS=x"], "'API_KEYS'"),
+    (
+        "auth-without-credentials",
+        ["--set", "api.auth.existingSecret=auth,api.auth.apiKeys=false,api.auth.basicLogin=false"],
+        "api.auth: existingSecret is set but apiKeys and basicLogin are both false",
+    ),
     ("interval-not-a-duration", ["--set", "monitoring.interval=30"], "/monitoring/interval"),
     ("node-port-out-of-range", ["--set", "api.service.nodePort=80"], "/api/service/nodePort"),
     (
@@ -203,3 +211,4 @@ def test_notes_show_the_port_forwards(tools: None) -> None:
         if name != "external":
             assert "port-forward svc/rabbitmq 15672:15672" in text, name
         assert "helm test tasklab" in text, name
+        assert ("Authentication is on" in text) == (name == "external"), name

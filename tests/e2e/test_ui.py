@@ -1,24 +1,32 @@
 """The web UI in a real browser (Debian's Chromium driven by Playwright).
 
-Screenshots of the board are saved under ``artifacts/ui/``.
+Screenshots of the board are saved under ``artifacts/ui/``. The last tests run the UI
+against a stack of its own with authentication on (HTTP Basic).
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from e2eclient import Target
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, HttpCredentials, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
 from tasklab_devtools.browser import launch_chromium
+from tasklab_devtools.kube import Release
+from tasklab_devtools.procs import free_port
+from tasklab_devtools.rabbitmq import RabbitNode
+from tasklab_devtools.stack import LocalStack, StackConfig
 
 TIMEOUT_MS = 30_000
 
@@ -255,3 +263,110 @@ def test_page_recovers_after_api_restart(page: Page, target: Target) -> None:
     task = target.submit_ok(method="celery", duration=0)
     expect(row(page, task["num"]).locator("td.st")).to_have_text("DONE")
     assert_not_reloaded(page)
+
+
+# ------------------------------------------------------------------ with authentication
+
+AUTH_VHOST = "ui-auth"
+
+
+@dataclass
+class AuthStack:
+    base_url: str
+    user: str
+    password: str
+
+
+@pytest.fixture(scope="module")
+def auth_stack(
+    request: pytest.FixtureRequest,
+    release: Release | None,
+    artifacts: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[AuthStack]:
+    """An api with a Basic login and a consumer, on a vhost of their own (so that the
+    session stack's workers never see these tasks). Local runs only."""
+    if release is not None:
+        pytest.skip("starts an api with authentication on this machine")
+    broker: RabbitNode = request.getfixturevalue("broker")
+    broker.rabbitmqctl("add_vhost", AUTH_VHOST)
+    broker.rabbitmqctl("set_permissions", "-p", AUTH_VHOST, broker.user, ".*", ".*", ".*")
+    data = tmp_path_factory.mktemp("auth-stack")
+    user, password = "operator", secrets.token_urlsafe(18)
+    cfg = StackConfig(
+        rmq_url=broker.amqp_url.rstrip("/") + "/" + AUTH_VHOST,
+        database_url=f"sqlite:///{data}/tasklab.db",
+        callback_secret=secrets.token_urlsafe(32),
+        api_port=free_port(),
+        log_dir=artifacts / "logs-auth",
+        consumer_concurrency=2,
+        rmq_management_url=broker.management_url,
+        extra_env={"AUTH_BASIC_USER": user, "AUTH_BASIC_PASSWORD": password},
+    )
+    stack = LocalStack(cfg)
+    try:
+        stack.start(celery=False)  # readiness (/readyz) needs no login
+        yield AuthStack(base_url=cfg.api_base_url, user=user, password=password)
+    finally:
+        stack.stop()
+        broker.rabbitmqctl("delete_vhost", AUTH_VHOST)
+
+
+def test_with_basic_auth_the_page_needs_the_login(browser: Browser, auth_stack: AuthStack) -> None:
+    """Without a login, or with a wrong one, the page is answered 401 with the challenge."""
+    challenge = 'Basic realm="tasklab"'
+    # No login: headless Chromium has no one to ask, and fails the navigation.
+    ctx = browser.new_context(base_url=auth_stack.base_url)
+    p = ctx.new_page()
+    with (
+        p.expect_response(auth_stack.base_url + "/") as answer,
+        pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"),
+    ):
+        p.goto("/")
+    assert answer.value.status == 401
+    assert answer.value.headers["www-authenticate"] == challenge
+    ctx.close()
+    # A wrong login: tried once, refused again; the browser shows the 401.
+    wrong: HttpCredentials = {"username": auth_stack.user, "password": "not-the-password"}
+    ctx = browser.new_context(base_url=auth_stack.base_url, http_credentials=wrong)
+    p = ctx.new_page()
+    resp = p.goto("/")
+    assert resp is not None and resp.status == 401
+    assert resp.headers["www-authenticate"] == challenge
+    assert resp.json()["detail"].startswith("invalid credentials")
+    expect(p.locator("body")).not_to_contain_text("Send via Celery")
+    ctx.close()
+
+
+def test_with_basic_auth_the_board_works(
+    browser: Browser, auth_stack: AuthStack, shots: Path
+) -> None:
+    """The browser sends the login with the page, its assets, its fetch() calls and
+    the live stream (EventSource): a submitted task goes DONE on the open page."""
+    ctx = browser.new_context(
+        base_url=auth_stack.base_url,
+        viewport={"width": 1280, "height": 900},
+        http_credentials={"username": auth_stack.user, "password": auth_stack.password},
+    )
+    ctx.set_default_timeout(TIMEOUT_MS)
+    p = ctx.new_page()
+    refused: list[str] = []  # requests that ended in a 401 (not the challenge round trips)
+    p.on("response", lambda r: refused.append(r.url) if r.status == 401 else None)
+    resp = p.goto("/")
+    assert resp is not None and resp.status == 200
+    expect(p.locator("#conn")).to_have_attribute("data-state", "live")  # the live stream
+    p.evaluate("window.__noReload = true")
+    form = card(p, "rabbitmq")
+    form.get_by_label("Duration, s").fill("1")
+    form.get_by_role("button", name="Send via RabbitMQ").click()
+    expect(form.locator(".msg")).to_contain_text("accepted")
+    num = submitted_num(form)
+    r = row(p, num)
+    expect(r.locator("td.st")).to_have_text("IN_PROGRESS")
+    expect(r.locator("td.st")).to_have_text("DONE")
+    expect(r.locator("td").nth(4)).to_contain_text("consumer@")
+    expect(p.locator("#s-workers li.online", has_text="consumer@")).to_have_count(1)  # overview
+    assert_not_reloaded(p)
+    p.screenshot(path=str(shots / "board-basic-auth.png"), full_page=True)
+    assert refused == [], refused
+    ctx.close()

@@ -184,10 +184,18 @@ def test_housekeeping_is_signed_and_reports(client: TestClient, secret: str) -> 
     assert _housekeeping(client, body, forged).status_code == 401
     bad = b'{"requested_by": 5, "extra": 1}'
     assert _housekeeping(client, bad, sign_headers(secret, bad)).status_code == 422
+    runs_before = _housekeeping_runs(client)
     good = sign_headers(secret, body)
     resp = _housekeeping(client, body, good)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"stuck_failed": 0, "purged_tasks": 0, "purged_events": 0}
     assert _housekeeping(client, body, good).status_code == 403  # replayed
-    metrics = client.get("/metrics").text
-    assert "tasklab_housekeeping_runs_total 1.0" in metrics
+    assert _housekeeping_runs(client) == runs_before + 1
+
+
+def _housekeeping_runs(client: TestClient) -> float:
+    """The runs counter (process-wide: other tests' runs count too)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("tasklab_housekeeping_runs_total "):
+            return float(line.split()[1])
+    raise AssertionError("tasklab_housekeeping_runs_total not exported")

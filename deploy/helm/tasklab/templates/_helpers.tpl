@@ -230,6 +230,37 @@ affinity:
 {{- end }}
 {{- end -}}
 
+{{/*
+The api's credentials (API_KEYS, AUTH_BASIC_USER, AUTH_BASIC_PASSWORD) from
+api.auth.existingSecret; nothing when authentication is off. The api and the helm
+test pod take them. A key missing from the Secret stops the pod from starting.
+*/}}
+{{- define "tasklab.authEnv" -}}
+{{- with .Values.api.auth }}
+{{- if .existingSecret }}
+{{- if .apiKeys }}
+- name: API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: api-keys
+{{- end }}
+{{- if .basicLogin }}
+- name: AUTH_BASIC_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: basic-user
+- name: AUTH_BASIC_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: basic-password
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* DATABASE_URL of the api: the SQLite file on the data volume, or from a Secret. */}}
 {{- define "tasklab.databaseEnv" -}}
 - name: DATABASE_URL
@@ -288,5 +319,9 @@ behavior:
 {{- if lt (float64 $.Values.api.stuckGraceSeconds) $wait -}}
 {{- fail (printf "api.stuckGraceSeconds (%v) is below %s's CALLBACK_MAX_WAIT (%v s, how long a worker retries a report): a task whose report is still on its way would be marked FAILED" $.Values.api.stuckGraceSeconds $name $wait) -}}
 {{- end -}}
+{{- end -}}
+{{- $auth := .Values.api.auth -}}
+{{- if and $auth.existingSecret (not (or $auth.apiKeys $auth.basicLogin)) -}}
+{{- fail "api.auth: existingSecret is set but apiKeys and basicLogin are both false; turn one on, or empty existingSecret to turn authentication off" -}}
 {{- end -}}
 {{- end -}}

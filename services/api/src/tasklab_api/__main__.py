@@ -22,8 +22,10 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
+        # Only the names and the reasons: never the values (they may be secrets).
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
         )
         sys.exit(f"tasklab-api: invalid configuration: {problems}")
 

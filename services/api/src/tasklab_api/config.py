@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from tasklab_api.origin import normalize_origin
+from tasklab_common.auth import MIN_SECRET_LENGTH
 from tasklab_common.settings import CommonSettings
+
+#: An API key or user name: visible ASCII (no spaces; a key has no commas either).
+_VISIBLE = re.compile(r"[\x21-\x7e]+")
+#: A password: printable ASCII (spaces allowed, no control characters).
+_PRINTABLE = re.compile(r"[\x20-\x7e]+")
 
 
 class Settings(CommonSettings):
@@ -86,6 +93,92 @@ class Settings(CommonSettings):
             "separated, e.g. https://ui.example.com (ALLOWED_ORIGINS)."
         ),
     )
+
+    api_keys: Annotated[tuple[SecretStr, ...] | None, NoDecode] = Field(
+        None,
+        description=(
+            "API keys accepted as `Authorization: Bearer <key>` or `X-API-Key: <key>`, "
+            f"separated by commas or white space, {MIN_SECRET_LENGTH}+ visible ASCII "
+            "characters each (API_KEYS). Unset: no API keys."
+        ),
+    )
+    auth_basic_user: str | None = Field(
+        None,
+        description=(
+            "User name of the HTTP Basic login for the web UI (AUTH_BASIC_USER), with "
+            "AUTH_BASIC_PASSWORD. Unset: no Basic login."
+        ),
+    )
+    auth_basic_password: SecretStr | None = Field(
+        None,
+        description=(
+            f"Password of the HTTP Basic login, {MIN_SECRET_LENGTH}+ printable ASCII "
+            "characters (AUTH_BASIC_PASSWORD)."
+        ),
+    )
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether the UI and the API require credentials (API keys or a Basic login)."""
+        return bool(self.api_keys) or self.auth_basic_user is not None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            keys = [part for part in re.split(r"[,\s]+", value) if part]
+        elif isinstance(value, list | tuple):
+            keys = [v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value]
+        else:
+            return value
+        if not keys:
+            raise ValueError("set but holds no key (unset API_KEYS to turn API keys off)")
+        for n, key in enumerate(keys, 1):
+            if len(key) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"key {n} of {len(keys)} has {len(key)} characters; "
+                    f"each key needs at least {MIN_SECRET_LENGTH}"
+                )
+            if not _VISIBLE.fullmatch(key) or "," in key:
+                raise ValueError(
+                    f"key {n} of {len(keys)}: only visible ASCII characters, no commas"
+                )
+        return tuple(SecretStr(key) for key in dict.fromkeys(keys))
+
+    @field_validator("auth_basic_user")
+    @classmethod
+    def _basic_user(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("set but empty (unset it to turn the Basic login off)")
+        if len(value) > 128 or not _VISIBLE.fullmatch(value) or ":" in value:
+            raise ValueError("at most 128 visible ASCII characters, no ':'")
+        return value
+
+    @field_validator("auth_basic_password")
+    @classmethod
+    def _basic_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        password = value.get_secret_value()
+        if len(password) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+        if not _PRINTABLE.fullmatch(password):
+            raise ValueError(
+                "only printable ASCII characters (no control characters; a trailing newline?)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _basic_pair(self) -> Self:
+        if (self.auth_basic_user is None) != (self.auth_basic_password is None):
+            raise ValueError(
+                "AUTH_BASIC_USER and AUTH_BASIC_PASSWORD go together: set both or neither"
+            )
+        return self
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -7,13 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 
+from tasklab_api.auth import Authenticator
 from tasklab_api.brokerstats import BrokerStats
 from tasklab_api.config import Settings, get_settings
 from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
@@ -22,7 +23,8 @@ from tasklab_api.httpmetrics import HttpMetricsMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
 from tasklab_api.origin import OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
-from tasklab_api.routers import callbacks, health, maintenance, overview, tasks, ui
+from tasklab_api.routers import callbacks, docs, health, maintenance, overview, tasks, ui
+from tasklab_api.schemas import ErrorOut
 from tasklab_api.state import AppState
 from tasklab_api.store import TaskStore
 
@@ -50,8 +52,17 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+def authenticator(settings: Settings) -> Authenticator:
+    basic = None
+    if settings.auth_basic_user is not None and settings.auth_basic_password is not None:
+        basic = (settings.auth_basic_user, settings.auth_basic_password.get_secret_value())
+    keys = [key.get_secret_value() for key in settings.api_keys or ()]
+    return Authenticator(keys, basic)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    auth = authenticator(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             broker_stats=BrokerStats(settings.rmq_management_url, settings.amqp_url()),
         )
         app.state.tasklab = state
+        log.info("authentication of the UI and the API: %s", auth.describe())
         if postgres:
 
             async def fetch(task_id: str):  # type: ignore[no-untyped-def]
@@ -106,16 +118,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Asynchronous tasks through Celery, RabbitMQ (direct) or synchronously.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by routers.docs instead, so that authentication applies to them.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(OriginCheckMiddleware, allowed_origins=settings.allowed_origins)
     app.add_middleware(HttpMetricsMiddleware)
-    app.include_router(tasks.router)
-    app.include_router(overview.router)
-    app.include_router(callbacks.router)
+    # Authentication (when configured) is a dependency of every router but the open
+    # ones: health, readiness and metrics, and the workers' callback (HMAC-signed).
+    # As a dependency it runs after the middlewares above: a cross-origin write is
+    # refused (403) before credentials are looked at, and an oversized body is 413;
+    # it runs before the endpoint, so a request without valid credentials never
+    # reaches the submission rate limit of its address.
+    protected: dict[str, Any] = {"dependencies": auth.dependencies()}
+    if auth.enabled:
+        protected["responses"] = {
+            401: {"model": ErrorOut, "description": "Missing or invalid credentials"}
+        }
+    app.include_router(tasks.router, **protected)
+    app.include_router(overview.router, **protected)
+    app.include_router(ui.router, **protected)
+    app.include_router(docs.router, **protected)
+    app.include_router(callbacks.router)  # HMAC-signed, like housekeeping
     app.include_router(maintenance.router)
     app.include_router(health.router)
-    app.include_router(ui.router)
-    app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
     return app

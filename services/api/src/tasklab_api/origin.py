@@ -80,7 +80,8 @@ class OriginCheckMiddleware:
                 app,
                 allow_origins=sorted(allowed),
                 allow_methods=["GET", "POST"],
-                allow_headers=["Content-Type"],
+                # The API key headers: a UI served elsewhere authenticates with them.
+                allow_headers=["Content-Type", "Authorization", "X-API-Key"],
                 max_age=600,
             )
 
