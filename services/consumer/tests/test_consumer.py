@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -605,3 +606,27 @@ def test_reconnects_after_the_broker_closes_the_connection(
     assert api.wait_final(after).status is DONE
     assert consumer.stop() == 0
     assert queue.ready_messages() == 0
+
+
+def test_a_broker_that_never_answers_is_retried_not_fatal(tmp_path: Path) -> None:
+    """A hung broker (TCP accepted, no AMQP handshake): the consumer times the
+    handshake out and keeps reconnecting instead of exiting."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        env = {
+            "PATH": os.environ["PATH"],
+            "RMQ_URL": f"amqp://u:p@127.0.0.1:{port}/%2F?socket_timeout=1&stack_timeout=1",
+            "API_URL": "http://127.0.0.1:9/update_task_status_api/",
+            "CALLBACK_SECRET": SECRET,
+            "RECONNECT_BACKOFF": "0.1",
+            "RECONNECT_BACKOFF_MAX": "0.2",
+        }
+        consumer = ConsumerProcess(env, cwd=tmp_path)
+        try:
+            consumer.wait_for("reconnecting in", times=2, timeout=30)
+            assert "Traceback" not in consumer.output
+            assert consumer.stop() == 0
+        finally:
+            consumer.kill()

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError, ConsumerCancelled
 from pika.spec import Basic, BasicProperties
 
@@ -31,8 +32,10 @@ from tasklab_consumer.shutdown import POLL_SECONDS, Shutdown
 
 log = logging.getLogger("tasklab.consumer")
 
-#: Failures that end one connection; the consumer then connects again.
-RECOVERABLE = (AMQPError, OSError)
+#: Failures that end one connection; the consumer then connects again. pika's
+#: connection workflow raises its own exceptions (not AMQPError) when a broker accepts
+#: the TCP connection but never completes the AMQP handshake (a hung broker).
+RECOVERABLE = (AMQPError, OSError, AMQPConnectorException)
 
 
 def connection_parameters(settings: ConsumerSettings) -> pika.URLParameters:
