@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tasklab_common.auth import sign_headers
@@ -57,6 +60,61 @@ def test_kill_api_while_tasks_run(scenario: Scenario) -> None:
     # The nonce store outlives the process: the old request is still a replay.
     replay = scenario.http.post(CALLBACK, content=body, headers=headers)
     assert replay.status_code == 403, replay.text
+
+
+@pytest.mark.scenario("6b SIGTERM api: sync wait, live stream")
+def test_sigterm_api_ends_live_streams_and_sync_waits(scenario: Scenario) -> None:
+    """A stopping api ends its live streams cleanly and answers a waiting sync request
+    504 with its task at once, instead of holding both until its grace period ends;
+    the task runs on and ends DONE once an api takes its report again."""
+    fx = scenario.fx
+    stream_end: dict[str, object] = {}
+
+    def follow_stream() -> None:
+        began = time.monotonic()
+        try:
+            with (
+                httpx.Client(base_url=fx.base_url, timeout=60) as client,
+                client.stream("GET", "/api/events") as resp,
+            ):
+                for _ in resp.iter_lines():
+                    pass
+            stream_end["clean"] = True
+        except httpx.HTTPError as exc:
+            stream_end["error"] = f"{type(exc).__name__}: {exc}"
+        stream_end["after"] = time.monotonic() - began
+
+    with ThreadPoolExecutor(2) as pool:
+        streaming = pool.submit(follow_stream)
+        waiting = pool.submit(scenario.submit, "DONE", method="sync", duration=3)
+        try:
+            # Not accepted yet (its answer is what is awaited): found in the store.
+            wait_until(
+                "the sync task running",
+                lambda: any(
+                    t.status == "IN_PROGRESS"
+                    for t in fx.audit().tasks(after_num=scenario.watermark).values()
+                ),
+                30,
+            )
+        finally:
+            began = time.monotonic()
+            fx.api.kill(signal.SIGTERM)  # also ends the stream if the wait failed
+            code = fx.api.wait(30)
+            stopped = time.monotonic() - began
+        answer = waiting.result(10)
+        streaming.result(10)
+    assert code in (0, -signal.SIGTERM), code
+    assert stopped < 5, f"the api took {stopped:.1f} s to stop"
+    assert answer.status_code == 504, answer.text
+    assert answer.json()["status"] == "IN_PROGRESS"
+    assert stream_end.get("clean"), stream_end
+    scenario.note(f"api stopped {stopped:.1f}s after SIGTERM; sync answered 504, stream closed")
+    fx.api.restart()
+    fx.wait_ready()
+    scenario.reset_http()
+    verdict = scenario.check(max_duplicates=0)
+    assert verdict.tasks[answer.json()["id"]].status == "DONE"
 
 
 @pytest.mark.scenario("7 kill -9 consumer mid-task")

@@ -8,12 +8,14 @@ tasklab-api serve --no-migrate
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 
 import uvicorn
 from pydantic import ValidationError
 
 from tasklab_api.config import Settings
+from tasklab_api.events import EventHub
 from tasklab_api.migrate import upgrade
 from tasklab_common.settings import setup_logging
 
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         upgrade(settings.database_url)
     if args.command == "migrate":
         return
-    uvicorn.run(
+    config = uvicorn.Config(
         "tasklab_api.main:create_app",
         factory=True,
         host=settings.api_host,
@@ -50,8 +52,28 @@ def main(argv: list[str] | None = None) -> None:
         log_config=None,
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
+    server = Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the app did not start
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending live streams and sync waits as soon as it stops.
+
+    On SIGTERM uvicorn stops accepting connections, then waits for the open ones up
+    to ``SHUTDOWN_TIMEOUT``. A live stream never ends by itself and a sync wait may
+    outlast that; both are ended first: the stream closes cleanly (the page
+    reconnects to another api), a sync request is answered 504 with its task, which
+    runs on and can be polled. Other requests finish normally.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for hub in list(EventHub.instances):
+            hub.begin_shutdown()
+        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,16 @@ class Settings(CommonSettings):
     sync_wait_max_seconds: float = Field(
         300.0, gt=0, description="Largest `wait` a sync submission may ask for."
     )
+    shutdown_timeout: int = Field(
+        25,
+        ge=1,
+        le=3600,
+        description=(
+            "Seconds a stopping api waits for its open requests (after ending live "
+            "streams and sync waits) before it closes them (SHUTDOWN_TIMEOUT); keep it "
+            "below the pod's terminationGracePeriodSeconds."
+        ),
+    )
     publish_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for the broker to confirm a publish."
     )

@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from typing import ClassVar
 
 import psycopg
 
@@ -38,11 +40,35 @@ _Progress = tuple[tuple[int, int], datetime]
 
 
 class EventHub:
+    """Fans task changes out to live streams and sync waiters of this process.
+
+    :meth:`begin_shutdown` (the server is stopping) ends every live stream and wakes
+    every waiter, so that a stopping api does not hold its connections open until
+    the end of its grace period.
+    """
+
+    #: Every hub of this process (the server's shutdown reaches them through this).
+    instances: ClassVar[weakref.WeakSet[EventHub]] = weakref.WeakSet()
+
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[TaskOut | None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
         self._published: OrderedDict[str, _Progress] = OrderedDict()
+        self.closing = False
+        EventHub.instances.add(self)
+
+    def begin_shutdown(self) -> None:
+        """End the live streams and wake the waiters: the process is stopping."""
+        self.closing = True
+        self._end_subscribers()
+
+    def _end_subscribers(self) -> None:
+        for q in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                while not q.empty():
+                    q.get_nowait()
+                q.put_nowait(None)
 
     def _is_stale(self, out: TaskOut) -> bool:
         """True for a snapshot older than the last one published for its task."""
@@ -74,6 +100,8 @@ class EventHub:
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[TaskOut | None]]:
         q: asyncio.Queue[TaskOut | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        if self.closing:
+            q.put_nowait(None)
         self._subscribers.add(q)
         try:
             yield q
@@ -95,13 +123,14 @@ class EventHub:
         """Wait until ``done(task)``; returns the last known task (None if unknown).
 
         Notifications wake the waiter at once; a slow poll covers a notification
-        lost while a listener reconnects.
+        lost while a listener reconnects. When the process begins to stop, it returns
+        at once with what it knows.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with self.subscribe() as q:
             last = await fetch()
-            while last is not None and not done(last):
+            while last is not None and not done(last) and not self.closing:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -110,7 +139,7 @@ class EventHub:
                 except TimeoutError:
                     last = await fetch() or last
                     continue
-                if ev is None:  # dropped as too slow: fall back to polling
+                if ev is None:  # dropped as too slow, or stopping: fall back to polling
                     last = await fetch() or last
                     continue
                 if ev.id == task_id:
@@ -145,6 +174,5 @@ class EventHub:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        for q in list(self._subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(None)
+        self.closing = True
+        self._end_subscribers()
