@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
+from tasklab_common.heartbeat import age
+
 from .faultkit import Scenario, wait_until
+
+#: What the chart's liveness probe allows (the file is touched every 10 s).
+HEARTBEAT_MAX_AGE = 15
 
 #: "A few hundred short tasks" that run in about ten seconds on two cores; every
 #: sixth fails once first, so that retries are in flight when the worker dies.
@@ -65,11 +72,16 @@ def test_kill_one_pool_child(scenario: Scenario) -> None:
 
 
 @pytest.mark.scenario("3 SIGTERM workers (warm)")
-def test_sigterm_lets_running_tasks_finish(scenario: Scenario) -> None:
-    """A warm shutdown: running tasks finish and are acked; the rest waits in the queue."""
+def test_sigterm_lets_running_tasks_finish(scenario: Scenario, tmp_path: Path) -> None:
+    """A warm shutdown: running tasks finish and are acked; the rest waits in the queue.
+    Meanwhile the Celery worker's liveness heartbeat stays fresh (a probe must not kill the
+    tasks a warm shutdown waits for)."""
     fx = scenario.fx
+    beat = tmp_path / "celery.heartbeat"
+    fx.celery.env["HEARTBEAT_FILE"] = str(beat)
+    fx.celery.restart()
     running = scenario.submit_many(
-        [{"method": "celery", "duration": 2}] * 3 + [{"method": "rabbitmq", "duration": 2}] * 3
+        [{"method": "celery", "duration": 3}] * 3 + [{"method": "rabbitmq", "duration": 3}] * 3
     )
     scenario.wait_counts("six tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 6)
     queued = scenario.submit_many(
@@ -77,8 +89,18 @@ def test_sigterm_lets_running_tasks_finish(scenario: Scenario) -> None:
     )
     for proc in (fx.celery, fx.consumer):
         proc.kill(signal.SIGTERM)  # the main process only, as a container runtime does
+    stale: list[str] = []
+    deadline = time.monotonic() + 30
+    while fx.celery.running() and time.monotonic() < deadline:
+        if not beat.exists():
+            stale.append("missing")
+        elif age(beat) > HEARTBEAT_MAX_AGE:
+            stale.append("stale")
+        time.sleep(0.2)
+    fx.celery.env.pop("HEARTBEAT_FILE", None)
     for proc in (fx.celery, fx.consumer):
         assert proc.wait(30) == 0, f"{proc.name} did not exit cleanly:\n{proc.log_tail()}"
+    assert not stale, f"celery heartbeat lost during the warm shutdown: {sorted(set(stale))}"
     counts = scenario.counts([t["id"] for t in running])
     assert counts == {"DONE": 6}, counts
     assert scenario.counts([t["id"] for t in queued]).get("DONE", 0) == 0

@@ -201,10 +201,13 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.tref = worker.timer.call_repeatedly(HEARTBEAT_TICK, self.heartbeat.beat)
 
     def stop(self, worker: Any) -> None:
+        # A warm shutdown stops the loop first and then waits for the running tasks
+        # (up to the pod's grace period): the beat goes on from a thread meanwhile, so
+        # that a liveness probe does not kill the tasks it is waiting for.
         if self.tref is not None:
             self.tref.cancel()
         if self.heartbeat is not None:
-            self.heartbeat.stop()
+            self.heartbeat.keep_alive(HEARTBEAT_TICK)
 
 
 #: How often the worker loop offers a heartbeat (the file is touched every 10 s).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +32,26 @@ class Heartbeat:
         self.path.touch()
         os.utime(self.path)
         self._last = now
+
+    def keep_alive(self, tick: float = 2.0) -> threading.Thread | None:
+        """Go on beating from a daemon thread until the process exits.
+
+        For a shutdown that still runs work (a Celery warm shutdown finishing its
+        tasks): the main loop no longer beats, but the process is alive and must not be
+        restarted by a liveness probe before its grace period ends.
+        """
+        if self.path is None:
+            return None
+
+        def run() -> None:
+            while True:
+                with contextlib.suppress(OSError):
+                    self.beat()
+                time.sleep(tick)
+
+        thread = threading.Thread(target=run, name="heartbeat", daemon=True)
+        thread.start()
+        return thread
 
     def stop(self) -> None:
         """Remove the file: the process is going away."""
