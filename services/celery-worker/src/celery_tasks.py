@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from celery_app import (
@@ -91,7 +91,8 @@ def report(
     """Report a status to the api; requeue the message when that is impossible.
 
     Raises :class:`~celery.exceptions.Reject` (requeue) after ``REQUEUE_DELAY``
-    seconds when the report cannot be delivered.
+    seconds when the report cannot be delivered, and at once when the task's soft time
+    limit strikes while the report waits for the api.
     """
     update = StatusUpdate(
         task_id=task_id, status=status, attempt=attempt, worker=worker, result=result, error=error
@@ -103,6 +104,11 @@ def report(
         log.error("%s; requeueing task %s in %.1fs", exc, task_id, delay)
         time.sleep(delay)
         raise Reject(str(exc), requeue=True) from exc
+    except SoftTimeLimitExceeded as exc:
+        # The time limit struck while the api was slow to take the report: the task's
+        # outcome is not recorded, so its message must not be acked.
+        log.error("time limit reached while reporting task %s %s; requeueing", task_id, status)
+        raise Reject(f"time limit reached while reporting {status}", requeue=True) from exc
 
 
 def rebuild(

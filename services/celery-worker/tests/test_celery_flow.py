@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Any, cast
 
 import pytest
 from celery import states
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.result import EagerResult
 
 import celery_app
@@ -61,6 +63,8 @@ class FakeApi:
     states: dict[str, tuple[TaskStatus, int]] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)
     refuse_with: int | None = None
+    #: Seconds to wait before answering a report of this status (a slow or hung api).
+    slow: dict[TaskStatus, float] = field(default_factory=dict)
     nonces: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,6 +92,9 @@ class FakeApi:
             self.nonces.add(call.nonce)
             update = StatusUpdate.model_validate_json(body)
             self.updates.append(update)
+            delay = self.slow.get(update.status, 0.0)
+        time.sleep(delay)
+        with self.lock:
             if self.refuse_with is not None:
                 return self.refuse_with, {"detail": "refused by the test"}
             if update.task_id in self.unknown:
@@ -355,3 +362,21 @@ def test_retry_that_cannot_be_published_requeues_the_message(
     assert "not published" in rejection.reason
     assert rejection.__cause__.requeue is False  # what Celery itself raised
     assert api.history(msg.task_id) == [(IN_PROGRESS, 1), (RETRYING, 1)]
+
+
+def test_soft_time_limit_during_a_report_requeues_the_message(api: FakeApi) -> None:
+    """Celery's soft time limit striking while a report waits for the api: the message
+    is requeued (not acked without a final status)."""
+
+    def soft_limit(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded()
+
+    api.slow[DONE] = 3.0
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        outcome = apply(message(duration=0.1))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert requeued(outcome)
