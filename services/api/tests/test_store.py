@@ -7,7 +7,7 @@ import secrets
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import case, select, update
+from sqlalchemy import case, select, text, update
 
 from tasklab_api.orm import Task, TaskEvent
 from tasklab_api.store import GAVE_UP, NotCancellable, ReplayError, TaskNotFound, TaskStore
@@ -269,3 +269,19 @@ async def test_purge_history_deletes_old_final_tasks_and_their_reports(store: Ta
         left = (await s.execute(select(TaskEvent.task_id))).scalars().all()
     assert old_done not in left and fresh_done in left
     assert await store.purge_history(timedelta(days=30)) == (0, 0)
+
+
+async def test_postgres_sessions_are_time_limited(store: TaskStore, db_url: str) -> None:
+    """No statement, lock wait or idle transaction holds a PostgreSQL connection for long."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL session limits")
+    async with store.session() as s:
+        shown = {
+            name: (await s.execute(text(f"SHOW {name}"))).scalar_one()
+            for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+        }
+    assert shown == {
+        "statement_timeout": "15s",
+        "lock_timeout": "10s",
+        "idle_in_transaction_session_timeout": "1min",
+    }

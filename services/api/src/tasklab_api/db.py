@@ -46,7 +46,44 @@ def create_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_serializable(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args=postgres_connect_args(url),
+        **kwargs,
+    )
+
+
+#: Seconds to wait for a free pooled connection before the request fails.
+POOL_TIMEOUT = 10
+#: Server-side limits of every api session (milliseconds): no statement, lock wait or
+#: forgotten transaction can hold a connection (and the rows it locks) for long.
+PG_SESSION_OPTIONS = (
+    "-c statement_timeout=15000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000"
+)
+
+
+def postgres_connect_args(url: URL) -> dict[str, Any]:
+    """libpq settings bounding how long the api waits on PostgreSQL.
+
+    A connection attempt gives up after 5 s; TCP keepalives and ``tcp_user_timeout``
+    notice a peer that vanished within about 20 s. ``options`` in ``DATABASE_URL``
+    replace the session limits.
+    """
+    args: dict[str, Any] = {
+        "connect_timeout": 5,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 20000,
+    }
+    if "options" not in url.query:
+        args["options"] = PG_SESSION_OPTIONS
+    return args
 
 
 def _sqlite_serializable(engine: AsyncEngine) -> None:

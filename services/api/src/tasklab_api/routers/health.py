@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,6 +14,9 @@ from tasklab_api.routers.overview import RECENT
 from tasklab_common.messages import utcnow
 
 router = APIRouter(tags=["health"])
+
+#: Seconds the readiness check waits for the database.
+READY_DB_TIMEOUT = 3.0
 
 
 @router.get("/healthz")
@@ -25,7 +30,8 @@ async def readyz(state: State) -> JSONResponse:
     """Ready when the database answers and the broker connection is up."""
     checks: dict[str, str] = {}
     try:
-        await state.store.ping()
+        # Bounded: a hung database server makes the api unready, not the probe hang.
+        await asyncio.wait_for(state.store.ping(), READY_DB_TIMEOUT)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
