@@ -52,4 +52,4 @@ class AppState:
                 self.settings.revoke_timeout,
             )
         except Exception as exc:  # the task is CANCELLED in the store either way
-            log.warning("could not revoke Celery task %s: %s", task_id, exc)
+            log.warning("could not revoke Celery task %s: %s: %s", task_id, type(exc).__name__, exc)
