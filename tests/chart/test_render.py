@@ -135,6 +135,16 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
     ("delivery-limit-huge", ["--set", "api.deliveryLimit=101"], "/api/deliveryLimit"),
     ("stuck-grace-zero", ["--set", "api.stuckGraceSeconds=0"], "/api/stuckGraceSeconds"),
     (
+        "consumer-timeout-below-retries",
+        ["--set", "retries.maxRetries=6"],
+        "is not above the longest delivery a consumer may hold (37980 s",
+    ),
+    (
+        "consumer-timeout-below-one-attempt",
+        ["--set", "rabbitmq.config.consumerTimeoutMs=3900000"],
+        "rabbitmq.config.consumerTimeoutMs (3900 s) is not above the longest delivery",
+    ),
+    (
         "stuck-grace-below-report-retries",
         ["--set", "api.stuckGraceSeconds=600"],
         "api.stuckGraceSeconds (600) is below celeryWorker's CALLBACK_MAX_WAIT",

@@ -320,6 +320,19 @@ behavior:
 {{- fail (printf "api.stuckGraceSeconds (%v) is below %s's CALLBACK_MAX_WAIT (%v s, how long a worker retries a report): a task whose report is still on its way would be marked FAILED" $.Values.api.stuckGraceSeconds $name $wait) -}}
 {{- end -}}
 {{- end -}}
+{{- /* The bundled broker must not time out a delivery a worker may rightly hold: the
+consumer runs every attempt of a task (up to 3600 s of work and two reports retried up
+to CALLBACK_MAX_WAIT each) in one delivery. */ -}}
+{{- if .Values.rabbitmq.enabled -}}
+{{- $r := .Values.retries -}}
+{{- $wait := dig "CALLBACK_MAX_WAIT" 900 (.Values.consumer.extraEnv | default dict) | float64 -}}
+{{- $attempts := add1 (int $r.maxRetries) | float64 -}}
+{{- $longest := addf (mulf $attempts (addf 3600 (mulf 2 $wait))) (mulf (float64 $r.maxRetries) (float64 $r.backoffMax)) -}}
+{{- $timeout := divf (float64 .Values.rabbitmq.config.consumerTimeoutMs) 1000 -}}
+{{- if le $timeout $longest -}}
+{{- fail (printf "rabbitmq.config.consumerTimeoutMs (%v s) is not above the longest delivery a consumer may hold (%v s with retries.maxRetries=%v and CALLBACK_MAX_WAIT=%v): the broker would close its channel mid-task and the task would run again" $timeout $longest $r.maxRetries $wait) -}}
+{{- end -}}
+{{- end -}}
 {{- $auth := .Values.api.auth -}}
 {{- if and $auth.existingSecret (not (or $auth.apiKeys $auth.basicLogin)) -}}
 {{- fail "api.auth: existingSecret is set but apiKeys and basicLogin are both false; turn one on, or empty existingSecret to turn authentication off" -}}
