@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tasklab_api.publisher import HEARTBEAT
 from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
@@ -171,3 +172,22 @@ def test_long_consumer_task_keeps_its_connection(scenario: Scenario) -> None:
     finally:
         fx.consumer.env.pop("CONSUMER_HEARTBEAT", None)
         fx.consumer.restart()
+
+
+def test_api_connection_has_a_short_heartbeat(fault_stack: FaultStack) -> None:
+    """The api notices a hung broker through its AMQP heartbeat (and turns unready)."""
+    fault_stack.ensure_running()
+
+    def api_timeouts() -> dict[str, int]:
+        resp = fault_stack.node.api("GET", "api/connections")
+        resp.raise_for_status()
+        found = {}
+        for conn in resp.json():
+            name = str(conn.get("client_properties", {}).get("connection_name", ""))
+            if name.startswith("tasklab-api"):
+                found[name] = int(conn["timeout"])
+        return found
+
+    # The management API lists a connection once its statistics come in.
+    wait_until("the api's broker connection listed", lambda: bool(api_timeouts()), 20)
+    assert set(api_timeouts().values()) == {HEARTBEAT}, api_timeouts()
