@@ -285,3 +285,15 @@ async def test_postgres_sessions_are_time_limited(store: TaskStore, db_url: str)
         "lock_timeout": "10s",
         "idle_in_transaction_session_timeout": "1min",
     }
+
+
+async def test_discard_keeps_a_task_a_worker_already_started(store: TaskStore) -> None:
+    """A publish whose confirm timed out may have been delivered: a started task stays."""
+    unpublished = await new_task(store)
+    assert await store.discard(unpublished)
+    assert await store.get(unpublished) is None
+    delivered = await new_task(store)
+    await report(store, delivered, S.IN_PROGRESS, 1)
+    assert not await store.discard(delivered)
+    task = await store.get(delivered)
+    assert task is not None and task.status == "IN_PROGRESS"

@@ -142,10 +142,22 @@ class TaskStore:
             s.add(task)
         return task
 
-    async def discard(self, task_id: str) -> None:
-        """Remove a task that was never accepted (its publish failed)."""
+    async def discard(self, task_id: str) -> bool:
+        """Remove a task whose publish failed, unless a worker has reported on it.
+
+        A publish that timed out waiting for the broker's confirm may still have been
+        delivered: a task a worker already started was published after all, and is
+        kept (False is returned: the caller treats it as accepted).
+        """
         async with self._sessions() as s, s.begin():
-            await s.execute(delete(Task).where(Task.id == task_id))
+            gone = await s.execute(
+                delete(Task).where(
+                    Task.id == task_id,
+                    Task.status == TaskStatus.PENDING.value,
+                    Task.deliveries == 0,
+                )
+            )
+            return bool(getattr(gone, "rowcount", 0))
 
     async def get(self, task_id: str) -> Task | None:
         async with self._sessions() as s:

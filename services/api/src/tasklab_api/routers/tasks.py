@@ -67,9 +67,11 @@ async def submit_task(body: TaskCreate, request: Request, state: State) -> TaskO
     try:
         await state.publisher.publish_task(msg)
     except BrokerUnavailable as exc:
-        await state.store.discard(task.id)
-        metrics.on_rejected(body.method, "broker_unavailable")
-        raise HTTPException(503, exc.reason, headers={"Retry-After": "5"}) from None
+        if await state.store.discard(task.id):
+            metrics.on_rejected(body.method, "broker_unavailable")
+            raise HTTPException(503, exc.reason, headers={"Retry-After": "5"}) from None
+        # No confirm in time, but a worker has the task already: it was published.
+        task = await state.store.get(task.id) or task
     metrics.on_submitted(task)
     await state.announce(task)
     out = TaskOut.model_validate(task)

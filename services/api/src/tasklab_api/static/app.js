@@ -150,7 +150,13 @@ async function load() {
   if (!r.ok) return;
   const page = await r.json();
   view.total = page.total;
-  view.rows = new Map(page.items.map((x) => [x.id, x]));
+  // A live event may have landed while the list was on its way: keep the newer copy.
+  const rows = new Map(page.items.map((x) => [x.id, x]));
+  for (const [id, old] of view.rows) {
+    const got = rows.get(id);
+    if (got && new Date(old.updated_at) > new Date(got.updated_at)) rows.set(id, old);
+  }
+  view.rows = rows;
   render();
 }
 function upsert(task) {
