@@ -10,12 +10,14 @@ from tasklab_api.config import Settings
 from tasklab_api.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+# Async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a
+# thread hop on every request for what is an attribute lookup.
+async def get_state(request: Request) -> AppState:
     return cast(AppState, request.app.state.tasklab)
 
 
-def get_settings(request: Request) -> Settings:
-    return get_state(request).settings
+async def get_settings(request: Request) -> Settings:
+    return cast(AppState, request.app.state.tasklab).settings
 
 
 State = Annotated[AppState, Depends(get_state)]
