@@ -297,3 +297,21 @@ async def test_discard_keeps_a_task_a_worker_already_started(store: TaskStore) -
     assert not await store.discard(delivered)
     task = await store.get(delivered)
     assert task is not None and task.status == "IN_PROGRESS"
+
+
+async def test_concurrent_submissions_are_inserted_together_and_numbered(
+    store: TaskStore,
+) -> None:
+    """Submissions arriving together share transactions; each gets its own row and num."""
+    tasks = await asyncio.gather(
+        *(
+            store.create(Method.CELERY, TaskKind.PROCESS_TASK, TaskParams(duration=i))
+            for i in range(60)
+        )
+    )
+    nums = [t.num for t in tasks]
+    assert len(set(nums)) == 60 and all(n >= 1 for n in nums)
+    for task in tasks:
+        stored = await store.get(task.id)
+        assert stored is not None and stored.num == task.num
+        assert stored.params == task.params
