@@ -1,0 +1,192 @@
+"""``python -m bench``: baselines and the system in one run; see ``bench/README.md``.
+
+Exit status 0 when every target is met, 1 when one is missed or a phase failed (the
+results are written either way), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from contextlib import ExitStack
+from dataclasses import asdict
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import baselines
+from bench.common import Budget, BudgetExceeded, Context, PhaseTimer, Plan, say
+from bench.report import build_checks, render_markdown, write_results
+from bench.system import System
+from tasklab_devtools.rabbitmq import ensure_rabbitmq_server, private_node
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed (as for the api), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _endpoint(ctx: Context, mode: str, requests: int) -> dict[str, Any]:
+    return _run_async(baselines.endpoint(ctx, mode, requests))
+
+
+def _commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller counts, one repeat (to try it out)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=570.0,
+        help="seconds the whole run may take; later phases are skipped past it (default 570)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench", help="where results.json/.md go"
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=ROOT / "artifacts" / "logs-bench",
+        help="process logs (default artifacts/logs-bench)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        nargs="?",
+        const=ROOT / "artifacts" / "bench-profiles",
+        default=None,
+        metavar="DIR",
+        help="record the api with py-spy during the Celery submit and pipeline phases "
+        "(slows it down: the figures of a profiled run are not comparable)",
+    )
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    plan = Plan().quick() if args.quick else Plan()
+    timer = PhaseTimer()
+    budget = Budget(args.budget)
+    results: dict[str, Any] = {
+        "meta": {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": _commit(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "command": shlex.join(["python", "-m", "bench", *(argv or [])]),
+            "plan": asdict(plan),
+            "profiled": args.profile is not None,
+        },
+        "baselines": {},
+        "system": {},
+        "errors": [],
+    }
+    args.logs.mkdir(parents=True, exist_ok=True)
+
+    def phase(name: str, action: Callable[[], T]) -> T | None:
+        """Run a phase; a failure is recorded and the run goes on with the next one."""
+        try:
+            budget.cap(1.0)
+            with timer(name):
+                return action()
+        except (Exception, BudgetExceeded) as exc:
+            say(f"{name} failed: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+            results["errors"].append({"phase": name, "error": f"{type(exc).__name__}: {exc}"})
+            return None
+
+    try:
+        ensure_rabbitmq_server()
+        with tempfile.TemporaryDirectory(prefix="tasklab-bench-") as tmp, ExitStack() as stack:
+            work = Path(tmp)
+            with timer("start a private RabbitMQ node"):
+                node = stack.enter_context(private_node("tasklab-bench", work / "rabbitmq"))
+            stack.callback(say, "stopping the RabbitMQ node")
+            ctx = Context(
+                root=ROOT,
+                work=work,
+                logs=args.logs,
+                node=node,
+                plan=plan,
+                budget=budget,
+                timer=timer,
+                profile_dir=args.profile,
+            )
+            base = results["baselines"]
+            for mode, requests in (
+                ("bare", plan.bare_requests),
+                ("publish", plan.publish_requests),
+                ("naive", plan.naive_requests),
+            ):
+                stats = phase(f"baseline: {mode} endpoint", partial(_endpoint, ctx, mode, requests))
+                if stats is not None:
+                    base[mode] = stats
+            raw = phase("baseline: raw Celery", partial(baselines.raw_celery, ctx))
+            if raw is not None:
+                base["raw_celery"] = raw
+            system = System(ctx)
+            phase("system", lambda: _run_async(system.run()))
+            results["system"] = system.results
+    finally:
+        results["phases"] = timer.phases
+        results["meta"]["seconds"] = round(budget.elapsed(), 1)
+        checks = build_checks(results)
+        write_results(results, checks, args.out)
+        print(render_markdown(results, checks), flush=True)
+    failed = [check for check in checks if not check.passed]
+    for check in failed:
+        say(f"target missed: {check.metric}: {check.target}")
+    for error in results["errors"]:
+        say(f"phase failed: {error['phase']}")
+    say(f"results in {args.out / 'results.md'} and results.json; {budget.elapsed():.0f} s in all")
+    return 1 if failed or results["errors"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    argv = sys.argv[1:] if argv is None else argv
+    code = run(parse_args(argv), argv)
+    say(f"done in {time.monotonic() - started:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

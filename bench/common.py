@@ -1,0 +1,248 @@
+"""What every phase of the benchmark shares: sizes, time budget, processes, profiler."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tasklab_devtools.procs import ManagedProcess, wait_http_ok
+from tasklab_devtools.rabbitmq import RabbitNode
+from tasklab_devtools.stack import venv_command
+
+__all__ = [
+    "SUBMIT_BODY",
+    "Budget",
+    "BudgetExceeded",
+    "Context",
+    "PhaseTimer",
+    "Plan",
+    "profile",
+    "python_process",
+    "say",
+    "wait_http",
+]
+
+#: The body every submission uses, baselines and system alike: a 0-second task.
+SUBMIT_BODY: dict[str, Any] = {"method": "celery", "duration": 0}
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much each measurement does (fixed counts; the load is bounded)."""
+
+    concurrency: int = 32
+    #: Runs per rate measurement; the median is reported (the machine may be shared).
+    repeats: int = 5
+    warmup: int = 200
+    bare_requests: int = 2000
+    publish_requests: int = 1500
+    naive_requests: int = 200
+    submit_requests: int = 1000
+    raw_tasks: int = 2000
+    latency_samples: int = 100
+    callback_samples: int = 30
+    pipeline_tasks: int = 1000
+    pipeline_repeats: int = 3
+    #: The Celery worker's and the consumer's concurrency (the stack's defaults).
+    worker_concurrency: int = 3
+    scaling_slots: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    #: 1-second tasks per worker slot in the scaling runs.
+    scaling_rounds: int = 3
+
+    def quick(self) -> Plan:
+        """A smaller plan, to try the benchmark out (numbers are less stable)."""
+        return replace(
+            self,
+            repeats=1,
+            warmup=50,
+            bare_requests=500,
+            publish_requests=500,
+            naive_requests=60,
+            submit_requests=300,
+            raw_tasks=300,
+            latency_samples=20,
+            callback_samples=5,
+            pipeline_tasks=200,
+            pipeline_repeats=1,
+            scaling_slots=(1, 4),
+            scaling_rounds=2,
+        )
+
+
+class BudgetExceeded(RuntimeError):
+    """The run's time budget is spent: the remaining measurements are skipped."""
+
+
+class Budget:
+    """The whole run's time limit; waits are cut to what is left of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def remaining(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def cap(self, timeout: float) -> float:
+        """``timeout``, or less when the budget ends sooner; raises when none is left."""
+        left = self.remaining()
+        if left <= 0:
+            raise BudgetExceeded(f"the time budget of {self.seconds:g} s is spent")
+        return min(timeout, left)
+
+
+@dataclass
+class PhaseTimer:
+    """Prints and records how long each phase took."""
+
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        say(f"{name} ...")
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            took = time.monotonic() - began
+            self.phases[name] = round(took, 2)
+            say(f"{name}: {took:.1f} s")
+
+
+@dataclass
+class Context:
+    """The run: where things go, the broker, the plan and the clock."""
+
+    root: Path
+    work: Path
+    logs: Path
+    node: RabbitNode
+    plan: Plan
+    budget: Budget
+    timer: PhaseTimer
+    profile_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment of a helper process: ours, the broker, the repository on the path."""
+        path = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH")) if p)
+        return {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": path,
+            "RMQ_URL": self.node.amqp_url,
+            **extra,
+        }
+
+
+def python_process(ctx: Context, name: str, argv: list[str], **env: str) -> ManagedProcess:
+    """A helper process (``python ...`` or a console script of the venv), logging to a file."""
+    command = [sys.executable, *argv] if argv[0] == "-m" else [venv_command(argv[0]), *argv[1:]]
+    return ManagedProcess(
+        name, command, ctx.env(**env), cwd=ctx.work, log_path=ctx.logs / f"{name}.log"
+    )
+
+
+def wait_http(url: str, proc: ManagedProcess, timeout: float = 60) -> None:
+    """Wait until ``url`` answers 200 (RuntimeError with the log if ``proc`` died)."""
+    try:
+        wait_http_ok(url, timeout, process=proc)
+    except (OSError, RuntimeError) as exc:
+        tail = proc.log_tail() if proc.log_path is not None else ""
+        raise RuntimeError(f"{proc.name} did not start: {exc}\n{tail}") from exc
+
+
+# --------------------------------------------------------------------- profiling
+
+
+@contextlib.contextmanager
+def profile(ctx: Context, name: str, pid: int | None, subprocesses: bool = False) -> Iterator[None]:
+    """Record ``pid`` with py-spy while the block runs (only with ``--profile``).
+
+    Writes collapsed stacks (``<name>.txt``, for any flame graph viewer) and the
+    functions that take the most samples (``<name>-top.txt``) to the profile folder.
+    """
+    if ctx.profile_dir is None or pid is None:
+        yield
+        return
+    ctx.profile_dir.mkdir(parents=True, exist_ok=True)
+    raw = ctx.profile_dir / f"{name}.txt"
+    argv = [
+        venv_command("py-spy"),
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+        "--nonblocking",
+    ]
+    if subprocesses:
+        argv.append("--subprocesses")
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # let it attach
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            _, err = spy.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            _, err = spy.communicate()
+        if raw.exists():
+            (ctx.profile_dir / f"{name}-top.txt").write_text(summarize_profile(raw))
+            say(f"profile of {name}: {raw}")
+        else:
+            say(f"py-spy wrote no profile for {name}: {err.decode(errors='replace')[-500:]}")
+
+
+def _function(frame: str) -> str:
+    """``handler (tasklab_api/x.py:12)`` → ``handler (tasklab_api/x.py)``."""
+    head, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/src/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{head} ({path})" if where else head
+
+
+def summarize_profile(raw: Path, top: int = 40) -> str:
+    """Self and inclusive sample counts per function of a py-spy ``raw`` profile."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_function(frame) for frame in stack.split(";")]
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    lines = [f"samples: {total}", "", "self (leaf) samples:"]
+    lines += [f"{n:8d} {100 * n / max(total, 1):5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive samples:"]
+    lines += [f"{n:8d} {100 * n / max(total, 1):5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(lines) + "\n"
