@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 PYTEST_ARGS ?=
-SRC_DIRS := libs/common/src services/api/src services/celery-worker/src services/consumer/src tools/devtools/src
+SRC_DIRS := libs/common/src services/api/src services/celery-worker/src services/consumer/src tools/devtools/src bench
 # Test folders are type-checked one at a time: each has its own conftest.py.
 TEST_DIRS := $(wildcard libs/common/tests services/*/tests tools/devtools/tests tests/*)
 
