@@ -340,6 +340,21 @@ class FaultStack:
         """
         return sum(self.queue_stat(q, "publish") for q in TASK_QUEUES)
 
+    def published_settled(self, quiet: float = 1.5, timeout: float = 30) -> int:
+        """:meth:`published` once it has stopped changing for ``quiet`` seconds.
+
+        A baseline taken right after an earlier scenario could otherwise miss that
+        scenario's last publishes, which the statistics show up to a second later.
+        """
+        deadline = time.monotonic() + timeout
+        last = self.published()
+        while True:
+            time.sleep(quiet)
+            now = self.published()
+            if now == last or time.monotonic() >= deadline:
+                return now
+            last = now
+
 
 # ---------------------------------------------------------------- scenarios
 

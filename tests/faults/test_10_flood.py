@@ -122,7 +122,7 @@ class HealthProbe(threading.Thread):
 @pytest.mark.scenario("10 flood of submissions")
 def test_bounded_flood(scenario: Scenario) -> None:
     fx = scenario.fx
-    published_before = fx.published()
+    published_before = fx.published_settled()
     idle = HealthProbe(scenario, limit=25)
     idle.run()  # the baseline, in this thread
     probe = HealthProbe(scenario)

@@ -104,7 +104,7 @@ def hostile_requests() -> list[Request]:
 def test_hostile_input_is_refused_with_a_reason(scenario: Scenario) -> None:
     fx = scenario.fx
     total_before = scenario.http.get("/api/tasks", params={"limit": 1}).json()["total"]
-    published_before = fx.published()
+    published_before = fx.published_settled()
     wrong = []
     requests = hostile_requests()
     for name, method, path, kwargs, expected in requests:
