@@ -24,17 +24,15 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import aio_pika
 import pika
 import uvicorn
 from aio_pika.abc import AbstractChannel
 from fastapi import FastAPI, status
-from pydantic import BaseModel
 
-from tasklab_api.schemas import TaskCreate
-from tasklab_common.models import Method, TaskKind, TaskStatus
+from tasklab_api.schemas import TaskCreate, TaskOut
+from tasklab_common.models import TaskStatus
 from tasklab_common.settings import BrokerSettings, setup_logging
 
 __all__ = ["MODES", "NAIVE_QUEUE", "PUBLISH_QUEUE", "create_app", "main"]
@@ -44,23 +42,8 @@ PUBLISH_QUEUE = "bench.publish"
 NAIVE_QUEUE = "bench.naive"
 
 
-class Accepted(BaseModel):
-    """The fields of the api's task answer."""
-
-    id: str
-    num: int
-    method: Method
-    kind: TaskKind
-    status: TaskStatus
-    params: dict[str, Any]
-    result: dict[str, Any] | None
-    error: str | None
-    worker: str | None
-    attempts: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+#: The api's own task answer.
+Accepted = TaskOut
 
 
 _numbers = itertools.count(1)

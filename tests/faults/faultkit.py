@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tasklab_api.store import GAVE_UP
 from tasklab_common.models import FINAL_STATUSES, TaskStatus, progress_key
 from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
 from tasklab_devtools.procs import ManagedProcess, wait_http_ok
@@ -50,8 +51,6 @@ FINAL = frozenset(s.value for s in FINAL_STATUSES)
 TASK_QUEUES = (CELERY_QUEUE, DIRECT_QUEUE)
 #: The expected status of an accepted task that may end in any final status.
 ANY_FINAL = "*"
-#: How the api's error of a task given up at the delivery limit begins.
-GAVE_UP = "gave up:"
 #: A fault "hits" a task when it happens between the task's first start and its end,
 #: widened by this much on both sides (the two clocks are the same machine's, but a
 #: report is stamped a little before it is committed).

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
+from tasklab_api.store import GAVE_UP
 from tasklab_common.queues import DEAD_LETTER_QUEUE
 
 from .conftest import FAULT_ENV
-from .faultkit import GAVE_UP, FaultStack, Scenario
+from .faultkit import FaultStack, Scenario
 
 POISON = float(FAULT_ENV["TASKLAB_FAULT_CRASH_ON_DURATION"])
 LIMIT = int(FAULT_ENV["DELIVERY_LIMIT"])

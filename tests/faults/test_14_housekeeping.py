@@ -16,13 +16,14 @@ import httpx
 import pika
 import pytest
 
+from tasklab_api.store import GAVE_UP
 from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate, TaskMessage
 from tasklab_common.models import TaskStatus
 from tasklab_common.queues import DIRECT_QUEUE
 from tasklab_devtools.stack import beat_process
 
-from .faultkit import GAVE_UP, FaultStack, Scenario, wait_until
+from .faultkit import FaultStack, Scenario, wait_until
 
 GRACE_SECONDS = 2
 RETENTION_SECONDS = 20

@@ -208,11 +208,7 @@ class TaskStore:
         """
         now = utcnow()
         async with self._sessions() as s, s.begin():
-            s.add(CallbackNonce(nonce=nonce, seen_at=now))
-            try:
-                await s.flush()
-            except IntegrityError:
-                raise ReplayError(nonce) from None
+            await _record_nonce(s, nonce, now)
             outcome = await self._apply_update(s, update, now)
         if outcome is None:
             raise TaskNotFound(update.task_id)
@@ -338,12 +334,8 @@ class TaskStore:
 
     async def use_nonce(self, nonce: str) -> None:
         """Record a signed request's nonce; :class:`ReplayError` when seen before."""
-        try:
-            async with self._sessions() as s, s.begin():
-                s.add(CallbackNonce(nonce=nonce, seen_at=utcnow()))
-                await s.flush()
-        except IntegrityError:
-            raise ReplayError(nonce) from None
+        async with self._sessions() as s, s.begin():
+            await _record_nonce(s, nonce, utcnow())
 
     async def fail_stuck(self, grace: timedelta) -> list[Task]:
         """Mark FAILED the running tasks with no report for their duration + ``grace``.
@@ -416,6 +408,15 @@ class TaskStore:
     async def ping(self) -> None:
         async with self._sessions() as s:
             await s.execute(select(1))
+
+
+async def _record_nonce(s: AsyncSession, nonce: str, now: datetime) -> None:
+    """Add a signed request's nonce to the transaction; :class:`ReplayError` if seen."""
+    s.add(CallbackNonce(nonce=nonce, seen_at=now))
+    try:
+        await s.flush()
+    except IntegrityError:
+        raise ReplayError(nonce) from None
 
 
 NOTIFY_CHANNEL = "tasklab_tasks"
