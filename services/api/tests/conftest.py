@@ -40,7 +40,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[TaskStore]:
     engine = create_engine(db_url)
-    yield TaskStore(session_factory(engine), postgres=not is_sqlite(normalize_url(db_url)))
+    store = TaskStore(session_factory(engine), postgres=not is_sqlite(normalize_url(db_url)))
+    yield store
+    store.close()
     await engine.dispose()
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import case, select, text, update
+from sqlalchemy import case, event, select, text, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from tasklab_api.orm import Task, TaskEvent
 from tasklab_api.store import GAVE_UP, NotCancellable, ReplayError, TaskNotFound, TaskStore
@@ -315,3 +318,108 @@ async def test_concurrent_submissions_are_inserted_together_and_numbered(
         stored = await store.get(task.id)
         assert stored is not None and stored.num == task.num
         assert stored.params == task.params
+
+
+async def test_reports_arriving_together_share_a_commit_each_with_its_own_outcome(
+    store: TaskStore, db_url: str
+) -> None:
+    """SQLite groups concurrent writes into one transaction, a savepoint each: a
+    replayed nonce fails only its own report, and two reports on the same task in one
+    group keep their own outcomes."""
+    tids = [await new_task(store) for _ in range(30)]
+    replayed = nonce()
+    await store.apply_update(StatusUpdate(task_id=tids[0], status=S.IN_PROGRESS), replayed)
+    commits = 0
+
+    def on_commit(_conn: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    engine = store._writer._engine
+    event.listen(engine, "commit", on_commit)
+    try:
+        results = await asyncio.gather(
+            store.apply_update(StatusUpdate(task_id=tids[0], status=S.DONE), replayed),
+            *(report(store, tid, S.IN_PROGRESS, worker=f"w{i}") for i, tid in enumerate(tids)),
+            report(store, tids[1], S.DONE, result={"n": 1}),
+            report(store, "no-such-task", S.DONE),
+            return_exceptions=True,
+        )
+    finally:
+        event.remove(engine, "commit", on_commit)
+    assert isinstance(results[0], ReplayError)
+    assert isinstance(results[-1], TaskNotFound)
+    claims = results[1:-2]
+    assert all(not isinstance(r, BaseException) for r in claims)
+    first = claims[0]  # tids[0]: already IN_PROGRESS by the earlier report
+    assert not isinstance(first, BaseException) and not first.applied and first.proceed
+    for i, claim in enumerate(claims[1:], start=1):
+        assert not isinstance(claim, BaseException)
+        assert claim.applied and claim.task.status == "IN_PROGRESS" and claim.proceed
+        assert claim.task.worker == f"w{i}"
+    done = results[-2]
+    assert not isinstance(done, BaseException)
+    assert done.applied and done.task.status == "DONE" and not done.proceed
+    assert (await store.get(tids[1])).status == "DONE"  # type: ignore[union-attr]
+    assert (await store.get(tids[0])).status == "IN_PROGRESS"  # type: ignore[union-attr]
+    for tid in tids[2:]:
+        assert (await store.get(tid)).status == "IN_PROGRESS"  # type: ignore[union-attr]
+    if "sqlite" in db_url:
+        assert commits < len(results) / 2, f"{commits} commits for {len(results)} reports"
+
+
+async def test_an_open_read_neither_blocks_nor_waits_for_the_writer(
+    store: TaskStore, db_url: str
+) -> None:
+    """Reads run in read-only sessions (SQLite: a deferred BEGIN, WAL), so the writer
+    commits while a read transaction is open; on SQLite the read keeps its snapshot."""
+    tid = await new_task(store)
+    async with store._reads() as s, s.begin():
+        before = (await s.execute(select(Task.status).where(Task.id == tid))).scalar_one()
+        out = await asyncio.wait_for(report(store, tid, S.IN_PROGRESS), timeout=5)
+        assert out.applied
+        still = (await s.execute(select(Task.status).where(Task.id == tid))).scalar_one()
+    assert before == "PENDING"
+    assert still == ("PENDING" if "sqlite" in db_url else "IN_PROGRESS")
+    assert (await store.get(tid)).status == "IN_PROGRESS"  # type: ignore[union-attr]
+
+
+async def test_a_group_whose_transaction_is_lost_fails_every_write(
+    store: TaskStore, db_url: str
+) -> None:
+    """SQLite ends the whole transaction on some errors (here: disk full); the writes of
+    the group before the failing one are gone too, so every caller gets the error and
+    nothing runs outside the transaction."""
+    if "sqlite" not in db_url:
+        pytest.skip("groups of writes exist on SQLite only")
+    a, b = await new_task(store), await new_task(store)
+
+    def fill(s: Session) -> None:
+        pages = s.execute(text("PRAGMA page_count")).scalar_one()
+        s.execute(text(f"PRAGMA max_page_count = {pages + 2}"))
+        try:
+            s.execute(
+                text("INSERT INTO callback_nonces(nonce, seen_at) VALUES (:n, '2020-01-01')"),
+                {"n": "x" * 200_000},
+            )
+        finally:
+            s.execute(text("PRAGMA max_page_count = 1073741823"))
+
+    release = threading.Event()
+    blocker = asyncio.ensure_future(store._writer.run(lambda s: release.wait(5)))
+    await asyncio.sleep(0.05)  # the writer is busy: the next three writes form one group
+    results = asyncio.gather(
+        report(store, a, S.IN_PROGRESS),
+        store._writer.run(fill),
+        report(store, b, S.IN_PROGRESS),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(0.05)
+    release.set()
+    await blocker
+    outcomes = await results
+    assert all(isinstance(r, OperationalError) for r in outcomes), outcomes
+    assert "full" in str(outcomes[0])
+    for tid in (a, b):
+        assert (await store.get(tid)).status == "PENDING"  # type: ignore[union-attr]
+    assert (await report(store, a, S.IN_PROGRESS)).applied  # the store works on

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -51,7 +52,7 @@ def create_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
-        _sqlite_serializable(engine)
+        _sqlite_pragmas(engine.sync_engine)
         return engine
     return create_async_engine(
         url,
@@ -61,6 +62,34 @@ def create_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
         pool_timeout=POOL_TIMEOUT,
         connect_args=postgres_connect_args(url),
         **kwargs,
+    )
+
+
+def create_sync_engine(raw_url: str, *, pool_size: int) -> Engine:
+    """The same database through the synchronous driver (pysqlite, psycopg 3).
+
+    For the task store's writer threads; SQLite gets the same pragmas as the async
+    engine. An in-memory SQLite database cannot be shared between engines.
+    """
+    url = normalize_url(raw_url)
+    if is_sqlite(url):
+        if url.database in (None, "", ":memory:"):
+            raise ValueError("the task store needs a SQLite file, not an in-memory database")
+        engine = sqlalchemy.create_engine(
+            url.set(drivername="sqlite+pysqlite"),
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=0,
+        )
+        _sqlite_pragmas(engine)
+        return engine
+    return sqlalchemy.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args=postgres_connect_args(url),
     )
 
 
@@ -93,10 +122,11 @@ def postgres_connect_args(url: URL) -> dict[str, Any]:
     return args
 
 
-def _sqlite_serializable(engine: AsyncEngine) -> None:
-    """SQLite: WAL, and BEGIN IMMEDIATE so read-then-write transactions never deadlock."""
+def _sqlite_pragmas(engine: Engine) -> None:
+    """SQLite: WAL, and BEGIN IMMEDIATE so read-then-write transactions never deadlock
+    (sessions that only read: a plain BEGIN, see :data:`READ_ONLY`)."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
@@ -106,10 +136,35 @@ def _sqlite_serializable(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")  # a WAL snapshot: neither waits for nor blocks writers
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+#: Execution option of sessions that only read. On SQLite their transactions start
+#: with a plain (deferred) BEGIN instead of BEGIN IMMEDIATE, so that a read never takes
+#: the write lock: with WAL it reads a snapshot while the store's writer commits.
+READ_ONLY = "tasklab_read_only"
+
+
+def engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """The engine ``sessions`` are bound to."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        raise TypeError("the task store's sessions must be bound to an AsyncEngine")
+    return bind
+
+
+def read_session_factory(
+    sessions: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the engine of ``sessions`` for transactions that never write."""
+    engine = engine_of(sessions).execution_options(**{READ_ONLY: True})
     return async_sessionmaker(engine, expire_on_commit=False)

@@ -17,7 +17,7 @@ async def get_state(request: Request) -> AppState:
 
 
 async def get_settings(request: Request) -> Settings:
-    return cast(AppState, request.app.state.tasklab).settings
+    return (await get_state(request)).settings
 
 
 State = Annotated[AppState, Depends(get_state)]

@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await publisher.close()
             await state.broker_stats.close()
             control.close()
+            await asyncio.to_thread(store.close)
             await engine.dispose()
 
     app = FastAPI(

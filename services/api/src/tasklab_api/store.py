@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import Select, bindparam, case, delete, func, insert, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from tasklab_api.orm import CallbackNonce, Task, TaskEvent
+from tasklab_api.db import create_sync_engine, engine_of, read_session_factory
+from tasklab_api.orm import Base, CallbackNonce, Task, TaskEvent
 from tasklab_common.messages import StatusUpdate, TaskParams, utcnow
 from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+#: A batched call's answer to one caller: its result, or the exception it gets.
+Outcome = tuple[Any, Exception | None]
 
 
 class ReplayError(Exception):
@@ -110,11 +119,18 @@ class TaskStore:
         *,
         postgres: bool,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        writer: StoreWriter | None = None,
     ) -> None:
         self._sessions = sessions
+        self._reads = read_session_factory(sessions)
         self._postgres = postgres
         self.delivery_limit = delivery_limit
-        self._inserts = _GroupInsert(sessions)
+        self._writer = writer or StoreWriter.for_sessions(sessions, postgres=postgres)
+        self._inserts = _GroupInsert(self._writer)
+
+    def close(self) -> None:
+        """Stop the writer threads and close their connections."""
+        self._writer.close()
 
     def session(self) -> AsyncSession:
         return self._sessions()
@@ -150,8 +166,9 @@ class TaskStore:
         delivered: a task a worker already started was published after all, and is
         kept (False is returned: the caller treats it as accepted).
         """
-        async with self._sessions() as s, s.begin():
-            gone = await s.execute(
+
+        def transaction(s: Session) -> bool:
+            gone = s.execute(
                 delete(Task).where(
                     Task.id == task_id,
                     Task.status == TaskStatus.PENDING.value,
@@ -160,8 +177,10 @@ class TaskStore:
             )
             return bool(getattr(gone, "rowcount", 0))
 
+        return await self._writer.run(transaction)
+
     async def get(self, task_id: str) -> Task | None:
-        async with self._sessions() as s:
+        async with self._reads() as s:
             return (await s.execute(select(Task).where(Task.id == task_id))).scalar_one_or_none()
 
     async def list_tasks(
@@ -183,7 +202,7 @@ class TaskStore:
             conds.append(Task.kind.in_([k.value for k in kind]))
         if updated_since is not None:
             conds.append(Task.updated_at >= updated_since)
-        async with self._sessions() as s:
+        async with self._reads() as s:
             total = (
                 await s.execute(select(func.count()).select_from(Task).where(*conds))
             ).scalar_one()
@@ -194,11 +213,15 @@ class TaskStore:
             ).scalars()
             return list(rows), int(total)
 
+    def _locking(self) -> Select[Task]:
+        """The task ``:task_id``, its row locked (PostgreSQL; SQLite has one writer)."""
+        return _TASK_FOR_UPDATE if self._postgres else _TASK
+
     async def _locked(self, s: AsyncSession, task_id: str) -> Task | None:
-        q = select(Task).where(Task.id == task_id)
-        if self._postgres:
-            q = q.with_for_update()
-        return (await s.execute(q)).scalar_one_or_none()
+        return (await s.execute(self._locking(), {"task_id": task_id})).scalar_one_or_none()
+
+    def _locked_sync(self, s: Session, task_id: str) -> Task | None:
+        return s.execute(self._locking(), {"task_id": task_id}).scalar_one_or_none()
 
     async def apply_update(self, update: StatusUpdate, nonce: str) -> UpdateOutcome:
         """Apply a worker's report if it moves the task forward; record it either way.
@@ -207,30 +230,34 @@ class TaskStore:
         for an unknown task is kept too (the transaction commits, then TaskNotFound).
         """
         now = utcnow()
-        async with self._sessions() as s, s.begin():
-            await _record_nonce(s, nonce, now)
-            outcome = await self._apply_update(s, update, now)
+
+        def transaction(s: Session) -> UpdateOutcome | None:
+            _record_nonce(s, nonce, now)
+            return self._apply_update(s, update, now)
+
+        outcome = await self._writer.run(transaction)
         if outcome is None:
             raise TaskNotFound(update.task_id)
         return outcome
 
-    async def _apply_update(
-        self, s: AsyncSession, update: StatusUpdate, now: datetime
+    def _apply_update(
+        self, s: Session, update: StatusUpdate, now: datetime
     ) -> UpdateOutcome | None:
         """The body of :meth:`apply_update`'s transaction; None for an unknown task."""
-        task = await self._locked(s, update.task_id)
+        task = self._locked_sync(s, update.task_id)
         if task is None:
             return None
         previous = TaskStatus(task.status)
-        if await s.get(TaskEvent, update.event_id) is not None:
+        if s.execute(_EVENT_SEEN, {"event_id": update.event_id}).first() is not None:
             return UpdateOutcome(task, applied=False, duplicate=True, previous=previous)
         applied = supersedes(update.status, update.attempt, previous, task.attempts)
         gave_up = False
         if update.status is TaskStatus.IN_PROGRESS and not previous.is_final:
+            # Counted before the task changes: the query would flush a first UPDATE.
+            claims = self._claims(s, update.task_id, update.attempt)
             task.deliveries += 1
             if update.worker:
                 task.worker = update.worker
-            claims = await self._claims(s, update.task_id, update.attempt)
             if claims >= self.delivery_limit:
                 gave_up, applied = True, False
                 self._give_up(task, update.attempt, claims + 1, now)
@@ -238,33 +265,29 @@ class TaskStore:
             self._apply(task, update, now)
         if applied or update.status is TaskStatus.IN_PROGRESS:
             task.updated_at = now
-        s.add(
-            TaskEvent(
-                event_id=update.event_id,
-                task_id=update.task_id,
-                status=update.status.value,
-                attempt=update.attempt,
-                worker=update.worker,
-                applied=applied,
-                reported_at=update.at,
-                received_at=now,
-            )
+        s.execute(  # a plain INSERT: nothing reads the event back in this transaction
+            _INSERT_EVENT,
+            {
+                "event_id": update.event_id,
+                "task_id": update.task_id,
+                "status": update.status.value,
+                "attempt": update.attempt,
+                "worker": update.worker,
+                "applied": applied,
+                "reported_at": update.at,
+                "received_at": now,
+            },
         )
         if self._postgres:
-            await notify(s, task.id)
+            notify_sync(s, task.id)
         return UpdateOutcome(
             task, applied=applied, duplicate=False, previous=previous, gave_up=gave_up
         )
 
     @staticmethod
-    async def _claims(s: AsyncSession, task_id: str, attempt: int) -> int:
+    def _claims(s: Session, task_id: str, attempt: int) -> int:
         """How many times ``attempt`` of the task was started before (distinct reports)."""
-        q = select(func.count()).where(
-            TaskEvent.task_id == task_id,
-            TaskEvent.attempt == attempt,
-            TaskEvent.status == TaskStatus.IN_PROGRESS.value,
-        )
-        return int((await s.execute(q)).scalar_one())
+        return int(s.execute(_STARTS, {"task_id": task_id, "attempt": attempt}).scalar_one())
 
     @staticmethod
     def _give_up(task: Task, attempt: int, claims: int, now: datetime) -> None:
@@ -296,8 +319,9 @@ class TaskStore:
 
     async def cancel(self, task_id: str) -> CancelOutcome:
         now = utcnow()
-        async with self._sessions() as s, s.begin():
-            task = await self._locked(s, task_id)
+
+        def transaction(s: Session) -> CancelOutcome:
+            task = self._locked_sync(s, task_id)
             if task is None:
                 raise TaskNotFound(task_id)
             previous = TaskStatus(task.status)
@@ -307,11 +331,13 @@ class TaskStore:
             task.finished_at = now
             task.updated_at = now
             if self._postgres:
-                await notify(s, task.id)
-        return CancelOutcome(task, previous)
+                notify_sync(s, task.id)
+            return CancelOutcome(task, previous)
+
+        return await self._writer.run(transaction)
 
     async def status_counts(self) -> dict[TaskStatus, int]:
-        async with self._sessions() as s:
+        async with self._reads() as s:
             rows = await s.execute(select(Task.status, func.count()).group_by(Task.status))
             return {TaskStatus(st): int(n) for st, n in rows.all()}
 
@@ -326,7 +352,7 @@ class TaskStore:
             .group_by(Task.worker)
             .having(func.max(Task.updated_at) >= since)
         )
-        async with self._sessions() as s:
+        async with self._reads() as s:
             return [
                 WorkerRow(str(w), int(r or 0), int(d or 0), int(f or 0), last)
                 for w, r, d, f, last in (await s.execute(q)).all()
@@ -334,8 +360,7 @@ class TaskStore:
 
     async def use_nonce(self, nonce: str) -> None:
         """Record a signed request's nonce; :class:`ReplayError` when seen before."""
-        async with self._sessions() as s, s.begin():
-            await _record_nonce(s, nonce, utcnow())
+        await self._writer.run(lambda s: _record_nonce(s, nonce, utcnow()))
 
     async def fail_stuck(self, grace: timedelta) -> list[Task]:
         """Mark FAILED the running tasks with no report for their duration + ``grace``.
@@ -345,7 +370,7 @@ class TaskStore:
         message with it (a live worker's message would have been redelivered).
         """
         now = utcnow()
-        async with self._sessions() as s:
+        async with self._reads() as s:
             candidates = (
                 await s.execute(
                     select(Task.id).where(Task.status.in_(RUNNING), Task.updated_at < now - grace)
@@ -406,15 +431,34 @@ class TaskStore:
             return int(getattr(res, "rowcount", 0) or 0)
 
     async def ping(self) -> None:
-        async with self._sessions() as s:
+        async with self._reads() as s:
             await s.execute(select(1))
 
 
-async def _record_nonce(s: AsyncSession, nonce: str, now: datetime) -> None:
+# Statements of every status report, built once, in Core: the ORM's unit of work and
+# identity map cost more than the rest of a report for rows that are never read back.
+_NONCES = Base.metadata.tables[CallbackNonce.__tablename__]
+_EVENTS = Base.metadata.tables[TaskEvent.__tablename__]
+_TASK = select(Task).where(Task.id == bindparam("task_id"))
+_TASK_FOR_UPDATE = _TASK.with_for_update()
+_INSERT_NONCE = insert(_NONCES)
+_INSERT_EVENT = insert(_EVENTS)
+_EVENT_SEEN = select(_EVENTS.c.event_id).where(_EVENTS.c.event_id == bindparam("event_id"))
+_STARTS = (
+    select(func.count())
+    .select_from(_EVENTS)
+    .where(
+        _EVENTS.c.task_id == bindparam("task_id"),
+        _EVENTS.c.attempt == bindparam("attempt"),
+        _EVENTS.c.status == TaskStatus.IN_PROGRESS.value,
+    )
+)
+
+
+def _record_nonce(s: Session, nonce: str, now: datetime) -> None:
     """Add a signed request's nonce to the transaction; :class:`ReplayError` if seen."""
-    s.add(CallbackNonce(nonce=nonce, seen_at=now))
     try:
-        await s.flush()
+        s.execute(_INSERT_NONCE, {"nonce": nonce, "seen_at": now})
     except IntegrityError:
         raise ReplayError(nonce) from None
 
@@ -425,6 +469,118 @@ NOTIFY_CHANNEL = "tasklab_tasks"
 async def notify(s: AsyncSession, task_id: str) -> None:
     """PostgreSQL: tell every api process (delivered at commit)."""
     await s.execute(select(func.pg_notify(NOTIFY_CHANNEL, task_id)))
+
+
+def notify_sync(s: Session, task_id: str) -> None:
+    """:func:`notify` in a writer thread's session."""
+    s.execute(select(func.pg_notify(NOTIFY_CHANNEL, task_id)))
+
+
+def _in_transaction(s: Session) -> bool:
+    """Whether the database connection of ``s`` is still inside its transaction."""
+    try:
+        dbapi = s.connection().connection.dbapi_connection
+    except Exception:
+        return False
+    return bool(getattr(dbapi, "in_transaction", True))
+
+
+class StoreWriter:
+    """Runs the store's write transactions as synchronous sessions on its own threads.
+
+    Through the async driver every statement is several round trips between the
+    event loop and the driver's thread, each waiting for a turn of the loop, and the
+    connection (SQLite: the only writer) is held across all of them. Here a whole
+    transaction is one round trip. SQLite gets one thread (one writer, as SQLite
+    allows); PostgreSQL a few (row locks keep them apart). Reads stay on the async
+    engine, in read-only sessions: on SQLite a deferred BEGIN and WAL, so they neither
+    wait for nor block the writer.
+
+    ``group`` (SQLite): the transactions that arrive while one runs wait and then run
+    together in one (group commit), each in its own savepoint, so that one failing
+    only rolls back itself and every caller gets its own result or exception, after
+    the commit. Under load (many workers reporting at once) this saves a BEGIN, a
+    COMMIT and a hop to the thread per transaction. PostgreSQL's writers do not group:
+    their transactions lock rows, and a group would hold its locks longer.
+    """
+
+    POSTGRES_THREADS = 4
+    #: Most transactions run together in one group.
+    MAX_GROUP = 64
+
+    def __init__(self, engine: Engine, threads: int, *, group: bool = False) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store-writer")
+        self._groups = _Batches(self._run_group, self.MAX_GROUP, "store-writes") if group else None
+
+    @classmethod
+    def for_sessions(
+        cls, sessions: async_sessionmaker[AsyncSession], *, postgres: bool
+    ) -> StoreWriter:
+        """A writer on the database of ``sessions`` (bound to an async engine)."""
+        threads = cls.POSTGRES_THREADS if postgres else 1
+        url = engine_of(sessions).url.render_as_string(hide_password=False)
+        return cls(create_sync_engine(url, pool_size=threads), threads, group=not postgres)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one transaction on a writer thread; its result.
+
+        The result comes after the commit. A caller cancelled meanwhile gets
+        ``CancelledError`` at once, but its write is not undone: it still runs and
+        commits (or fails) on the writer thread.
+        """
+        if self._groups is None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, self._transaction, work)
+        return cast(T, await self._groups.put(work))
+
+    def _transaction(self, work: Callable[[Session], T]) -> T:
+        with self._sessions() as s, s.begin():
+            return work(s)
+
+    def _grouped(self, works: list[Callable[[Session], Any]]) -> list[Outcome]:
+        """One transaction, a savepoint per work; each work's (result, exception)."""
+        outcomes: list[Outcome] = []
+        with self._sessions() as s, s.begin():
+            for work in works:
+                try:
+                    with s.begin_nested():
+                        value = work(s)
+                except Exception as exc:
+                    if not _in_transaction(s):
+                        # SQLite ended the whole transaction (disk full, I/O error...):
+                        # the group's earlier writes are gone too. Every caller gets the
+                        # error; nothing more runs outside the transaction.
+                        cause = exc.__context__
+                        raise cause if isinstance(cause, Exception) else exc from None
+                    outcomes.append((None, exc))
+                else:
+                    outcomes.append((value, None))
+                # Each result keeps its own copy of the rows it returns: a later work
+                # of the group changing the same task must not change an earlier result.
+                s.expunge_all()
+        return outcomes
+
+    async def _run_group(self, works: list[Callable[[Session], Any]]) -> list[Outcome]:
+        if len(works) == 1:
+            return [await self._alone(works[0])]
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._grouped, works
+            )
+        except Exception as exc:
+            # The group's own BEGIN or COMMIT failed: nothing of it was written, and
+            # every caller gets the error (as each would have alone).
+            return [(None, exc)] * len(works)
+
+    async def _alone(self, work: Callable[[Session], Any]) -> Outcome:
+        loop = asyncio.get_running_loop()
+        return await _outcome(loop.run_in_executor(self._pool, self._transaction, work))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._engine.dispose()
 
 
 class _GroupInsert:
@@ -440,48 +596,66 @@ class _GroupInsert:
 
     MAX_BATCH = 200
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-        self._pending: list[tuple[Task, asyncio.Future[None]]] = []
-        self._runner: asyncio.Task[None] | None = None
+    def __init__(self, writer: StoreWriter) -> None:
+        self._writer = writer
+        self._batches = _Batches(self._insert, self.MAX_BATCH, "task-inserts")
 
     async def insert(self, task: Task) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((task, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._drain(), name="task-inserts")
-        await asyncio.shield(future)
+        await self._batches.put(task)
+
+    async def _insert(self, tasks: list[Task]) -> list[Outcome]:
+        try:
+            await self._write(tasks)
+        except Exception as exc:
+            if len(tasks) == 1:
+                return [(None, exc)]
+            return [await _outcome(self._write([task])) for task in tasks]
+        return [(None, None)] * len(tasks)
+
+    async def _write(self, tasks: list[Task]) -> None:
+        await self._writer.run(lambda s: s.add_all(tasks))
+
+
+class _Batches(Generic[Item]):
+    """Callers each put an item and wait; the items waiting are handed to ``handle``
+    in batches of at most ``limit``, one batch at a time, and each caller gets its own
+    outcome. A caller cancelled meanwhile does not take its item back."""
+
+    def __init__(
+        self, handle: Callable[[list[Item]], Awaitable[list[Outcome]]], limit: int, name: str
+    ) -> None:
+        self._handle = handle
+        self._limit = limit
+        self._name = name
+        self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def put(self, item: Item) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # A caller cancelled meanwhile never awaits its future: mark a failure as seen.
+        future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        self._pending.append((item, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name=self._name)
+        return await asyncio.shield(future)
 
     async def _drain(self) -> None:
         while self._pending:
-            batch = self._pending[: self.MAX_BATCH]
-            del self._pending[: self.MAX_BATCH]
-            try:
-                await self._write([task for task, _ in batch])
-            except Exception as exc:
-                if len(batch) == 1:
-                    _settle(batch[0][1], exc)
+            batch = self._pending[: self._limit]
+            del self._pending[: self._limit]
+            outcomes = await self._handle([item for item, _ in batch])
+            for (_, future), (value, error) in zip(batch, outcomes, strict=True):
+                if future.done():
                     continue
-                for task, future in batch:
-                    try:
-                        await self._write([task])
-                    except Exception as single:
-                        _settle(future, single)
-                    else:
-                        _settle(future, None)
-            else:
-                for _, future in batch:
-                    _settle(future, None)
-
-    async def _write(self, tasks: list[Task]) -> None:
-        async with self._sessions() as s, s.begin():
-            s.add_all(tasks)
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
 
 
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
+async def _outcome(call: Awaitable[Any]) -> Outcome:
+    """What ``call`` returns, or the exception it raises, as an :data:`Outcome`."""
+    try:
+        return await call, None
+    except Exception as exc:
+        return None, exc
