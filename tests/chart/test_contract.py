@@ -169,6 +169,7 @@ VALUE_SETTINGS: list[tuple[str, str, str, type[BaseSettings]]] = [
     ("api.deliveryLimit", "api", "DELIVERY_LIMIT", ApiSettings),
     ("api.stuckGraceSeconds", "api", "STUCK_GRACE_SECONDS", ApiSettings),
     ("api.historyRetentionDays", "api", "HISTORY_RETENTION_DAYS", ApiSettings),
+    ("api.auth.failureLimit", "api", "AUTH_FAILURE_LIMIT", ApiSettings),
     ("retries.maxRetries", "celery-worker", "MAX_RETRIES", celery_app.CeleryWorkerSettings),
     ("retries.backoff", "celery-worker", "RETRY_BACKOFF", celery_app.CeleryWorkerSettings),
     ("retries.backoffMax", "consumer", "RETRY_BACKOFF_MAX", ConsumerSettings),

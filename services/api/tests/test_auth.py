@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,9 @@ BOTH = {"api_keys": f"{KEY_A},{KEY_B}", "auth_basic_user": USER, "auth_basic_pas
 
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """API keys and a Basic login configured."""
-    with serve(tmp_path_factory.mktemp("auth"), **BOTH) as c:
+    """API keys and a Basic login configured; the limit of wrong credentials is off
+    (this client sends many on purpose; the limit has tests of its own)."""
+    with serve(tmp_path_factory.mktemp("auth"), auth_failure_limit=0, **BOTH) as c:
         yield c
 
 
@@ -404,3 +406,43 @@ def test_the_api_refuses_to_start(tmp_path: Path, env: dict[str, str], problem: 
     assert problem in line
     assert "0123456789abcde" not in line
     assert not (tmp_path / "api.db").exists()  # it stopped before touching anything
+
+
+# --------------------------------------------------------------------- guessing
+
+
+def test_wrong_credentials_are_limited_per_address(tmp_path: Path) -> None:
+    """AUTH_FAILURE_LIMIT wrong attempts at once, then 429 with Retry-After; while
+    limited even the right credentials are not checked; no credentials is no failure."""
+    with serve(tmp_path, auth_failure_limit=3, **BOTH) as c:
+        for _ in range(5):  # a browser before its login prompt: not a failure
+            assert call(c, "GET", "/api/tasks").status_code == 401
+        for headers in [{"X-API-Key": "wrong"}, basic(USER, "wrong"), {"X-API-Key": "x"}]:
+            assert call(c, "GET", "/api/tasks", headers).status_code == 401
+        for headers in [{"X-API-Key": "wrong"}, {"X-API-Key": KEY_A}, basic(USER, PASSWORD)]:
+            resp = call(c, "GET", "/api/tasks", headers)
+            assert resp.status_code == 429, resp.text
+            assert 1 <= int(resp.headers["retry-after"]) <= 20
+            assert resp.json()["detail"].startswith("too many wrong credentials")
+        assert call(c, "GET", "/api/tasks").status_code == 401  # still asked to log in
+        assert call(c, "GET", "/healthz").status_code == 200
+
+
+def test_the_right_credentials_never_use_the_budget(tmp_path: Path) -> None:
+    with serve(tmp_path, auth_failure_limit=2, **BOTH) as c:
+        for _ in range(10):
+            assert call(c, "GET", "/api/tasks", {"X-API-Key": KEY_A}).status_code == 200
+        for _ in range(2):
+            assert call(c, "GET", "/api/tasks", {"X-API-Key": "wrong"}).status_code == 401
+        assert call(c, "GET", "/api/tasks", {"X-API-Key": KEY_A}).status_code == 429
+
+
+def test_the_budget_refills(tmp_path: Path) -> None:
+    """At 60 a minute one wrong attempt comes back every second."""
+    with serve(tmp_path, auth_failure_limit=60, **BOTH) as c:
+        for _ in range(60):
+            assert call(c, "GET", "/api/tasks", {"X-API-Key": "wrong"}).status_code == 401
+        resp = call(c, "GET", "/api/tasks", {"X-API-Key": KEY_A})
+        assert resp.status_code == 429 and resp.headers["retry-after"] == "1"
+        time.sleep(1.1)
+        assert call(c, "GET", "/api/tasks", {"X-API-Key": KEY_A}).status_code == 200

@@ -16,6 +16,12 @@ is valid; otherwise it gets 401 with a JSON reason and a ``WWW-Authenticate``
 challenge (``Basic realm="tasklab"`` when a Basic login is configured, so that a
 browser asks for it).
 
+Guessing is bounded: each client address may present wrong credentials
+``failure_limit`` times per minute (the first that many at once). Past that it gets 429
+with ``Retry-After``, and its credentials are not even checked until the budget has
+refilled, so a guess cannot succeed faster than the limit. A request without any
+credentials (a browser before its login prompt) is not a failure.
+
 Secrets are compared in constant time: every presented value is reduced to an HMAC
 (a random per-process key) and compared against every configured secret's HMAC with
 :func:`hmac.compare_digest`, without stopping at the first match or mismatch, so
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from collections.abc import Sequence
 from typing import Annotated, Final
@@ -41,6 +48,8 @@ from fastapi.security import (
     HTTPBearer,
 )
 from starlette.requests import HTTPConnection
+
+from tasklab_api.limits import RateLimiter
 
 REALM: Final = "tasklab"
 API_KEY_HEADER: Final = "X-API-Key"
@@ -87,8 +96,16 @@ ApiKey = Annotated[str | None, Depends(api_key_scheme)]
 class Authenticator:
     """Checks credentials against the configured ones (nothing configured: off)."""
 
-    def __init__(self, api_keys: Sequence[str] = (), basic: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        api_keys: Sequence[str] = (),
+        basic: tuple[str, str] | None = None,
+        *,
+        failure_limit: int = 0,
+    ) -> None:
         self._key = secrets.token_bytes(32)
+        # Wrong credentials per client address: failure_limit a minute (0: no limit).
+        self._failures = RateLimiter(failure_limit / 60, max(1, failure_limit))
         self._keys = tuple(self._digest(k) for k in api_keys)
         self._basic = None if basic is None else (self._digest(basic[0]), self._digest(basic[1]))
         self.key_count = len(self._keys)
@@ -148,9 +165,20 @@ class Authenticator:
         basic: HTTPBasicCredentials | None = None,
         bearer: HTTPAuthorizationCredentials | None = None,
         api_key: str | None = None,
+        *,
+        client: str = "unknown",
     ) -> None:
-        """Let a request through when one of its credentials is valid; else 401."""
+        """Let a request through when one of its credentials is valid; else 401, or 429
+        while ``client`` (its address) has used up its wrong attempts."""
         presented = basic is not None or bearer is not None or api_key is not None
+        if presented:
+            wait = self._failures.wait(client)
+            if wait:
+                raise HTTPException(
+                    429,
+                    "too many wrong credentials from this address; try again later",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
         ok = False
         if basic is not None:
             ok |= self.check_basic(basic.username, basic.password)
@@ -160,19 +188,23 @@ class Authenticator:
             ok |= self.check_key(api_key)
         if ok:
             return
+        if presented:
+            self._failures.allow(client)  # one wrong attempt used
         reason = "invalid credentials" if presented else "authentication required"
         raise HTTPException(401, f"{reason}: send {self.how()}", headers=self.challenge())
 
     # One dependency per configuration, so that OpenAPI lists only the schemes in use.
 
-    async def _basic_or_key(self, basic: BasicLogin, bearer: BearerToken, api_key: ApiKey) -> None:
-        self.verify(basic, bearer, api_key)
+    async def _basic_or_key(
+        self, conn: HTTPConnection, basic: BasicLogin, bearer: BearerToken, api_key: ApiKey
+    ) -> None:
+        self.verify(basic, bearer, api_key, client=_address(conn))
 
-    async def _key_only(self, bearer: BearerToken, api_key: ApiKey) -> None:
-        self.verify(None, bearer, api_key)
+    async def _key_only(self, conn: HTTPConnection, bearer: BearerToken, api_key: ApiKey) -> None:
+        self.verify(None, bearer, api_key, client=_address(conn))
 
-    async def _basic_only(self, basic: BasicLogin) -> None:
-        self.verify(basic)
+    async def _basic_only(self, conn: HTTPConnection, basic: BasicLogin) -> None:
+        self.verify(basic, client=_address(conn))
 
     def dependencies(self) -> list[DependsParam]:
         """Router dependencies that require authentication ([] when it is off)."""
@@ -181,3 +213,8 @@ class Authenticator:
         if self._keys and self._basic is not None:
             return [Depends(self._basic_or_key)]
         return [Depends(self._key_only if self._keys else self._basic_only)]
+
+
+def _address(conn: HTTPConnection) -> str:
+    """The client address a request came from (the limits' key)."""
+    return conn.client.host if conn.client else "unknown"

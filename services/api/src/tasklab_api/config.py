@@ -127,6 +127,17 @@ class Settings(CommonSettings):
         ),
     )
 
+    auth_failure_limit: int = Field(
+        10,
+        ge=0,
+        description=(
+            "Wrong credentials accepted per minute from one client address "
+            "(AUTH_FAILURE_LIMIT); the first that many at once, then one every "
+            "60/limit seconds. Past it the address gets 429 with Retry-After, without its "
+            "credentials being checked, until the budget refills. 0: no limit."
+        ),
+    )
+
     @property
     def auth_enabled(self) -> bool:
         """Whether the UI and the API require credentials (API keys or a Basic login)."""

@@ -1,4 +1,4 @@
-"""Request limits: body size and type, and a per-client submission rate."""
+"""Request limits: body size and type; per-client rates (submissions, wrong credentials)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,14 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}
 
     def allow(self, key: str) -> float:
-        """0 when allowed, else the seconds to wait before retrying."""
+        """0 when allowed (a token is used), else the seconds to wait before retrying."""
+        return self._take(key, use=True)
+
+    def wait(self, key: str) -> float:
+        """0 when a token is there (none is used), else the seconds until there is one."""
+        return self._take(key, use=False)
+
+    def _take(self, key: str, *, use: bool) -> float:
         if self.rate <= 0:
             return 0.0
         now = time.monotonic()
@@ -100,6 +107,7 @@ class RateLimiter:
         b.tokens = min(float(self.burst), b.tokens + (now - b.stamp) * self.rate)
         b.stamp = now
         if b.tokens >= 1:
-            b.tokens -= 1
+            if use:
+                b.tokens -= 1
             return 0.0
         return (1 - b.tokens) / self.rate

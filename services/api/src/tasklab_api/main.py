@@ -57,7 +57,7 @@ def authenticator(settings: Settings) -> Authenticator:
     if settings.auth_basic_user is not None and settings.auth_basic_password is not None:
         basic = (settings.auth_basic_user, settings.auth_basic_password.get_secret_value())
     keys = [key.get_secret_value() for key in settings.api_keys or ()]
-    return Authenticator(keys, basic)
+    return Authenticator(keys, basic, failure_limit=settings.auth_failure_limit)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -137,7 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected: dict[str, Any] = {"dependencies": auth.dependencies()}
     if auth.enabled:
         protected["responses"] = {
-            401: {"model": ErrorOut, "description": "Missing or invalid credentials"}
+            401: {"model": ErrorOut, "description": "Missing or invalid credentials"},
+            429: {"model": ErrorOut, "description": "Too many wrong credentials"},
         }
     app.include_router(tasks.router, **protected)
     app.include_router(overview.router, **protected)
