@@ -29,10 +29,10 @@ from functools import lru_cache
 from typing import Any, Final
 
 from celery import Celery, bootsteps, signals
-from kombu import Exchange, Queue
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from celery_conf import at_least_once
 from tasklab_common.heartbeat import Heartbeat
 from tasklab_common.messages import MAX_DURATION_SECONDS
 from tasklab_common.queues import CELERY_QUEUE
@@ -129,36 +129,14 @@ def _broker_url() -> str:
 celery_app = Celery("tasks", broker=_broker_url(), backend="rpc://", include=["celery_tasks"])
 app = celery_app
 
+_conf = at_least_once(CELERY_QUEUE)
+# The connection named after the worker's default node name, so that the broker's
+# consumer list shows which worker consumes.
+_conf["broker_transport_options"]["client_properties"] = {
+    "connection_name": f"celery@{socket.gethostname()}"
+}
 celery_app.conf.update(
-    # Messages: JSON only, as the api publishes them.
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    result_accept_content=["json"],
-    # The guide's queue; durable with no arguments, as the api declares it.
-    task_queues=(
-        Queue(
-            CELERY_QUEUE,
-            Exchange(CELERY_QUEUE, type="direct", durable=True),
-            routing_key=CELERY_QUEUE,
-            durable=True,
-        ),
-    ),
-    task_default_queue=CELERY_QUEUE,
-    task_default_exchange=CELERY_QUEUE,
-    task_default_routing_key=CELERY_QUEUE,
-    # At least once: ack after the task ran, requeue when its process dies, take
-    # one message at a time per process, and wait for confirms when publishing.
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    # Confirms for every publish; the connection named after the worker's default
-    # node name, so the broker's consumer list shows which worker consumes.
-    broker_transport_options={
-        "confirm_publish": True,
-        "client_properties": {"connection_name": f"celery@{socket.gethostname()}"},
-    },
-    broker_connection_retry_on_startup=True,
+    _conf,
     worker_cancel_long_running_tasks_on_connection_loss=True,
     task_soft_time_limit=SOFT_TIME_LIMIT,
     task_time_limit=TIME_LIMIT,
