@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -98,6 +99,18 @@ def _stamp_time(result: Any, timeout: float) -> float:
     return float(result.get(timeout=timeout))
 
 
+def _file_stamp(path: Path, worker: ManagedProcess, timeout: float) -> float:
+    """The time a ``stamp_file`` task wrote to ``path``, once it has run."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if not worker.running():
+            raise RuntimeError(f"{worker.name} exited:\n{worker.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the stamp task for {path.name} did not run in {timeout:g} s")
+        time.sleep(0.005)
+    return float(path.read_text(encoding="ascii"))
+
+
 def raw_celery(ctx: Context) -> dict[str, Any]:
     """Raw Celery's rates and latencies, with the worker's concurrency of the stack."""
     plan = ctx.plan
@@ -142,15 +155,16 @@ def raw_celery(ctx: Context) -> dict[str, Any]:
             # The worker stops consuming; the queue fills with .delay() calls; then
             # the worker drains it. Its rate: tasks between the first and last stamp.
             app.control.cancel_consumer(rawcelery.RAW_QUEUE, destination=[name], reply=True)
-            first = rawcelery.stamp.delay()
+            first, last = (ctx.work / f"raw-{len(delay_rates)}-{end}" for end in ("first", "last"))
+            rawcelery.stamp_file.delay(str(first))
             began = time.perf_counter()
             for _ in range(plan.raw_tasks):
                 rawcelery.noop.delay()
             delay_rates.append(plan.raw_tasks / (time.perf_counter() - began))
-            last = rawcelery.stamp.delay()
+            rawcelery.stamp_file.delay(str(last))
             app.control.add_consumer(rawcelery.RAW_QUEUE, destination=[name], reply=True)
-            started = _stamp_time(first, ctx.budget.cap(60))
-            finished = _stamp_time(last, ctx.budget.cap(120))
+            started = _file_stamp(first, worker, ctx.budget.cap(60))
+            finished = _file_stamp(last, worker, ctx.budget.cap(120))
             worker_rates.append((plan.raw_tasks + 1) / (finished - started))
             say(f"  .delay() {delay_rates[-1]:7.1f}/s   worker {worker_rates[-1]:7.1f} tasks/s")
     finally:
