@@ -12,6 +12,7 @@ Nothing is mocked:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -218,9 +219,13 @@ class FakeApi:
         with self._lock:
             return [(u.status, u.attempt) for u in self.updates if u.task_id == task_id]
 
-    def last(self, task_id: str) -> StatusUpdate | None:
+    def reports(self, task_id: str) -> list[StatusUpdate]:
+        """Every report received for a task, in order."""
         with self._lock:
-            found = [u for u in self.updates if u.task_id == task_id]
+            return [u for u in self.updates if u.task_id == task_id]
+
+    def last(self, task_id: str) -> StatusUpdate | None:
+        found = self.reports(task_id)
         return found[-1] if found else None
 
     def wait_final(self, task_id: str, timeout: float = 10.0) -> StatusUpdate:
@@ -564,6 +569,51 @@ def test_sigterm_lets_the_running_task_finish(
     assert api.history(running) == [(IN_PROGRESS, 1), (DONE, 1)]
     assert api.history(waiting) == []  # consuming stopped before it was delivered
     assert queue.ready_messages() == 1  # task 5 acked, task 6 still queued
+
+
+def test_redelivered_messages_run_one_at_a_time(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    """After a crash, every message the dead process held comes back redelivered; any
+    of them may be the one that killed it, so each runs alone: a poison message cannot
+    take its neighbours down with it on every delivery."""
+    first = start_consumer(consumer_concurrency=3)
+    ids = []
+    for num in (21, 22, 23):
+        task_id, body = task_body(num, duration=0.6)
+        queue.publish(body)
+        ids.append(task_id)
+    for num in (21, 22, 23):
+        first.wait_for(STARTED.format(num))
+    first.proc.kill()  # kill -9 while all three run side by side
+    first.wait_exit()
+
+    second = start_consumer(consumer_concurrency=3)
+    for task_id in ids:
+        assert api.wait_final(task_id).status is DONE
+    runs = []
+    for task_id in ids:
+        reports = api.reports(task_id)
+        started = [u.at for u in reports if u.status is IN_PROGRESS]
+        finished = [u.at for u in reports if u.status is DONE]
+        assert len(started) == 2 and len(finished) == 1, reports  # killed once, then run
+        runs.append((started[1], finished[0]))
+    runs.sort()
+    for (_, end), (start, _) in itertools.pairwise(runs):
+        assert end <= start, f"redelivered tasks overlapped: {runs}"
+    assert second.count("waits to run alone") >= 1
+    # New messages share the threads again once the redelivered ones are done.
+    fresh = []
+    for num in (24, 25):
+        task_id, body = task_body(num, duration=1)
+        queue.publish(body)
+        fresh.append(task_id)
+    for num in (24, 25):
+        second.wait_for(STARTED.format(num))
+    assert all(api.history(t)[-1] == (IN_PROGRESS, 1) for t in fresh)  # both running
+    assert all(api.wait_final(t).status is DONE for t in fresh)
+    assert second.stop() == 0
+    assert queue.ready_messages() == 0
 
 
 def test_second_signal_exits_at_once(

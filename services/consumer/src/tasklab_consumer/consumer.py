@@ -2,7 +2,8 @@
 
 The main thread is the connection's I/O thread: it only moves frames (so heartbeats
 keep flowing during long tasks) and settles deliveries. Tasks run in a pool of
-``CONSUMER_CONCURRENCY`` threads, as many as the channel's prefetch count. A worker
+``CONSUMER_CONCURRENCY`` threads, as many as the channel's prefetch count; a
+redelivered message runs alone (see :mod:`tasklab_consumer.gate`). A worker
 thread hands its outcome back with ``add_callback_threadsafe`` to the connection the
 message came from; after a reconnection, deliveries of the old connection are never
 settled on the new channel (delivery tags belong to one channel): the broker
@@ -26,6 +27,7 @@ from pika.spec import Basic, BasicProperties
 from tasklab_common.heartbeat import Heartbeat
 from tasklab_common.queues import DIRECT_QUEUE
 from tasklab_common.work import retry_delay
+from tasklab_consumer.gate import RunGate
 from tasklab_consumer.processing import Outcome, TaskRunner
 from tasklab_consumer.settings import ConsumerSettings
 from tasklab_consumer.shutdown import POLL_SECONDS, Shutdown
@@ -116,6 +118,7 @@ class Consumer:
         self._params = connection_parameters(settings)
         self._failures = 0
         self._heartbeat = Heartbeat(settings.heartbeat_file)
+        self._gate = RunGate(shutdown)
 
     def run(self) -> None:
         """Serve connections one after another until a shutdown is requested."""
@@ -215,12 +218,17 @@ class Consumer:
         delivery_tag = method.delivery_tag
         assert delivery_tag is not None, "a Basic.Deliver always carries a delivery tag"
         session.unsettled += 1
-        pool.submit(self._work, session, delivery_tag, body)
+        pool.submit(self._work, session, delivery_tag, body, bool(method.redelivered))
 
-    def _work(self, session: Session, delivery_tag: int, body: bytes) -> None:
+    def _work(self, session: Session, delivery_tag: int, body: bytes, redelivered: bool) -> None:
         """In a worker thread: process one delivery and settle it."""
-        # Not started before a shutdown: give it back, another consumer will run it.
-        outcome = Outcome.REQUEUE if self._shutdown.requested else self._handle(body)
+        if redelivered and self._gate.running:
+            log.info("a redelivered message waits to run alone (it may have killed a consumer)")
+        outcome = Outcome.REQUEUE
+        with self._gate.slot(alone=redelivered) as entered:
+            # Not started before a shutdown: give it back, another consumer will run it.
+            if entered:
+                outcome = self._handle(body)
         session.settle_threadsafe(delivery_tag, outcome)
 
     def _handle(self, body: bytes) -> Outcome:

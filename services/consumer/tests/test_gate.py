@@ -1,0 +1,113 @@
+"""The run gate with real threads: who may run beside whom."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from tasklab_consumer.gate import RunGate
+from tasklab_consumer.shutdown import Shutdown
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+class Task(threading.Thread):
+    """Holds a slot of the gate until released; records whether it got in."""
+
+    def __init__(self, gate: RunGate, *, alone: bool) -> None:
+        super().__init__(daemon=True)
+        self.gate = gate
+        self.alone = alone
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.entered: bool | None = None
+
+    def run(self) -> None:
+        with self.gate.slot(alone=self.alone) as entered:
+            self.entered = entered
+            if entered:
+                self.inside.set()
+                self.release.wait(10)
+
+    def finish(self) -> None:
+        self.release.set()
+        self.join(5)
+        assert not self.is_alive()
+
+
+def start(gate: RunGate, *, alone: bool = False) -> Task:
+    task = Task(gate, alone=alone)
+    task.start()
+    return task
+
+
+def test_ordinary_tasks_run_side_by_side() -> None:
+    gate = RunGate(Shutdown())
+    tasks = [start(gate) for _ in range(3)]
+    for task in tasks:
+        assert task.inside.wait(5)
+    assert gate.running == 3
+    for task in tasks:
+        task.finish()
+    assert gate.running == 0
+
+
+def test_a_redelivered_task_waits_for_the_others_then_runs_alone() -> None:
+    gate = RunGate(Shutdown())
+    ordinary = [start(gate) for _ in range(2)]
+    for task in ordinary:
+        assert task.inside.wait(5)
+    suspect = start(gate, alone=True)
+    time.sleep(0.3)
+    assert not suspect.inside.is_set()  # both others still run
+    # An ordinary task arriving now waits too: the redelivered one goes first.
+    late = start(gate)
+    time.sleep(0.3)
+    assert not late.inside.is_set()
+    ordinary[0].finish()
+    time.sleep(0.3)
+    assert not suspect.inside.is_set() and not late.inside.is_set()
+    ordinary[1].finish()
+    assert suspect.inside.wait(5)
+    time.sleep(0.3)
+    assert gate.running == 1 and not late.inside.is_set()  # alone
+    suspect.finish()
+    assert late.inside.wait(5)
+    late.finish()
+
+
+def test_redelivered_tasks_run_one_after_another() -> None:
+    gate = RunGate(Shutdown())
+    suspects = [start(gate, alone=True) for _ in range(3)]
+    wait_until(lambda: sum(t.inside.is_set() for t in suspects) == 1, "one task inside")
+    for _ in range(3):
+        time.sleep(0.2)
+        inside = [t for t in suspects if t.inside.is_set() and t.is_alive()]
+        assert len(inside) == 1 and gate.running == 1
+        inside[0].finish()
+        if any(t.is_alive() for t in suspects):
+            wait_until(lambda: gate.running == 1, "the next task inside")
+    assert all(t.entered for t in suspects)
+
+
+def test_a_shutdown_ends_the_wait_without_running() -> None:
+    shutdown = Shutdown()
+    gate = RunGate(shutdown)
+    running = start(gate)
+    assert running.inside.wait(5)
+    suspect = start(gate, alone=True)
+    late = start(gate)
+    time.sleep(0.3)
+    shutdown.request()
+    suspect.join(5)
+    late.join(5)
+    assert (suspect.entered, late.entered) == (False, False)
+    assert gate.running == 1
+    running.finish()
+    assert gate.running == 0
