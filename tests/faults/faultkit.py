@@ -526,6 +526,16 @@ class Scenario:
         }
         if wrong:
             problems.append(f"{len(wrong)} task(s) ended in the wrong status: {_sample(wrong)}")
+            for task_id in list(wrong)[:3]:  # why: the error and every report of the task
+                history = [
+                    (e.status, e.attempt, e.worker, e.applied)
+                    for e in events
+                    if e.task_id == task_id
+                ]
+                problems.append(
+                    f"task {task_id} ({tasks[task_id].method}, {tasks[task_id].deliveries} "
+                    f"deliveries): error {tasks[task_id].error!r}; reports {history}"
+                )
         phantoms = sorted(set(tasks) - set(self.accepted))
         if phantoms:
             problems.append(f"{len(phantoms)} task(s) in the store were never accepted")

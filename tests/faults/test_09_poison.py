@@ -5,6 +5,13 @@ process runs it dies (SIGKILL). Each death returns the message to the queue; the
 counts the starts of the attempt, and past ``DELIVERY_LIMIT`` it marks the task
 FAILED and tells the worker to dead-letter the message: no endless redelivery loop,
 and the message is kept in ``dead_letters`` for inspection.
+
+Healthy tasks must not pay for it. Two direct-queue tasks are already running in the
+consumer when the poison arrives there: the crash kills them too, and all three come
+back redelivered. The consumer runs redelivered messages one at a time, so the poison
+kills nobody else on its later deliveries and the two healthy tasks end DONE (run
+side by side again, they would each be started ``DELIVERY_LIMIT`` times with it and
+given up on as well).
 """
 
 from __future__ import annotations
@@ -34,6 +41,11 @@ def test_poison_task_stops_at_the_delivery_limit(scenario: Scenario) -> None:
     fx = scenario.fx
     dead_before = dead_letters(fx)
     celery_log_start = len(fx.celery.log_text())
+    bystanders = scenario.submit_many([{"method": "rabbitmq", "duration": 1.5}] * 2)
+    scenario.wait_counts(
+        "the bystanders to run",
+        lambda _: scenario.counts([t["id"] for t in bystanders]).get("IN_PROGRESS", 0) == 2,
+    )
     poison = [
         scenario.submit_ok("FAILED", method=method, duration=POISON)
         for method in ("celery", "rabbitmq")
@@ -69,7 +81,11 @@ def test_poison_task_stops_at_the_delivery_limit(scenario: Scenario) -> None:
         # Run exactly LIMIT times; the start after that was refused, not run.
         assert verdict.executions[task["id"]] == LIMIT, verdict.executions[task["id"]]
         assert row.deliveries == LIMIT + 1, row
-    assert all(verdict.tasks[t["id"]].status == "DONE" for t in healthy)
+    assert all(verdict.tasks[t["id"]].status == "DONE" for t in healthy + bystanders)
+    # The first crash killed the bystanders' runs; none of the later ones did.
+    assert [verdict.executions[t["id"]] for t in bystanders] == [2, 2], [
+        (verdict.tasks[t["id"]].deliveries, verdict.executions[t["id"]]) for t in bystanders
+    ]
     # Both messages were dead-lettered (not acknowledged away, not requeued forever).
     fx.node.wait_queue_counts(DEAD_LETTER_QUEUE, dead_before + 2, 0, timeout=30)
     # No loop: nothing runs them again.
