@@ -78,9 +78,13 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack
 def scenario(request: pytest.FixtureRequest, fault_stack: FaultStack) -> Iterator[Scenario]:
     """The scenario of one test, labelled by its ``scenario`` marker (or its name)."""
     fault_stack.ensure_running()
+    # A scenario that failed may leave work in flight: let it end before the next one.
+    leftover = fault_stack.settle()
     marker = request.node.get_closest_marker("scenario")
     label = str(marker.args[0]) if marker else request.node.name
     run = Scenario(label, fault_stack).begin()
+    if leftover:
+        run.note(f"started with an earlier scenario's messages still queued: {leftover}")
     try:
         yield run
     finally:

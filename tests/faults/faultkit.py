@@ -322,6 +322,18 @@ class FaultStack:
                 proc.restart()
         self.wait_ready()
 
+    def settle(self, timeout: float = 60) -> dict[str, tuple[int, int]]:
+        """Wait until the task queues hold nothing, ready or unacked (an earlier
+        scenario's messages still running, e.g. after it failed); what is left then."""
+        with contextlib.suppress(AssertionError):
+            wait_until(
+                "the task queues to settle",
+                lambda: all(c == (0, 0) for c in self.queue_counts().values()),
+                timeout,
+                interval=0.25,
+            )
+        return {q: c for q, c in self.queue_counts().items() if c != (0, 0)}
+
     def queue_counts(self) -> dict[str, tuple[int, int]]:
         return {q: self.node.queue_counts(q) for q in TASK_QUEUES}
 
