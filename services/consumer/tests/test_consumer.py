@@ -580,7 +580,7 @@ def test_redelivered_messages_run_one_at_a_time(
     first = start_consumer(consumer_concurrency=3)
     ids = []
     for num in (21, 22, 23):
-        task_id, body = task_body(num, duration=0.6)
+        task_id, body = task_body(num, duration=2)
         queue.publish(body)
         ids.append(task_id)
     for num in (21, 22, 23):
@@ -590,7 +590,7 @@ def test_redelivered_messages_run_one_at_a_time(
 
     second = start_consumer(consumer_concurrency=3)
     for task_id in ids:
-        assert api.wait_final(task_id).status is DONE
+        assert api.wait_final(task_id, timeout=20).status is DONE
     runs = []
     for task_id in ids:
         reports = api.reports(task_id)
@@ -601,7 +601,7 @@ def test_redelivered_messages_run_one_at_a_time(
     runs.sort()
     for (_, end), (start, _) in itertools.pairwise(runs):
         assert end <= start, f"redelivered tasks overlapped: {runs}"
-    assert second.count("waits to run alone") >= 1
+    assert second.count("to run alone") >= 1
     # New messages share the threads again once the redelivered ones are done.
     fresh = []
     for num in (24, 25):

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from tasklab_consumer.gate import RunGate
+from tasklab_consumer.gate import Entry, RunGate
 from tasklab_consumer.shutdown import Shutdown
 
 
@@ -26,12 +26,12 @@ class Task(threading.Thread):
         self.alone = alone
         self.inside = threading.Event()
         self.release = threading.Event()
-        self.entered: bool | None = None
+        self.entered: Entry | None = None
 
     def run(self) -> None:
         with self.gate.slot(alone=self.alone) as entered:
             self.entered = entered
-            if entered:
+            if entered is not None:
                 self.inside.set()
                 self.release.wait(10)
 
@@ -48,7 +48,7 @@ def start(gate: RunGate, *, alone: bool = False) -> Task:
 
 
 def test_ordinary_tasks_run_side_by_side() -> None:
-    gate = RunGate(Shutdown())
+    gate = RunGate(Shutdown(), max_wait=30)
     tasks = [start(gate) for _ in range(3)]
     for task in tasks:
         assert task.inside.wait(5)
@@ -59,7 +59,7 @@ def test_ordinary_tasks_run_side_by_side() -> None:
 
 
 def test_a_redelivered_task_waits_for_the_others_then_runs_alone() -> None:
-    gate = RunGate(Shutdown())
+    gate = RunGate(Shutdown(), max_wait=30)
     ordinary = [start(gate) for _ in range(2)]
     for task in ordinary:
         assert task.inside.wait(5)
@@ -77,13 +77,15 @@ def test_a_redelivered_task_waits_for_the_others_then_runs_alone() -> None:
     assert suspect.inside.wait(5)
     time.sleep(0.3)
     assert gate.running == 1 and not late.inside.is_set()  # alone
+    assert suspect.entered is Entry.ALONE
     suspect.finish()
     assert late.inside.wait(5)
+    assert late.entered is Entry.SHARED
     late.finish()
 
 
 def test_redelivered_tasks_run_one_after_another() -> None:
-    gate = RunGate(Shutdown())
+    gate = RunGate(Shutdown(), max_wait=30)
     suspects = [start(gate, alone=True) for _ in range(3)]
     wait_until(lambda: sum(t.inside.is_set() for t in suspects) == 1, "one task inside")
     for _ in range(3):
@@ -93,21 +95,52 @@ def test_redelivered_tasks_run_one_after_another() -> None:
         inside[0].finish()
         if any(t.is_alive() for t in suspects):
             wait_until(lambda: gate.running == 1, "the next task inside")
-    assert all(t.entered for t in suspects)
+    assert all(t.entered is Entry.ALONE for t in suspects)
+
+
+def test_waits_are_bounded_then_tasks_run_beside_the_others() -> None:
+    """A long task in the way costs isolation, not idle threads: past ``max_wait`` the
+    redelivered task, and an ordinary one behind it, run beside the long one."""
+    gate = RunGate(Shutdown(), max_wait=0.5)
+    long = start(gate)
+    assert long.inside.wait(5)
+    suspect = start(gate, alone=True)
+    time.sleep(0.1)
+    late = start(gate)
+    started = time.monotonic()
+    assert suspect.inside.wait(5) and late.inside.wait(5)
+    assert 0.3 < time.monotonic() - started < 3
+    assert (suspect.entered, late.entered) == (Entry.SHARED, Entry.SHARED)
+    assert gate.running == 3
+    for task in (long, suspect, late):
+        task.finish()
+    assert gate.running == 0
+
+
+def test_no_isolation_when_turned_off() -> None:
+    gate = RunGate(Shutdown(), max_wait=0)
+    ordinary = start(gate)
+    assert ordinary.inside.wait(5)
+    suspect = start(gate, alone=True)
+    assert suspect.inside.wait(5)
+    assert suspect.entered is Entry.SHARED
+    for task in (ordinary, suspect):
+        task.finish()
 
 
 def test_a_shutdown_ends_the_wait_without_running() -> None:
     shutdown = Shutdown()
-    gate = RunGate(shutdown)
+    gate = RunGate(shutdown, max_wait=30)
     running = start(gate)
     assert running.inside.wait(5)
     suspect = start(gate, alone=True)
+    time.sleep(0.3)
     late = start(gate)
     time.sleep(0.3)
     shutdown.request()
     suspect.join(5)
     late.join(5)
-    assert (suspect.entered, late.entered) == (False, False)
+    assert (suspect.entered, late.entered) == (None, None)
     assert gate.running == 1
     running.finish()
     assert gate.running == 0

@@ -118,7 +118,7 @@ class Consumer:
         self._params = connection_parameters(settings)
         self._failures = 0
         self._heartbeat = Heartbeat(settings.heartbeat_file)
-        self._gate = RunGate(shutdown)
+        self._gate = RunGate(shutdown, settings.consumer_isolation_wait)
 
     def run(self) -> None:
         """Serve connections one after another until a shutdown is requested."""
@@ -222,12 +222,10 @@ class Consumer:
 
     def _work(self, session: Session, delivery_tag: int, body: bytes, redelivered: bool) -> None:
         """In a worker thread: process one delivery and settle it."""
-        if redelivered and self._gate.running:
-            log.info("a redelivered message waits to run alone (it may have killed a consumer)")
         outcome = Outcome.REQUEUE
-        with self._gate.slot(alone=redelivered) as entered:
+        with self._gate.slot(alone=redelivered) as entry:
             # Not started before a shutdown: give it back, another consumer will run it.
-            if entered:
+            if entry is not None:
                 outcome = self._handle(body)
         session.settle_threadsafe(delivery_tag, outcome)
 

@@ -21,6 +21,17 @@ class ConsumerSettings(WorkerSettings):
     consumer_concurrency: int = Field(
         3, ge=1, le=100, description="Tasks run at once; also the prefetch count."
     )
+    consumer_isolation_wait: float = Field(
+        60.0,
+        ge=0,
+        le=600,
+        description=(
+            "Seconds a redelivered message waits for the running tasks to end so that it "
+            "runs alone (new messages wait behind it meanwhile); past that it runs beside "
+            "them. Keeps a poison message from killing its neighbours again. 0: off. "
+            "Keep it well under the api's STUCK_GRACE_SECONDS."
+        ),
+    )
     consumer_name: str = Field(
         default_factory=default_name,
         min_length=1,
