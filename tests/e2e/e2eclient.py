@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any
 import httpx
 
 from tasklab_common.models import FINAL_STATUSES
+from tasklab_devtools.livestream import TaskEventLog
 from tasklab_devtools.rabbitmq import RabbitNode
 from tasklab_devtools.stack import LocalStack
 
@@ -66,15 +66,13 @@ class Target:
             time.sleep(0.05)
 
 
-class EventRecorder:
+class EventRecorder(TaskEventLog):
     """Reads the live stream (``/api/events``) in a thread and keeps every task event."""
 
     def __init__(self, base_url: str) -> None:
+        super().__init__()
         self.base_url = base_url
-        self.events: list[dict[str, Any]] = []
-        self.hello = threading.Event()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> EventRecorder:
@@ -90,21 +88,13 @@ class EventRecorder:
             httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(5, read=None)) as c,
             c.stream("GET", "/api/events") as resp,
         ):
-            event = ""
             for line in resp.iter_lines():
                 if self._stop.is_set():
                     return
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and event == "hello":
-                    self.hello.set()
-                elif line.startswith("data:") and event == "task":
-                    with self._lock:
-                        self.events.append(json.loads(line.split(":", 1)[1]))
+                self.feed(line)
 
     def statuses(self, task_id: str) -> list[str]:
-        with self._lock:
-            return [e["status"] for e in self.events if e["id"] == task_id]
+        return [e["status"] for e in self.events if e["id"] == task_id]
 
     def wait_for(self, task_id: str, status: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
 import socket
 import sqlite3
@@ -43,6 +42,7 @@ import httpx
 from tasklab_api.store import GAVE_UP
 from tasklab_common.models import FINAL_STATUSES, TaskStatus, progress_key
 from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
+from tasklab_devtools.livestream import TaskEventLog
 from tasklab_devtools.procs import ManagedProcess, wait_http_ok
 from tasklab_devtools.rabbitmq import RabbitNode
 from tasklab_devtools.stack import LocalStack
@@ -191,7 +191,7 @@ class Audit:
 # ---------------------------------------------------------------- the live stream
 
 
-class LiveRecorder:
+class LiveRecorder(TaskEventLog):
     """Reads ``/api/events`` in a thread, reconnecting (bounded) when the api goes away.
 
     A plain HTTP/1.0 socket with a short timeout: the stream is read without chunked
@@ -202,13 +202,11 @@ class LiveRecorder:
     MAX_CONNECTS = 100
 
     def __init__(self, base_url: str) -> None:
+        super().__init__()
         parts = urlsplit(base_url)
         self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self.events: list[dict[str, Any]] = []
         self.connects = 0
-        self.hello = threading.Event()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="live-recorder", daemon=True)
 
     def start(self) -> LiveRecorder:
@@ -236,7 +234,7 @@ class LiveRecorder:
     def _read(self, sock: socket.socket) -> None:
         buffer = b""
         in_body = False
-        event = ""
+        self.new_connection()
         while not self._stop.is_set():
             try:
                 data = sock.recv(65536)
@@ -254,25 +252,16 @@ class LiveRecorder:
                 in_body, buffer = True, rest
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
-                line = raw.decode().rstrip("\r")
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and event == "hello":
-                    self.hello.set()
-                elif line.startswith("data:") and event == "task":
-                    with self._lock:
-                        self.events.append(json.loads(line.split(":", 1)[1]))
+                self.feed(raw.decode().rstrip("\r"))
 
     def shown_after(self, num: int) -> set[str]:
         """Ids of the tasks numbered above ``num`` that the stream showed."""
-        with self._lock:
-            return {ev["id"] for ev in self.events if int(ev["num"]) > num}
+        return {ev["id"] for ev in self.events if int(ev["num"]) > num}
 
     def by_task(self) -> dict[str, list[tuple[str, int]]]:
         out: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        with self._lock:
-            for ev in self.events:
-                out[ev["id"]].append((ev["status"], int(ev["attempts"])))
+        for ev in self.events:
+            out[ev["id"]].append((ev["status"], int(ev["attempts"])))
         return out
 
 
