@@ -53,10 +53,15 @@ def _git(*args: str) -> str:
     ).stdout.strip()
 
 
+#: Pathspecs of the files a run writes (excluded from the dirty check).
+_OWN_OUTPUTS = (":(exclude)bench/results.md", ":(exclude)bench/results.json")
+
+
 def _commit() -> str:
     try:
         sha = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        # The bench's own earlier results do not make the code it measures dirty.
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *_OWN_OUTPUTS)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
