@@ -88,13 +88,15 @@ def test_redelivered_tasks_run_one_after_another() -> None:
     gate = RunGate(Shutdown(), max_wait=30)
     suspects = [start(gate, alone=True) for _ in range(3)]
     wait_until(lambda: sum(t.inside.is_set() for t in suspects) == 1, "one task inside")
+
+    def inside() -> list[Task]:
+        return [t for t in suspects if t.inside.is_set() and t.is_alive()]
+
     for _ in range(3):
-        time.sleep(0.2)
-        inside = [t for t in suspects if t.inside.is_set() and t.is_alive()]
-        assert len(inside) == 1 and gate.running == 1
-        inside[0].finish()
-        if any(t.is_alive() for t in suspects):
-            wait_until(lambda: gate.running == 1, "the next task inside")
+        wait_until(lambda: len(inside()) == 1, "the next task inside")
+        time.sleep(0.2)  # no other one joins it meanwhile
+        assert len(inside()) == 1 and gate.running == 1
+        inside()[0].finish()
     assert all(t.entered is Entry.ALONE for t in suspects)
 
 
@@ -104,12 +106,12 @@ def test_waits_are_bounded_then_tasks_run_beside_the_others() -> None:
     gate = RunGate(Shutdown(), max_wait=0.5)
     long = start(gate)
     assert long.inside.wait(5)
-    suspect = start(gate, alone=True)
-    time.sleep(0.1)
-    late = start(gate)
     started = time.monotonic()
+    suspect = start(gate, alone=True)
+    wait_until(lambda: gate._waiting_alone == 1, "the redelivered task waiting")
+    late = start(gate)
     assert suspect.inside.wait(5) and late.inside.wait(5)
-    assert 0.3 < time.monotonic() - started < 3
+    assert time.monotonic() - started >= 0.5  # it did wait its max_wait first
     assert (suspect.entered, late.entered) == (Entry.SHARED, Entry.SHARED)
     assert gate.running == 3
     for task in (long, suspect, late):
