@@ -174,6 +174,7 @@ VALUE_SETTINGS: list[tuple[str, str, str, type[BaseSettings]]] = [
     ("retries.backoff", "celery-worker", "RETRY_BACKOFF", celery_app.CeleryWorkerSettings),
     ("retries.backoffMax", "consumer", "RETRY_BACKOFF_MAX", ConsumerSettings),
     ("consumer.concurrency", "consumer", "CONSUMER_CONCURRENCY", ConsumerSettings),
+    ("consumer.isolationWaitSeconds", "consumer", "CONSUMER_ISOLATION_WAIT", ConsumerSettings),
     (
         "celeryBeat.housekeepingInterval",
         "celery-beat",
