@@ -45,10 +45,10 @@ def create_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
     url = normalize_url(raw_url)
     if is_sqlite(url):
         if url.database not in (None, "", ":memory:") and "poolclass" not in kwargs:
-            # One connection: SQLite has one writer at a time anyway. With several, a
-            # writer that finds the database locked sleeps in SQLite's busy handler
-            # (up to 100 ms a time) instead of being woken when the lock is free, and
-            # concurrent requests pile up behind those sleeps.
+            # One connection. The task store writes on its own writer thread
+            # (create_sync_engine) and reads here; a second writer on this engine
+            # would sleep in SQLite's busy handler (up to 100 ms a time) instead of
+            # being woken when the lock is free.
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)

@@ -14,7 +14,7 @@ from tasklab_api.events import EventHub
 from tasklab_api.limits import RateLimiter
 from tasklab_api.orm import Task
 from tasklab_api.publisher import Publisher
-from tasklab_api.store import TaskStore, notify
+from tasklab_api.store import TaskStore
 
 log = logging.getLogger("tasklab.api")
 
@@ -39,8 +39,7 @@ class AppState:
         if not self.postgres:
             self.hub.publish(task)
         elif not notified:
-            async with self.store.session() as s, s.begin():
-                await notify(s, task.id)
+            await self.store.notify(task.id)
 
     async def revoke(self, task_id: str, *, terminate: bool) -> None:
         """Revoke a Celery task (terminating it if it runs); best effort, bounded."""

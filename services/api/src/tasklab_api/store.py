@@ -9,6 +9,7 @@ backwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -217,9 +218,6 @@ class TaskStore:
         """The task ``:task_id``, its row locked (PostgreSQL; SQLite has one writer)."""
         return _TASK_FOR_UPDATE if self._postgres else _TASK
 
-    async def _locked(self, s: AsyncSession, task_id: str) -> Task | None:
-        return (await s.execute(self._locking(), {"task_id": task_id})).scalar_one_or_none()
-
     def _locked_sync(self, s: Session, task_id: str) -> Task | None:
         return s.execute(self._locking(), {"task_id": task_id}).scalar_one_or_none()
 
@@ -358,6 +356,10 @@ class TaskStore:
                 for w, r, d, f, last in (await s.execute(q)).all()
             ]
 
+    async def notify(self, task_id: str) -> None:
+        """PostgreSQL: tell every api process that the task changed, on its own."""
+        await self._writer.run(functools.partial(notify_sync, task_id=task_id))
+
     async def use_nonce(self, nonce: str) -> None:
         """Record a signed request's nonce; :class:`ReplayError` when seen before."""
         await self._writer.run(lambda s: _record_nonce(s, nonce, utcnow()))
@@ -379,22 +381,31 @@ class TaskStore:
             ids = list(candidates)
         failed = []
         for task_id in ids:
-            async with self._sessions() as s, s.begin():
-                task = await self._locked(s, task_id)
-                if task is None or task.status not in RUNNING:
-                    continue
-                duration = float((task.params or {}).get("duration", 0.0))
-                silent = now - task.updated_at
-                if silent <= grace + timedelta(seconds=duration):
-                    continue
-                task.status = TaskStatus.FAILED.value
-                task.error = stuck_error(silent)
-                task.finished_at = now
-                task.updated_at = now
-                if self._postgres:
-                    await notify(s, task.id)
-            failed.append(task)
+            task = await self._writer.run(
+                functools.partial(self._fail_if_stuck, task_id=task_id, grace=grace, now=now)
+            )
+            if task is not None:
+                failed.append(task)
         return failed
+
+    def _fail_if_stuck(
+        self, s: Session, task_id: str, grace: timedelta, now: datetime
+    ) -> Task | None:
+        """The body of one :meth:`fail_stuck` transaction; the task if it was failed."""
+        task = self._locked_sync(s, task_id)
+        if task is None or task.status not in RUNNING:
+            return None
+        duration = float((task.params or {}).get("duration", 0.0))
+        silent = now - task.updated_at
+        if silent <= grace + timedelta(seconds=duration):
+            return None
+        task.status = TaskStatus.FAILED.value
+        task.error = stuck_error(silent)
+        task.finished_at = now
+        task.updated_at = now
+        if self._postgres:
+            notify_sync(s, task.id)
+        return task
 
     async def purge_history(self, older_than: timedelta) -> tuple[int, int]:
         """Delete final tasks that finished before ``older_than`` ago, and their reports.
@@ -403,32 +414,35 @@ class TaskStore:
         """
         cutoff = utcnow() - older_than
         final = [st.value for st in TaskStatus if st.is_final]
-        async with self._sessions() as s, s.begin():
+
+        def purge(s: Session) -> tuple[int, int]:
             ids = list(
-                (
-                    await s.execute(
-                        select(Task.id)
-                        .where(Task.status.in_(final), Task.finished_at < cutoff)
-                        .order_by(Task.num)
-                        .limit(PURGE_BATCH)
-                    )
+                s.execute(
+                    select(Task.id)
+                    .where(Task.status.in_(final), Task.finished_at < cutoff)
+                    .order_by(Task.num)
+                    .limit(PURGE_BATCH)
                 ).scalars()
             )
             if not ids:
                 return 0, 0
-            events = await s.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
-            tasks = await s.execute(delete(Task).where(Task.id.in_(ids)))
+            events = s.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
+            tasks = s.execute(delete(Task).where(Task.id.in_(ids)))
             return (
                 int(getattr(tasks, "rowcount", 0) or 0),
                 int(getattr(events, "rowcount", 0) or 0),
             )
 
+        return await self._writer.run(purge)
+
     async def purge_nonces(self, older_than: timedelta) -> int:
-        async with self._sessions() as s, s.begin():
-            res = await s.execute(
-                delete(CallbackNonce).where(CallbackNonce.seen_at < utcnow() - older_than)
-            )
+        cutoff = utcnow() - older_than
+
+        def purge(s: Session) -> int:
+            res = s.execute(delete(CallbackNonce).where(CallbackNonce.seen_at < cutoff))
             return int(getattr(res, "rowcount", 0) or 0)
+
+        return await self._writer.run(purge)
 
     async def ping(self) -> None:
         async with self._reads() as s:
@@ -466,14 +480,12 @@ def _record_nonce(s: Session, nonce: str, now: datetime) -> None:
 NOTIFY_CHANNEL = "tasklab_tasks"
 
 
-async def notify(s: AsyncSession, task_id: str) -> None:
-    """PostgreSQL: tell every api process (delivered at commit)."""
-    await s.execute(select(func.pg_notify(NOTIFY_CHANNEL, task_id)))
+_NOTIFY = select(func.pg_notify(NOTIFY_CHANNEL, bindparam("task_id")))
 
 
 def notify_sync(s: Session, task_id: str) -> None:
-    """:func:`notify` in a writer thread's session."""
-    s.execute(select(func.pg_notify(NOTIFY_CHANNEL, task_id)))
+    """PostgreSQL: tell every api process that the task changed (delivered at commit)."""
+    s.execute(_NOTIFY, {"task_id": task_id})
 
 
 def _in_transaction(s: Session) -> bool:
