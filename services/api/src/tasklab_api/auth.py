@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import secrets
 from collections.abc import Sequence
 from typing import Annotated, Final
@@ -49,7 +48,7 @@ from fastapi.security import (
 )
 from starlette.requests import HTTPConnection
 
-from tasklab_api.limits import RateLimiter
+from tasklab_api.limits import RateLimiter, client_key, too_many
 
 REALM: Final = "tasklab"
 API_KEY_HEADER: Final = "X-API-Key"
@@ -174,10 +173,8 @@ class Authenticator:
         if presented:
             wait = self._failures.wait(client)
             if wait:
-                raise HTTPException(
-                    429,
-                    "too many wrong credentials from this address; try again later",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                raise too_many(
+                    "too many wrong credentials from this address; try again later", wait
                 )
         ok = False
         if basic is not None:
@@ -198,13 +195,13 @@ class Authenticator:
     async def _basic_or_key(
         self, conn: HTTPConnection, basic: BasicLogin, bearer: BearerToken, api_key: ApiKey
     ) -> None:
-        self.verify(basic, bearer, api_key, client=_address(conn))
+        self.verify(basic, bearer, api_key, client=client_key(conn))
 
     async def _key_only(self, conn: HTTPConnection, bearer: BearerToken, api_key: ApiKey) -> None:
-        self.verify(None, bearer, api_key, client=_address(conn))
+        self.verify(None, bearer, api_key, client=client_key(conn))
 
     async def _basic_only(self, conn: HTTPConnection, basic: BasicLogin) -> None:
-        self.verify(basic, client=_address(conn))
+        self.verify(basic, client=client_key(conn))
 
     def dependencies(self) -> list[DependsParam]:
         """Router dependencies that require authentication ([] when it is off)."""
@@ -213,8 +210,3 @@ class Authenticator:
         if self._keys and self._basic is not None:
             return [Depends(self._basic_or_key)]
         return [Depends(self._key_only if self._keys else self._basic_only)]
-
-
-def _address(conn: HTTPConnection) -> str:
-    """The client address a request came from (the limits' key)."""
-    return conn.client.host if conn.client else "unknown"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 
+import fastapi
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -111,3 +114,15 @@ class RateLimiter:
                 b.tokens -= 1
             return 0.0
         return (1 - b.tokens) / self.rate
+
+
+def client_key(conn: HTTPConnection) -> str:
+    """The client address a request came from: the per-client limits' key."""
+    return conn.client.host if conn.client else "unknown"
+
+
+def too_many(detail: str, retry_after: float) -> fastapi.HTTPException:
+    """A 429 telling the client how many whole seconds to wait (``Retry-After``)."""
+    return fastapi.HTTPException(
+        429, detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))}
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
@@ -13,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
+from tasklab_api.limits import client_key, too_many
 from tasklab_api.publisher import BrokerUnavailable
 from tasklab_api.schemas import ErrorOut, TaskCreate, TaskOut, TaskPage
 from tasklab_api.store import NotCancellable, TaskNotFound
@@ -23,10 +23,6 @@ router = APIRouter(prefix="/api", tags=["tasks"])
 
 TaskId = Annotated[str, Path(min_length=1, max_length=64, description="The task's id.")]
 KEEPALIVE_SECONDS = 15.0
-
-
-def _client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 @router.post(
@@ -48,14 +44,10 @@ async def submit_task(body: TaskCreate, request: Request, state: State) -> TaskO
         raise HTTPException(
             422, f"`wait` may be at most {state.settings.sync_wait_max_seconds:g} seconds"
         )
-    retry_after = state.limiter.allow(_client_key(request))
+    retry_after = state.limiter.allow(client_key(request))
     if retry_after:
         metrics.on_rejected(body.method, "rate_limited")
-        raise HTTPException(
-            429,
-            "too many submissions; slow down",
-            headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
-        )
+        raise too_many("too many submissions; slow down", retry_after)
     if not state.publisher.connected:
         metrics.on_rejected(body.method, "broker_unavailable")
         raise HTTPException(503, "broker unavailable", headers={"Retry-After": "5"})
