@@ -88,15 +88,10 @@ class EventRecorder(TaskEventLog):
             httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(5, read=None)) as c,
             c.stream("GET", "/api/events") as resp,
         ):
-            # Lines end at "\n" only (iter_lines would also split at U+2028 and the
-            # like, which a task's JSON may hold unescaped).
-            rest = ""
-            for text in resp.iter_text():
+            for chunk in resp.iter_bytes():
                 if self._stop.is_set():
                     return
-                *lines, rest = (rest + text).split("\n")
-                for line in lines:
-                    self.feed(line.rstrip("\r"))
+                self.feed_bytes(chunk)
 
     def statuses(self, task_id: str) -> list[str]:
         return [e["status"] for e in self.events if e["id"] == task_id]

@@ -232,7 +232,7 @@ class LiveRecorder(TaskEventLog):
             self._stop.wait(0.2)
 
     def _read(self, sock: socket.socket) -> None:
-        buffer = b""
+        head = b""  # the response head, until its end is in
         in_body = False
         self.new_connection()
         while not self._stop.is_set():
@@ -242,17 +242,14 @@ class LiveRecorder(TaskEventLog):
                 continue
             if not data:
                 return
-            buffer += data
             if not in_body:
-                head, sep, rest = buffer.partition(b"\r\n\r\n")
+                head, sep, data = (head + data).partition(b"\r\n\r\n")
                 if not sep:
                     continue
                 if b" 200 " not in head.split(b"\r\n", 1)[0]:
                     return
-                in_body, buffer = True, rest
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                self.feed(raw.decode().rstrip("\r"))
+                in_body = True
+            self.feed_bytes(data)
 
     def shown_after(self, num: int) -> set[str]:
         """Ids of the tasks numbered above ``num`` that the stream showed."""
@@ -312,8 +309,8 @@ class FaultStack:
         self.wait_ready()
 
     def settle(self, timeout: float = 60) -> dict[str, tuple[int, int]]:
-        """Wait until the task queues hold nothing, ready or unacked (an earlier
-        scenario's messages still running, e.g. after it failed); what is left then."""
+        """Wait until the task queues hold nothing, ready or unacked; what is left
+        when ``timeout`` ends first (empty when they settled)."""
         with contextlib.suppress(AssertionError):
             wait_until(
                 "the task queues to settle",
@@ -525,14 +522,13 @@ class Scenario:
             for i, want in self.accepted.items()
             if i in tasks and tasks[i].status in FINAL and want not in (ANY_FINAL, tasks[i].status)
         }
+        per_task: dict[str, list[EventRow]] = defaultdict(list)
+        for ev in events:
+            per_task[ev.task_id].append(ev)
         if wrong:
             problems.append(f"{len(wrong)} task(s) ended in the wrong status: {_sample(wrong)}")
             for task_id in list(wrong)[:3]:  # why: the error and every report of the task
-                history = [
-                    (e.status, e.attempt, e.worker, e.applied)
-                    for e in events
-                    if e.task_id == task_id
-                ]
+                history = [(e.status, e.attempt, e.worker, e.applied) for e in per_task[task_id]]
                 problems.append(
                     f"task {task_id} ({tasks[task_id].method}, {tasks[task_id].deliveries} "
                     f"deliveries): error {tasks[task_id].error!r}; reports {history}"
@@ -545,9 +541,6 @@ class Scenario:
         if orphan:
             problems.append(f"reports recorded for {len(orphan)} task(s) that do not exist")
 
-        per_task: dict[str, list[EventRow]] = defaultdict(list)
-        for ev in events:
-            per_task[ev.task_id].append(ev)
         executions: dict[str, int] = {}
         for task_id in ids:
             task = tasks.get(task_id)
@@ -575,15 +568,9 @@ class Scenario:
             if shown:
                 problems.append(f"the live stream showed {len(shown)} task(s) never accepted")
 
-        try:
-            wait_until(
-                "the task queues to drain",
-                lambda: all(c == (0, 0) for c in self.fx.queue_counts().values()),
-                30,
-                interval=0.25,
-            )
-        except AssertionError:
-            problems.append(f"queues not empty: {self.fx.queue_counts()}")
+        left = self.fx.settle(30)
+        if left:
+            problems.append(f"queues not empty: {left}")
 
         final = sum(1 for i in ids if i in tasks and tasks[i].status in FINAL)
         row = Row(

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,17 +41,9 @@ from tasklab_common.auth import (
 from tasklab_common.messages import CallbackReply, StatusUpdate, TaskMessage, TaskParams
 from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
 from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_devtools.waiting import wait_until
 
 SECRET = "consumer-test-secret-0123456789"
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``check`` until it is true; fail the test with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class RabbitCtlError(Exception):

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 from tasklab_consumer.gate import Entry, RunGate
 from tasklab_consumer.shutdown import Shutdown
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+from tasklab_devtools.waiting import wait_until
 
 
 class Task(threading.Thread):

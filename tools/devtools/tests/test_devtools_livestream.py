@@ -37,3 +37,13 @@ def test_a_data_line_without_its_event_line_is_not_a_task() -> None:
     log.feed('data: {"id": "c"}')  # a blank line ended the event before its data
     assert log.events == []
     assert not log.hello.is_set()
+
+
+def test_bytes_are_split_into_lines_at_newlines_only() -> None:
+    log = TaskEventLog()
+    event = json.dumps({"id": "d", "label": "a\u2028b é"}, ensure_ascii=False).encode()
+    stream = b"event: hello\r\ndata: {}\r\n\r\nevent: task\ndata: " + event + b"\n\n"
+    for i in range(0, len(stream), 7):  # cut anywhere, even inside a character
+        log.feed_bytes(stream[i : i + 7])
+    assert log.hello.is_set()
+    assert log.events == [{"id": "d", "label": "a\u2028b é"}]

@@ -19,6 +19,15 @@ class TaskEventLog:
         self._events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._event = ""
+        self._partial = b""
+
+    def feed_bytes(self, chunk: bytes) -> None:
+        """Bytes of the stream as they arrive. Lines end at ``\n`` only (a task's JSON
+        may hold U+2028 and the like unescaped); a line cut between reads waits for
+        its end."""
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            self.feed(line.decode().rstrip("\r"))
 
     def feed(self, line: str) -> None:
         """One line of the stream, without its line ending."""
@@ -35,6 +44,7 @@ class TaskEventLog:
     def new_connection(self) -> None:
         """A reconnection: whatever the last connection was in the middle of is gone."""
         self._event = ""
+        self._partial = b""
 
     @property
     def events(self) -> list[dict[str, Any]]:
