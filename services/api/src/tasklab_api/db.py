@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy
 from sqlalchemy import event
@@ -51,46 +51,48 @@ def create_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
             # being woken when the lock is free.
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(url, connect_args=dict(SQLITE_CONNECT), **kwargs)
         _sqlite_pragmas(engine.sync_engine)
         return engine
     return create_async_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=10,
-        pool_timeout=POOL_TIMEOUT,
-        connect_args=postgres_connect_args(url),
-        **kwargs,
+        url, pool_size=10, max_overflow=10, **_postgres_engine_args(url), **kwargs
     )
 
 
-def create_sync_engine(raw_url: str, *, pool_size: int) -> Engine:
-    """The same database through the synchronous driver (pysqlite, psycopg 3).
+def create_sync_engine(url: URL, *, pool_size: int) -> Engine:
+    """The database of an async engine's ``url``, through the synchronous driver
+    (pysqlite, psycopg 3).
 
     For the task store's writer threads; SQLite gets the same pragmas as the async
     engine. An in-memory SQLite database cannot be shared between engines.
     """
-    url = normalize_url(raw_url)
     if is_sqlite(url):
         if url.database in (None, "", ":memory:"):
             raise ValueError("the task store needs a SQLite file, not an in-memory database")
         engine = sqlalchemy.create_engine(
             url.set(drivername="sqlite+pysqlite"),
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={**SQLITE_CONNECT, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=0,
         )
         _sqlite_pragmas(engine)
         return engine
     return sqlalchemy.create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_timeout=POOL_TIMEOUT,
-        connect_args=postgres_connect_args(url),
+        url, pool_size=pool_size, max_overflow=0, **_postgres_engine_args(url)
     )
+
+
+#: SQLite: seconds a connection waits for a lock before "database is locked".
+SQLITE_CONNECT: Final[dict[str, Any]] = {"timeout": 30}
+
+
+def _postgres_engine_args(url: URL) -> dict[str, Any]:
+    """Pool and connection settings of every PostgreSQL engine of the api."""
+    return {
+        "pool_pre_ping": True,
+        "pool_timeout": POOL_TIMEOUT,
+        "connect_args": postgres_connect_args(url),
+    }
 
 
 #: Seconds to wait for a free pooled connection before the request fails.

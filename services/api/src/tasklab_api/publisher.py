@@ -19,6 +19,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 from kombu.serialization import dumps
 
@@ -31,8 +32,8 @@ log = logging.getLogger("tasklab.publisher")
 
 #: AMQP heartbeat of the api's connection, seconds.
 HEARTBEAT = 15
-#: Longest argument display strings in a Celery message's headers (Celery's default).
-REPR_MAX = 1024
+#: Longest argument display strings in a Celery message's headers (Celery's own bound).
+REPR_MAX: int = AMQP.argsrepr_maxsize
 #: Arguments with a longer list (or string) are displayed by Celery's ``saferepr``.
 _SHORT = 64
 

@@ -182,7 +182,7 @@ class TaskStore:
 
     async def get(self, task_id: str) -> Task | None:
         async with self._reads() as s:
-            return (await s.execute(select(Task).where(Task.id == task_id))).scalar_one_or_none()
+            return (await s.execute(_TASK, {"task_id": task_id})).scalar_one_or_none()
 
     async def list_tasks(
         self,
@@ -532,8 +532,8 @@ class StoreWriter:
     ) -> StoreWriter:
         """A writer on the database of ``sessions`` (bound to an async engine)."""
         threads = cls.POSTGRES_THREADS if postgres else 1
-        url = engine_of(sessions).url.render_as_string(hide_password=False)
-        return cls(create_sync_engine(url, pool_size=threads), threads, group=not postgres)
+        engine = create_sync_engine(engine_of(sessions).url, pool_size=threads)
+        return cls(engine, threads, group=not postgres)
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in one transaction on a writer thread; its result.
