@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -86,13 +87,24 @@ async def endpoint(ctx: Context, mode: str, requests: int) -> dict[str, Any]:
 # --------------------------------------------------------------------- raw Celery
 
 
-def _wait_worker(name: str, worker: ManagedProcess, timeout: float) -> None:
+def _poll(ready: Callable[[], bool], worker: ManagedProcess, timeout: float, what: str) -> None:
+    """Until ``ready()``; fails at once if the worker exits, or after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not rawcelery.app.control.ping(destination=[name], timeout=1.0):
+    while not ready():
         if not worker.running():
             raise RuntimeError(f"{worker.name} exited:\n{worker.log_tail()}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} did not answer a ping within {timeout:g} s")
+            raise TimeoutError(f"{what} within {timeout:g} s")
+        time.sleep(0.005)
+
+
+def _wait_worker(name: str, worker: ManagedProcess, timeout: float) -> None:
+    _poll(
+        lambda: bool(rawcelery.app.control.ping(destination=[name], timeout=1.0)),
+        worker,
+        timeout,
+        f"{name} did not answer a ping",
+    )
 
 
 def _stamp_time(result: Any, timeout: float) -> float:
@@ -101,13 +113,7 @@ def _stamp_time(result: Any, timeout: float) -> float:
 
 def _file_stamp(path: Path, worker: ManagedProcess, timeout: float) -> float:
     """The time a ``stamp_file`` task wrote to ``path``, once it has run."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if not worker.running():
-            raise RuntimeError(f"{worker.name} exited:\n{worker.log_tail()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the stamp task for {path.name} did not run in {timeout:g} s")
-        time.sleep(0.005)
+    _poll(path.exists, worker, timeout, f"the stamp task for {path.name} did not run")
     return float(path.read_text(encoding="ascii"))
 
 
