@@ -7,10 +7,9 @@
 
 IMAGE_SERVICES := api celery-worker consumer
 IMAGE_DOCKERFILES := $(foreach s,$(IMAGE_SERVICES),services/$(s)/Dockerfile)
-# Short commit of HEAD, with -dirty when the tree has changes (untracked files too:
-# they may be part of the build context). Expanded only when a target uses it.
-GIT_SHA ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo nogit)$(shell test -z "$$(git status --porcelain 2>/dev/null)" || echo -dirty)
-IMAGE_TAG ?= $(GIT_SHA)
+# Short commit of HEAD, with -dirty-<hash of the changes> when the tree has changes
+# (scripts/image-tag.sh). Expanded only when a target uses it.
+IMAGE_TAG ?= $(shell scripts/image-tag.sh)
 IMAGE_REPO ?= tasklab
 # Empty: the base pinned in the Dockerfiles (ARG PYTHON_IMAGE).
 PYTHON_IMAGE ?=

@@ -10,7 +10,7 @@
 #   6. leaves kubectl on the release's namespace and prints where everything is.
 #
 # Settings (environment): KIND_CLUSTER (tasklab), NAMESPACE (tasklab), RELEASE
-# (tasklab), IMAGE_TAG (as make images: short git sha, -dirty for a changed tree),
+# (tasklab), IMAGE_TAG (as make images: scripts/image-tag.sh),
 # MONITORING (1), KEDA (1), HELM_TIMEOUT (15m).
 #   scripts/kind-up.sh --print-helm-args   print the tasklab chart's helm arguments
 #                                          (what the offline tests render) and exit
@@ -31,8 +31,7 @@ KEDA_REPO=https://kedacore.github.io/charts
 KEDA_VERSION=2.18.3
 
 if [ -z "${IMAGE_TAG:-}" ]; then
-  IMAGE_TAG=$(git rev-parse --short HEAD 2>/dev/null || echo nogit)
-  if [ -n "$(git status --porcelain 2>/dev/null)" ]; then IMAGE_TAG="$IMAGE_TAG-dirty"; fi
+  IMAGE_TAG=$(scripts/image-tag.sh)
 fi
 
 for flag in MONITORING KEDA; do

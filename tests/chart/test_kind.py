@@ -21,7 +21,10 @@ from tasklab_devtools import chart
 from tasklab_devtools.chart import REPO_ROOT, TOOLS_DIR, Obj
 
 KIND_DIR = REPO_ROOT / "deploy" / "kind"
-SCRIPTS = [REPO_ROOT / "scripts" / n for n in ("kind-up.sh", "k8s-tools.sh", "port-forward.sh")]
+SCRIPTS = [
+    REPO_ROOT / "scripts" / n
+    for n in ("kind-up.sh", "k8s-tools.sh", "port-forward.sh", "image-tag.sh")
+]
 
 
 def test_scripts_pass_shellcheck(tools: None) -> None:
@@ -184,3 +187,49 @@ def test_kind_up_names_each_missing_tool(tmp_path: Path, missing: str) -> None:
     assert done.returncode == 1
     assert f"'{missing}' not found" in done.stderr
     assert done.stderr.count("not found") == 1
+
+
+def test_image_tag_changes_with_every_edit(tmp_path: Path) -> None:
+    """A changed tree gets a new tag on every edit, so that kind-up's helm upgrade
+    rolls the pods onto the rebuilt images (one "-dirty" tag for every edit did not)."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "scripts" / "image-tag.sh", repo / "scripts")
+    (repo / "app.py").write_text("one\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    def tag() -> str:
+        return subprocess.run(
+            ["bash", str(repo / "scripts" / "image-tag.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    clean = tag()
+    assert clean == git("rev-parse", "--short", "HEAD")
+    (repo / "app.py").write_text("two\n")
+    edited = tag()
+    (repo / "app.py").write_text("three\n")
+    edited_again = tag()
+    (repo / "new.py").write_text("x\n")
+    untracked = tag()
+    (repo / "new.py").write_text("y\n")
+    untracked_edited = tag()
+    tags = [edited, edited_again, untracked, untracked_edited]
+    assert all(re.fullmatch(rf"{clean}-dirty-[0-9a-f]{{8}}", t) for t in tags), tags
+    assert len(set(tags)) == len(tags), tags
+    (repo / "new.py").unlink()
+    (repo / "app.py").write_text("one\n")
+    assert tag() == clean
