@@ -222,3 +222,28 @@ def test_notes_show_the_port_forwards(tools: None) -> None:
             assert "port-forward svc/rabbitmq 15672:15672" in text, name
         assert "helm test tasklab" in text, name
         assert ("Authentication is on" in text) == (name == "external"), name
+
+
+def test_monitoring_objects_need_the_prometheus_operator(tools: None) -> None:
+    """A default install on a cluster without the Prometheus Operator's CRDs must not
+    fail on an unknown kind: the ServiceMonitors and the PrometheusRule are left out
+    (the dashboards are plain ConfigMaps and stay), and the notes say why."""
+    operator_kinds = {"ServiceMonitor", "PrometheusRule"}
+    with_crds = {d["kind"] for d in chart.render()}
+    without = chart.render(api_versions=())
+    assert operator_kinds <= with_crds
+    assert not operator_kinds & {d["kind"] for d in without}
+    assert chart.find(without, "ConfigMap")  # dashboards
+
+    def notes(*args: str) -> str:
+        done = chart.helm(
+            "install", "tasklab", str(CHART_DIR), "-n", "tasklab", "--dry-run=client", *args
+        )
+        return done.stdout.split("NOTES:", 1)[1]
+
+    # A client-side dry run knows no CRDs.
+    missing = "this cluster has no Prometheus Operator"
+    assert missing in notes()
+    assert missing not in notes(
+        "--set=monitoring.enabled=false", "--set=rabbitmq.metrics.serviceMonitor.enabled=false"
+    )

@@ -305,6 +305,16 @@ behavior:
 {{- end -}}
 
 {{/* Checks that need two values at once (the schema checks each value alone). */}}
+{{/*
+Non-empty when the cluster serves the Prometheus Operator's CRDs (ServiceMonitor,
+PrometheusRule). Without them those objects are left out (the install would fail on
+an unknown kind) and NOTES.txt says so; `helm template` needs
+`--api-versions monitoring.coreos.com/v1` to render them.
+*/}}
+{{- define "tasklab.hasPrometheusOperator" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end }}
+{{- end }}
+
 {{- define "tasklab.validate" -}}
 {{- $a := .Values.celeryWorker.autoscaling -}}
 {{- if gt (int $a.minReplicas) (int $a.maxReplicas) -}}

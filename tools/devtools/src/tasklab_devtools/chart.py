@@ -139,9 +139,20 @@ def value_sets() -> tuple[ValueSet, ...]:
     return tuple(sets)
 
 
-def render(args: Iterable[str] = (), namespace: str = NAMESPACE) -> list[Obj]:
+#: What ``helm template`` tells the chart the cluster serves by default: the Prometheus
+#: Operator's CRDs, as on the kind cluster (the chart leaves its ServiceMonitors and
+#: PrometheusRule out where they are missing).
+CLUSTER_APIS = ("monitoring.coreos.com/v1",)
+
+
+def render(
+    args: Iterable[str] = (),
+    namespace: str = NAMESPACE,
+    api_versions: Iterable[str] = CLUSTER_APIS,
+) -> list[Obj]:
     """``helm template`` (tests included) as a list of objects."""
-    done = helm("template", RELEASE, str(CHART_DIR), "--namespace", namespace, *args)
+    apis = [f"--api-versions={api}" for api in api_versions]
+    done = helm("template", RELEASE, str(CHART_DIR), "--namespace", namespace, *apis, *args)
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
