@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -307,8 +308,51 @@ def test_beat_image_and_pod_overrides(tools: None) -> None:
     assert spec["nodeSelector"] == {"pool": "small"}
     assert spec["annotations"] == {"note": "x"}
     assert spec["terminationGracePeriodSeconds"] == 20
-    # extraEnv comes last: it wins over the chart's own (a log level for the beat alone).
-    assert spec["containers"][0]["env"][-1] == {"name": "LOG_LEVEL", "value": "DEBUG"}
+    # extraEnv comes last and wins over the chart's own (a log level for the beat
+    # alone), which is then left out: a name twice is refused by server-side apply.
+    env = spec["containers"][0]["env"]
+    assert env[-1] == {"name": "LOG_LEVEL", "value": "DEBUG"}
+    assert [e["name"] for e in env].count("LOG_LEVEL") == 1
+
+
+def test_extra_env_replaces_the_charts_own_entries(tools: None) -> None:
+    """Every chart-set variable a component's extraEnv may set (all but the reserved
+    ones the schema refuses) ends up once in the container, with extraEnv's value."""
+    components = {
+        "api": "api",
+        "celeryWorker": "celery-worker",
+        "consumer": "consumer",
+        "celeryBeat": "celery-beat",
+    }
+    plain = chart.render()
+    own = {
+        key: [
+            e["name"]
+            for e in chart.find(plain, "Deployment", name)[0]["spec"]["template"]["spec"][
+                "containers"
+            ][0]["env"]
+            if "value" in e
+        ]
+        for key, name in components.items()
+    }
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    reserved = set(schema["definitions"]["extraEnv"]["propertyNames"]["not"]["enum"])
+    args = [
+        f"--set-string={key}.extraEnv.{var}=from-extra"
+        for key, names in own.items()
+        for var in names
+        if var not in reserved
+    ]
+    assert len(args) > 10, own
+    docs = chart.render(args)
+    for key, name in components.items():
+        (deployment,) = chart.find(docs, "Deployment", name)
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        names = [e["name"] for e in env]
+        assert len(names) == len(set(names)), (name, names)
+        for var in own[key]:
+            if var not in reserved:
+                assert {"name": var, "value": "from-extra"} in env, (name, var)
 
 
 def test_beat_disabled_renders_nothing_of_it(tools: None) -> None:

@@ -113,9 +113,24 @@ gets only the broker and logging: tasklab.rmqEnv and tasklab.logEnv.)
   value: {{ .Values.retries.backoffMax | quote }}
 {{- end -}}
 
-{{/* extraEnv map as an env list (sorted by name). */}}
-{{- define "tasklab.extraEnv" -}}
-{{- range $name, $value := . }}
+{{/*
+A container's env list: the chart's own entries (`env`, rendered YAML), then the
+component's extraEnv map (sorted by name), which wins: an entry of the chart's with a
+name extraEnv sets is left out rather than listed twice (a duplicate name is refused by
+server-side apply and breaks three-way merges).
+*/}}
+{{- define "tasklab.env" -}}
+{{- $extra := .extra | default dict }}
+{{- $own := list }}
+{{- range fromYamlArray .env }}
+{{- if not (hasKey $extra .name) }}
+{{- $own = append $own . }}
+{{- end }}
+{{- end }}
+{{- with $own }}
+{{ toYaml . }}
+{{- end }}
+{{- range $name, $value := $extra }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}

@@ -1,0 +1,27 @@
+{{/* The api container's own environment (tasklab.env adds extraEnv). */}}
+{{- define "tasklab.api.env" -}}
+{{ include "tasklab.commonEnv" . }}
+{{ include "tasklab.databaseEnv" . }}
+- name: API_HOST
+  value: 0.0.0.0
+- name: API_PORT
+  value: "8080"
+- name: SYNC_WAIT_SECONDS
+  value: {{ .Values.api.syncWaitSeconds | quote }}
+- name: DELIVERY_LIMIT
+  value: {{ .Values.api.deliveryLimit | quote }}
+# Housekeeping (requested by the celery-beat's periodic task).
+- name: STUCK_GRACE_SECONDS
+  value: {{ .Values.api.stuckGraceSeconds | quote }}
+- name: HISTORY_RETENTION_DAYS
+  value: {{ .Values.api.historyRetentionDays | quote }}
+- name: AUTH_FAILURE_LIMIT
+  value: {{ .Values.api.auth.failureLimit | quote }}
+{{- with include "tasklab.managementUrl" . }}
+- name: RMQ_MANAGEMENT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with include "tasklab.authEnv" . | trim }}
+{{ . }}
+{{- end }}
+{{- end -}}

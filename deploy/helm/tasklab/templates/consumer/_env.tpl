@@ -1,0 +1,13 @@
+{{/* The consumer container's own environment (tasklab.env adds extraEnv). */}}
+{{- define "tasklab.consumer.env" -}}
+{{ include "tasklab.commonEnv" . }}
+{{ include "tasklab.workerEnv" . }}
+- name: CONSUMER_CONCURRENCY
+  value: {{ .Values.consumer.concurrency | quote }}
+- name: CONSUMER_ISOLATION_WAIT
+  value: {{ .Values.consumer.isolationWaitSeconds | quote }}
+{{- if .Values.consumer.heartbeatProbes }}
+- name: HEARTBEAT_FILE
+  value: /tmp/heartbeat
+{{- end }}
+{{- end -}}
