@@ -639,6 +639,8 @@ def test_the_scaler_targets_celery_worker(rendered: dict[str, list[Obj]], name: 
         assert meta["protocol"] == "http"
         assert meta["mode"] == "QueueLength"
         assert meta["queueName"] == queues.CELERY_QUEUE
+        # The vhost of the workers' broker URL (the external example's is /tasklab).
+        assert meta["vhostName"] == ("tasklab" if name == "external" else "/")
         assert set(meta) <= {
             "host", "protocol", "mode", "value", "activationValue", "queueName", "vhostName",
             "useRegex", "pageSize", "operation", "timeout", "excludeUnacknowledged", "unsafeSsl",
