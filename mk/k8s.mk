@@ -1,7 +1,7 @@
 # Kubernetes: the Helm chart's offline checks and the local kind cluster
 # (included by the root Makefile). Details: the Kubernetes section of README.md.
 #   make chart-check                   lint, render, validate the chart (no cluster needed)
-#   make kind-up [KEDA=0] [MONITORING=0]
+#   make kind-up [KEDA=1] [MONITORING=0]
 #   make kind-down | port-forward | e2e-kind
 
 KIND_CLUSTER ?= tasklab
@@ -16,7 +16,7 @@ chart-check: k8s-tools ## Offline checks of the Helm chart: lint, schemas, secur
 	$(UV) run pytest tests/chart $(PYTEST_ARGS)
 
 .PHONY: kind-up
-kind-up: ## Local kind cluster with tasklab, KEDA and monitoring (KEDA=0, MONITORING=0 to skip)
+kind-up: ## Local kind cluster with tasklab and monitoring (KEDA=1: autoscaled workers; MONITORING=0)
 	KIND_CLUSTER='$(KIND_CLUSTER)' NAMESPACE='$(K8S_NAMESPACE)' IMAGE_TAG='$(IMAGE_TAG)' \
 	  KEDA='$(KEDA)' MONITORING='$(MONITORING)' scripts/kind-up.sh
 

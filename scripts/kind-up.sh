@@ -4,14 +4,15 @@
 #   1. checks for docker, kind, kubectl and helm;
 #   2. creates the kind cluster (deploy/kind/cluster.yaml) unless it exists;
 #   3. builds the images (make images) and loads them into the node (kind load);
-#   4. installs kube-prometheus-stack (MONITORING=0 skips it) and KEDA (KEDA=0 skips
-#      it) from their upstream charts, at pinned versions;
+#   4. installs kube-prometheus-stack (MONITORING=0 skips it) and, with KEDA=1, KEDA
+#      from their upstream charts, at pinned versions;
 #   5. installs or upgrades the tasklab chart and waits until it is ready;
 #   6. leaves kubectl on the release's namespace and prints where everything is.
 #
 # Settings (environment): KIND_CLUSTER (tasklab), NAMESPACE (tasklab), RELEASE
 # (tasklab), IMAGE_TAG (as make images: scripts/image-tag.sh),
-# MONITORING (1), KEDA (1), HELM_TIMEOUT (15m).
+# MONITORING (1), KEDA (0; 1: KEDA scales celery-worker on its queue, and owns its
+# replica count), HELM_TIMEOUT (15m).
 #   scripts/kind-up.sh --print-helm-args   print the tasklab chart's helm arguments
 #                                          (what the offline tests render) and exit
 set -euo pipefail
@@ -21,7 +22,7 @@ KIND_CLUSTER=${KIND_CLUSTER:-tasklab}
 NAMESPACE=${NAMESPACE:-tasklab}
 RELEASE=${RELEASE:-tasklab}
 MONITORING=${MONITORING:-1}
-KEDA=${KEDA:-1}
+KEDA=${KEDA:-0}
 HELM_TIMEOUT=${HELM_TIMEOUT:-15m}
 CHART=deploy/helm/tasklab
 # Upstream charts, pinned.
@@ -44,8 +45,8 @@ done
 # The tasklab chart's values: the kind set, the image tag, and the switches.
 helm_args() {
   local args=(-f "$CHART/ci/kind-values.yaml" --set-string "image.tag=$IMAGE_TAG")
-  if [ "$KEDA" = 0 ]; then
-    args+=(--set celeryWorker.autoscaling.mode=none)
+  if [ "$KEDA" = 1 ]; then
+    args+=(--set celeryWorker.autoscaling.mode=keda)
   fi
   if [ "$MONITORING" = 0 ]; then
     args+=(--set monitoring.enabled=false --set rabbitmq.metrics.serviceMonitor.enabled=false)
@@ -127,7 +128,7 @@ if [ "$KEDA" = 1 ]; then
   "${HELM[@]}" upgrade --install keda kedacore/keda --version "$KEDA_VERSION" \
     --namespace keda --create-namespace --wait --timeout "$HELM_TIMEOUT"
 else
-  say "KEDA=0: no KEDA; celery-worker keeps a fixed replica count"
+  say "no KEDA (KEDA=1 adds it): celery-worker keeps the replica count kubectl scale sets"
 fi
 
 # ------------------------------------------------------------------ 5. tasklab
@@ -137,7 +138,8 @@ ensure_namespace "$NAMESPACE"
 "${KUBECTL[@]}" label namespace "$NAMESPACE" --overwrite \
   pod-security.kubernetes.io/enforce=restricted \
   pod-security.kubernetes.io/warn=restricted >/dev/null
-mapfile -t values < <(helm_args)
+values=()
+while IFS= read -r arg; do values+=("$arg"); done < <(helm_args)  # (no mapfile: bash 3.2)
 "${HELM[@]}" upgrade --install "$RELEASE" "$CHART" --namespace "$NAMESPACE" \
   "${values[@]}" --wait --timeout "$HELM_TIMEOUT"
 
@@ -165,7 +167,7 @@ fi
 cat <<EOF
 
   Scale the workers:   kubectl scale deployment celery-worker --replicas=3$([ "$KEDA" = 1 ] && printf '%s' "
-                       (KEDA owns the count; pin it with
+                       (KEDA owns the count here; pin it with
                         kubectl annotate scaledobject celery-worker autoscaling.keda.sh/paused-replicas=3 --overwrite)")
   Check end to end:    helm test $RELEASE        make e2e-kind
   Port-forwards:       make port-forward          Tear down: make kind-down

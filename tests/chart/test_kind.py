@@ -132,7 +132,7 @@ def _index(calls: list[str], pattern: str) -> int:
 
 
 def test_kind_up_does_everything_in_order_and_again(tmp_path: Path) -> None:
-    calls = _run_kind_up(tmp_path)
+    calls = _run_kind_up(tmp_path, KEDA="1")
     kps = r"kube-prometheus-stack prometheus-community/kube-prometheus-stack"
     images = " ".join(f"tasklab/{n}:0123abc" for n in ("api", "celery-worker", "consumer"))
     order = [
@@ -148,21 +148,28 @@ def test_kind_up_does_everything_in_order_and_again(tmp_path: Path) -> None:
     ]
     assert order == sorted(order)
     install = calls[order[7]]
-    expected = " ".join(a.replace(str(REPO_ROOT) + "/", "") for a in chart.kind_up_args())
+    expected = " ".join(a.replace(str(REPO_ROOT) + "/", "") for a in chart.kind_up_args(KEDA="1"))
     assert expected in install and install.endswith("--wait --timeout 15m")
     assert any("create secret generic grafana-admin" in c for c in calls)
     # Again: the cluster and the Grafana secret exist, everything else is re-applied.
-    again = _run_kind_up(tmp_path)
+    again = _run_kind_up(tmp_path, KEDA="1")
     assert not any(c.startswith("kind create") for c in again)
     assert not any("create secret generic grafana-admin" in c for c in again)
     _index(again, r"^helm .*upgrade --install tasklab ")
 
 
 def test_kind_up_switches(tmp_path: Path) -> None:
-    calls = _run_kind_up(tmp_path, KEDA="0", MONITORING="0")
-    assert not any("kedacore/keda" in c or "kube-prometheus-stack" in c for c in calls)
+    # By default no autoscaler: the guide's kubectl scale holds (KEDA would undo it).
+    calls = _run_kind_up(tmp_path)
+    assert not any("kedacore/keda" in c for c in calls)
     install = calls[_index(calls, r"^helm .*upgrade --install tasklab ")]
-    assert "celeryWorker.autoscaling.mode=none" in install
+    assert "autoscaling.mode" not in install
+    (worker,) = chart.find(chart.render(chart.kind_up_args()), "Deployment", "celery-worker")
+    assert "replicas" in worker["spec"]
+    assert not chart.find(chart.render(chart.kind_up_args()), "ScaledObject")
+    calls = _run_kind_up(tmp_path, MONITORING="0")
+    assert not any("kube-prometheus-stack" in c for c in calls)
+    install = calls[_index(calls, r"^helm .*upgrade --install tasklab ")]
     assert "monitoring.enabled=false" in install
 
 

@@ -134,7 +134,7 @@ def value_sets() -> tuple[ValueSet, ...]:
     for path in sorted((CHART_DIR / "ci").glob("*-values.yaml")):
         sets.append(ValueSet(path.name.removesuffix("-values.yaml"), ("-f", str(path))))
     sets.append(ValueSet("kind-up", kind_up_args(), kind=True))
-    sets.append(ValueSet("kind-up-keda-0", kind_up_args(KEDA="0"), kind=True))
+    sets.append(ValueSet("kind-up-keda-1", kind_up_args(KEDA="1"), kind=True))
     sets.append(ValueSet("kind-up-monitoring-0", kind_up_args(MONITORING="0"), kind=True))
     return tuple(sets)
 
