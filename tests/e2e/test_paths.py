@@ -100,3 +100,23 @@ def test_worker_logs_name_the_task_number(target: Target) -> None:
     n = task["num"]
     assert re.search(rf"Celery Worker celery: Started processing task {n}\b", log)
     assert re.search(rf"Celery Worker celery: Task {n} finished successfully", log)
+
+
+def test_the_guides_python_call_runs_untracked(target: Target) -> None:
+    """The guide's own integration: ``process_task.delay(n, timeout, 'celery')`` and
+    ``.get()`` from other code. The worker runs it (the api keeps no record of it, so
+    without status reports) and the caller gets the guide's result over ``rpc://``."""
+    if target.broker is None:
+        pytest.skip("sends to the local broker")
+    from celery import Celery
+
+    app = Celery("guide", broker=target.broker.amqp_url, backend="rpc://", set_as_current=False)
+    try:
+        sent = app.send_task("process_task", args=(4242, 0.2, "celery"))
+        result = sent.get(timeout=60)
+    finally:
+        app.close()
+    assert result["status"] == "success"
+    assert result["task_num"] == 4242
+    assert result["slept"] >= 0.2
+    assert target.http.get(f"/api/tasks/{sent.id}").status_code == 404

@@ -11,7 +11,7 @@ import pytest
 
 from tasklab_common.auth import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tasklab_common.callback import CallbackClient, CallbackError, housekeeping_url
-from tasklab_common.messages import StatusUpdate
+from tasklab_common.messages import UNKNOWN_TASK_HEADER, StatusUpdate
 from tasklab_common.models import TaskStatus
 
 SECRET = "k" * 32
@@ -22,6 +22,8 @@ class Api:
 
     def __init__(self) -> None:
         self.plan: list[int] = []
+        #: A 404 names the task as the api's does (UNKNOWN_TASK_HEADER).
+        self.names_unknown = True
         self.seen: list[dict[str, object]] = []
         self.nonces: list[str] = []
 
@@ -46,6 +48,8 @@ def api() -> Iterator[tuple[Api, str]]:
             code = state.plan.pop(0) if state.plan else 200
             reply = json.dumps({"applied": True, "status": update["status"], "proceed": True})
             self.send_response(code)
+            if code == 404 and state.names_unknown:
+                self.send_header(UNKNOWN_TASK_HEADER, str(update["task_id"]))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
@@ -74,13 +78,22 @@ def test_retries_5xx_with_same_event_and_fresh_nonces(api: tuple[Api, str]) -> N
     assert len(set(state.nonces)) == 4
 
 
-def test_404_means_do_not_proceed(api: tuple[Api, str]) -> None:
+def test_the_apis_404_means_unknown_task(api: tuple[Api, str]) -> None:
     state, url = api
     state.plan = [404]
-    assert (
-        client(url).report(StatusUpdate(task_id="gone", status=TaskStatus.IN_PROGRESS)).proceed
-        is False
-    )
+    reply = client(url).report(StatusUpdate(task_id="gone", status=TaskStatus.IN_PROGRESS))
+    assert reply.proceed is False
+    assert reply.unknown is True
+
+
+def test_another_404_is_an_error(api: tuple[Api, str]) -> None:
+    """A 404 that does not name the task (a wrong API_URL path, a proxy) must not make
+    a worker drop the task as unknown."""
+    state, url = api
+    state.names_unknown = False
+    state.plan = [404]
+    with pytest.raises(CallbackError, match="refused: 404"):
+        client(url).report(StatusUpdate(task_id="t", status=TaskStatus.IN_PROGRESS))
 
 
 def test_4xx_is_final(api: tuple[Api, str]) -> None:

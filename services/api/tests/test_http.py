@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tasklab_common.auth import sign_headers
-from tasklab_common.messages import StatusUpdate
+from tasklab_common.messages import UNKNOWN_TASK_HEADER, StatusUpdate
 
 
 def _details(resp: Any) -> str:
@@ -123,7 +123,9 @@ def test_callback_authentication(client: TestClient, secret: str) -> None:
     tampered = sign_headers(secret, body)
     assert _callback(client, body.replace(b"DONE", b"FAILED"), tampered).status_code == 401
     good = sign_headers(secret, body)
-    assert _callback(client, body, good).status_code == 404  # authentic, unknown task
+    unknown = _callback(client, body, good)
+    assert unknown.status_code == 404  # authentic, unknown task, named as such
+    assert unknown.headers[UNKNOWN_TASK_HEADER] == "t-unknown"
     assert _callback(client, body, good).status_code == 403  # the same request again
 
 

@@ -16,7 +16,9 @@ and requeued when the worker process running them dies; one message is prefetche
 per process; publishing (retries) waits for broker confirms.
 
 The result backend is the guide's ``rpc://``: a caller that asks for a result, like
-the guide's ``process_task.delay(...).get()``, gets it on its own reply queue. The
+the guide's ``process_task.delay(...).get()``, gets it on its own reply queue (such a
+task, not submitted through the api, runs without status reports: the api does not
+track it). The
 api's messages carry no ``reply_to``, and for those the backend stores nothing (no
 queue is declared and nothing is published), so it costs the api's tasks nothing.
 """

@@ -7,6 +7,10 @@ dead-letter its message when the api gave up on it after too many deliveries),
 do the work, report ``DONE``, or ``RETRYING`` and retry later, or ``FAILED`` once no
 attempt is left. A report that cannot be delivered requeues the message, so the
 task is neither lost nor acknowledged before its final status is known.
+
+A task the api did not send (the guide's ``process_task.delay(...)`` from other code)
+is unknown to the api: it runs once without status reports (:func:`run_untracked`),
+and its caller gets the result through the result backend.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from celery_app import (
 )
 from tasklab_common.callback import CallbackClient, CallbackError, request_housekeeping
 from tasklab_common.messages import (
+    API_ORIGIN_PREFIX,
     CELERY_WORKER_ID,
     MAX_ERROR_CHARS,
     CallbackReply,
@@ -148,6 +153,36 @@ def rebuild(
         raise Reject(error, requeue=False) from exc
 
 
+def sent_by_api(task: Task[Any, Any]) -> bool:
+    """Whether the api published this task (Celery's ``origin`` header names it)."""
+    request = task.request
+    # A worker's request has the header as an attribute; an eager apply() only in
+    # ``headers``.
+    origin = request.origin or (request.headers or {}).get("origin")
+    return isinstance(origin, str) and origin.startswith(API_ORIGIN_PREFIX)
+
+
+def run_untracked(msg: TaskMessage, worker_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A task sent to Celery by other code than the api (the guide's
+    ``process_task.delay(...)``): the api keeps no record of it, so it runs once, without
+    status reports; its result (or error) goes to the caller through the result backend."""
+    log.info(
+        "%s %s: Task %s was not submitted through the api; running it without status reports",
+        RUNNER,
+        worker_id,
+        msg.num,
+        extra=fields,
+    )
+    log_started(log, RUNNER, worker_id, msg.num, **fields)
+    try:
+        result = execute(msg, 1)
+    except Exception as exc:
+        log_failed(log, RUNNER, worker_id, msg.num, describe(exc), **fields)
+        raise
+    log_finished(log, RUNNER, worker_id, msg.num, **fields)
+    return result
+
+
 def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any]:
     """One delivery of a task: report, work, report; retry while attempts are left."""
     settings = get_settings()
@@ -174,16 +209,21 @@ def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any
             extra=fields,
         )
         raise Reject(f"task {msg.task_id}: delivery limit reached", requeue=False)
+    if reply.unknown and not sent_by_api(task):
+        return run_untracked(msg, worker_id, fields)
     if not reply.proceed:
+        # Unknown although the api sent it: a submission the api answered 503 (the
+        # broker's confirm did not come in time) and discarded; it must not run.
         log.info(
-            "%s %s: Task %s skipped (the api says %s)",
+            "%s %s: Task %s skipped (%s)",
             RUNNER,
             worker_id,
             msg.num,
-            reply.status,
+            "the api discarded it" if reply.unknown else f"the api says {reply.status}",
             extra=fields,
         )
-        return {"status": "skipped", "task_num": msg.num, "task_status": reply.status.value}
+        status = None if reply.unknown else reply.status.value
+        return {"status": "skipped", "task_num": msg.num, "task_status": status}
 
     log_started(log, RUNNER, worker_id, msg.num, **fields)
     try:

@@ -35,6 +35,7 @@ from tasklab_common.auth import (
     verify,
 )
 from tasklab_common.messages import (
+    UNKNOWN_TASK_HEADER,
     CallbackReply,
     StatusUpdate,
     TaskMessage,
@@ -98,7 +99,7 @@ class FakeApi:
             if self.refuse_with is not None:
                 return self.refuse_with, {"detail": "refused by the test"}
             if update.task_id in self.unknown:
-                return 404, {"detail": "unknown task"}
+                return 404, {"detail": "unknown task", "task_id": update.task_id}
             current, attempt = self.states.get(update.task_id, (TaskStatus.PENDING, 0))
             applied = supersedes(update.status, update.attempt, current, attempt)
             if applied:
@@ -118,6 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
         code, answer = cast(_ApiServer, self.server).api.answer(body, dict(self.headers.items()))
         payload = json.dumps(answer).encode()
         self.send_response(code)
+        if code == 404 and "task_id" in answer:  # the api's own 404 names the task
+            self.send_header(UNKNOWN_TASK_HEADER, answer["task_id"])
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -271,11 +274,33 @@ def test_cancelled_task_is_skipped_without_work(api: FakeApi) -> None:
     assert api.history(msg.task_id) == [(IN_PROGRESS, 1)]
 
 
-def test_task_unknown_to_the_api_is_skipped(api: FakeApi) -> None:
+def test_task_the_api_sent_but_does_not_know_is_skipped(api: FakeApi) -> None:
+    """The api discarded it (it answered 503 when the broker's confirm was late)."""
     msg = message(duration=60)
     api.unknown.add(msg.task_id)
+    name, args, kwargs = celery_call(msg)
+    task = celery_app.celery_app.tasks[name]
 
-    assert apply(msg).get()["status"] == "skipped"
+    outcome = task.apply(
+        tuple(args), kwargs, task_id=msg.task_id, headers={"origin": "tasklab-api@host-1"}
+    )
+
+    assert outcome.get() == {"status": "skipped", "task_num": msg.num, "task_status": None}
+    assert api.history(msg.task_id) == [(IN_PROGRESS, 1)]
+
+
+def test_task_sent_by_other_code_runs_without_reports(api: FakeApi) -> None:
+    """The guide's process_task.delay(n, timeout, 'celery') from a project's own code."""
+    msg = message(num=99, duration=0.05)
+    api.unknown.add(msg.task_id)
+
+    result = apply(msg).get()
+
+    assert result["status"] == "success"
+    assert result["task_num"] == 99
+    assert result["slept"] >= 0.05
+    # Asked once (it might have been the api's), then nothing more.
+    assert api.history(msg.task_id) == [(IN_PROGRESS, 1)]
 
 
 @pytest.mark.parametrize("code", [401, 422])

@@ -19,6 +19,7 @@ import httpx
 
 from tasklab_common.auth import sign_headers
 from tasklab_common.messages import (
+    UNKNOWN_TASK_HEADER,
     CallbackReply,
     HousekeepingReport,
     HousekeepingRequest,
@@ -74,7 +75,9 @@ class CallbackClient:
     def report(self, update: StatusUpdate) -> CallbackReply:
         """Send ``update`` until the api answers; return its reply.
 
-        A 404 (the api does not know the task) is answered as "do not proceed".
+        The api's 404 for a task it does not know (it names the task in
+        ``UNKNOWN_TASK_HEADER``) is answered as "do not proceed", with ``unknown`` set;
+        any other 404 (a wrong ``API_URL``, a proxy) raises ``CallbackError``.
         """
         body = update.model_dump_json().encode()
         deadline = time.monotonic() + self._max_wait
@@ -90,9 +93,14 @@ class CallbackClient:
             else:
                 if resp.status_code == 200:
                     return CallbackReply.model_validate_json(resp.content)
-                if resp.status_code == 404:
-                    log.warning("task %s is unknown to the api; not running it", update.task_id)
-                    return CallbackReply(applied=False, status=TaskStatus.FAILED, proceed=False)
+                if (
+                    resp.status_code == 404
+                    and resp.headers.get(UNKNOWN_TASK_HEADER) == update.task_id
+                ):
+                    log.info("task %s is unknown to the api", update.task_id)
+                    return CallbackReply(
+                        applied=False, status=TaskStatus.FAILED, proceed=False, unknown=True
+                    )
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise CallbackError(
                         f"callback for task {update.task_id} refused: "

@@ -88,6 +88,13 @@ class TaskMessage(BaseModel):
 
 #: ``worker_id`` argument of the Celery tasks, as in the guide.
 CELERY_WORKER_ID: Final = "celery"
+#: Celery's ``origin`` header of the task messages the api publishes
+#: (``tasklab-api@<host>``): a worker tells them from tasks sent by other code, e.g.
+#: the guide's ``process_task.delay(...)``.
+API_ORIGIN_PREFIX: Final = "tasklab-api@"
+#: Header of the callback's 404 that names the task the api does not know: a 404 without
+#: it (a wrong ``API_URL`` path, a proxy) is an error to retry, not an unknown task.
+UNKNOWN_TASK_HEADER: Final = "X-Tasklab-Unknown-Task"
 
 
 def celery_call(msg: TaskMessage) -> tuple[str, list[Any], dict[str, Any]]:
@@ -167,7 +174,9 @@ class CallbackReply(BaseModel):
     """The api's answer to a status callback.
 
     ``proceed`` tells a worker whether it should (still) run the task: false once the
-    task is final (done elsewhere, failed or cancelled) or unknown. ``dead_letter``
+    task is final (done elsewhere, failed or cancelled) or unknown. ``unknown`` is set by
+    the callback client, not by the api: the api has no such task (it answered 404).
+    ``dead_letter``
     (with ``proceed`` false) tells it to reject the message without requeueing, so
     the broker moves it to the dead-letter queue: the task was delivered more times
     than the api's delivery limit allows and was marked FAILED.
@@ -178,6 +187,7 @@ class CallbackReply(BaseModel):
     proceed: bool
     duplicate: bool = False
     dead_letter: bool = False
+    unknown: bool = False
 
 
 class HousekeepingRequest(BaseModel):

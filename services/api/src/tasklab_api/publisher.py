@@ -23,7 +23,7 @@ from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 from kombu.serialization import dumps
 
-from tasklab_common.messages import TaskMessage, celery_call
+from tasklab_common.messages import API_ORIGIN_PREFIX, TaskMessage, celery_call
 from tasklab_common.models import Method
 from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
 
@@ -74,7 +74,7 @@ class Publisher:
         # Builds Celery protocol-2 messages; never connects.
         self._celery = Celery("tasklab-api", set_as_current=False)
         self._celery.conf.task_serializer = "json"
-        self._origin = f"tasklab-api@{socket.gethostname()}"
+        self._origin = f"{API_ORIGIN_PREFIX}{socket.gethostname()}"
 
     @property
     def connected(self) -> bool:

@@ -13,7 +13,7 @@ from tasklab_api.deps import State
 from tasklab_api.schemas import ErrorOut
 from tasklab_api.signing import CallbackAuthError, read_signed
 from tasklab_api.store import ReplayError, TaskNotFound
-from tasklab_common.messages import CallbackReply, StatusUpdate
+from tasklab_common.messages import UNKNOWN_TASK_HEADER, CallbackReply, StatusUpdate
 from tasklab_common.models import TaskStatus
 
 router = APIRouter(tags=["callbacks"])
@@ -80,7 +80,9 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
         raise HTTPException(403, "callback rejected: replayed request") from None
     except TaskNotFound:
         metrics.CALLBACKS.labels("unknown_task").inc()
-        raise HTTPException(404, "no such task") from None
+        raise HTTPException(
+            404, "no such task", headers={UNKNOWN_TASK_HEADER: update.task_id}
+        ) from None
 
     task = outcome.task
     if outcome.duplicate:
