@@ -90,15 +90,6 @@ def _housekeeping_interval() -> float:
 class CeleryWorkerSettings(WorkerSettings):
     """Settings of a running worker (``RMQ_URL``, ``API_URL``, ``CALLBACK_SECRET``...)."""
 
-    requeue_delay: float = Field(
-        5.0,
-        ge=0,
-        description=(
-            "Seconds to wait before requeueing a task whose status report could not be "
-            "delivered, so that a refusing api is not hammered (REQUEUE_DELAY)."
-        ),
-    )
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> CeleryWorkerSettings:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -374,6 +375,7 @@ def start_consumer(queue: Broker, api: FakeApi, tmp_path: Path) -> Iterator[Star
             "RETRY_BACKOFF_MAX": "0.2",
             "RECONNECT_BACKOFF": "0.2",
             "RECONNECT_BACKOFF_MAX": "1",
+            "REQUEUE_DELAY": "0.2",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "text",
         }
@@ -541,6 +543,39 @@ def test_undeliverable_report_requeues_the_message(
     api.failing = False
     api.start()
     assert api.wait_final(task_id).status is DONE
+    assert consumer.stop() == 0
+    assert queue.ready_messages() == 0
+
+
+def test_refused_reports_are_not_a_redelivery_loop(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    """A consumer whose reports the api refuses (here: a wrong secret) waits
+    REQUEUE_DELAY before each requeue instead of hammering the api (without the wait:
+    thousands of refused calls a second)."""
+    consumer = start_consumer(callback_secret="w" * 32, requeue_delay=0.5)
+    task_id, body = task_body(8)
+    queue.publish(body)
+    consumer.wait_for("task 8 requeued")
+    time.sleep(2.0)
+    refused = len(api.refused)
+    assert 1 <= refused <= 8, refused  # about one per 0.5 s
+    assert consumer.stop() == 0
+    assert queue.ready_messages() == 1  # kept, for when the secret is fixed
+    assert api.history(task_id) == []
+    api.refused.clear()  # expected here
+
+
+def test_malformed_message_is_kept_until_its_failure_is_reported(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer(callback_max_wait=0.3)
+    api.failing = True  # the api answers 500
+    queue.publish(json.dumps({"task_id": "bad-task", "num": "three"}).encode())
+    consumer.wait_for("could not report task bad-task as FAILED (requeued)")
+    api.failing = False
+    failed = api.wait_final("bad-task")
+    assert failed.status is FAILED
     assert consumer.stop() == 0
     assert queue.ready_messages() == 0
 

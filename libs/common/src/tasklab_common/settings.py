@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasklab_common.auth import MIN_SECRET_LENGTH
 
+#: The api's status callback route (``API_URL`` ends in it).
+CALLBACK_PATH = "/update_task_status_api/"
+
 
 class BrokerSettings(BaseSettings):
     """The broker and logging: all that a broker-only command (``celery inspect``) needs."""
@@ -62,6 +65,14 @@ class WorkerSettings(CommonSettings):
     api_url: str = Field(
         description="The api's callback URL, ending in /update_task_status_api/ (API_URL).",
     )
+    requeue_delay: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "Seconds to wait before requeueing a task whose status report could not be "
+            "delivered, so that a refusing api is not hammered (REQUEUE_DELAY)."
+        ),
+    )
     callback_timeout: float = Field(5.0, gt=0, description="Seconds per callback request.")
     callback_max_wait: float = Field(
         900.0, gt=0, description="Seconds a callback is retried while the api is unreachable."
@@ -75,6 +86,21 @@ class WorkerSettings(CommonSettings):
         None,
         description="A file the main loop touches every 10 s, for liveness probes.",
     )
+
+    @field_validator("api_url")
+    @classmethod
+    def _callback_route(cls, value: str) -> str:
+        # A wrong path would have every report refused; better not to start at all.
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or not parts.path.rstrip("/").endswith(CALLBACK_PATH.rstrip("/"))
+        ):
+            raise ValueError(
+                f"API_URL must be the api's callback URL, like http://api:8080{CALLBACK_PATH}"
+            )
+        return value
 
 
 def setup_logging(settings: BrokerSettings, *, fmt: str | None = None) -> None:

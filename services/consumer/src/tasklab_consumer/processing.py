@@ -83,8 +83,9 @@ class TaskRunner:
         try:
             msg = TaskMessage.model_validate_json(body)
         except ValidationError as exc:
-            self._refuse(body, exc)
-            return Outcome.REJECT
+            if self._refuse(body, exc):
+                return Outcome.REJECT
+            return self._requeue_later()
         try:
             self._run(msg)
         except _Skipped as skipped:
@@ -98,21 +99,42 @@ class TaskRunner:
                 return Outcome.REJECT
             log.info("task %s skipped: the api said not to run it", msg.num, extra=self._extra(msg))
         except CallbackError as exc:
-            log.error("task %s requeued: %s", msg.num, exc, extra=self._extra(msg))
-            return Outcome.REQUEUE
+            log.error(
+                "task %s requeued in %.1fs: %s",
+                msg.num,
+                self._settings.requeue_delay,
+                exc,
+                extra=self._extra(msg),
+            )
+            return self._requeue_later()
         return Outcome.ACK
 
-    def _refuse(self, body: bytes, exc: ValidationError) -> None:
-        """Log a malformed body and, when it names a task, report that task FAILED."""
+    def _requeue_later(self) -> Outcome:
+        """Requeue after ``REQUEUE_DELAY`` (cut short by a shutdown): a report the api
+        refuses (a wrong secret, a skewed clock) must not turn into a redelivery loop
+        that hammers the api."""
+        self._shutdown.wait(self._settings.requeue_delay)
+        return Outcome.REQUEUE
+
+    def _refuse(self, body: bytes, exc: ValidationError) -> bool:
+        """Log a malformed body and, when it names a task, report that task FAILED.
+
+        False when that report could not be delivered: the message is kept (requeued)
+        until it is, so that the task does not stay ``PENDING`` for ever.
+        """
         reason = invalid_reason(exc)
         task_id = task_id_of(body)
         log.error("message rejected (task_id=%s): %s", task_id, reason)
         if task_id is None:
-            return
+            return True
         try:
             self._report(task_id, TaskStatus.FAILED, 1, error=reason)
-        except (CallbackError, ValidationError) as report_exc:
+        except ValidationError as report_exc:  # e.g. a task_id no report can carry
             log.error("could not report task %s as FAILED: %s", task_id, report_exc)
+        except CallbackError as report_exc:
+            log.error("could not report task %s as FAILED (requeued): %s", task_id, report_exc)
+            return False
+        return True
 
     def _run(self, msg: TaskMessage) -> None:
         """Run every attempt the task is allowed until one succeeds or none is left."""

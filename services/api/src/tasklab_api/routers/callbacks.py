@@ -15,6 +15,7 @@ from tasklab_api.signing import CallbackAuthError, read_signed
 from tasklab_api.store import ReplayError, TaskNotFound
 from tasklab_common.messages import UNKNOWN_TASK_HEADER, CallbackReply, StatusUpdate
 from tasklab_common.models import TaskStatus
+from tasklab_common.settings import CALLBACK_PATH
 
 router = APIRouter(tags=["callbacks"])
 
@@ -44,7 +45,7 @@ def inline_schema(model: type[StatusUpdate]) -> dict[str, Any]:
 
 
 @router.post(
-    "/update_task_status_api/",
+    CALLBACK_PATH,
     response_model=CallbackReply,
     openapi_extra={
         "requestBody": {
