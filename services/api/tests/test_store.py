@@ -230,10 +230,16 @@ async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None
     ).id
     await report(store, long_task, S.IN_PROGRESS, 1)
     await _age(store, long_task, seconds=62)  # still within its 600 s of work
-    retrying = await new_task(store)
+    retrying = (
+        await store.create(Method.RABBITMQ, TaskKind.PROCESS_TASK, TaskParams(duration=1))
+    ).id  # the consumer retries in place: silence means it is gone
     await report(store, retrying, S.IN_PROGRESS, 1)
     await report(store, retrying, S.RETRYING, 1)
     await _age(store, retrying, seconds=3600)
+    celery_retry = await new_task(store)  # its retry message waits in the queue
+    await report(store, celery_retry, S.IN_PROGRESS, 1)
+    await report(store, celery_retry, S.RETRYING, 1)
+    await _age(store, celery_retry, seconds=3600)
     queued = await new_task(store)  # PENDING: its message waits in the queue
     await _age(store, queued, days=3)
     recent = await new_task(store)
@@ -245,7 +251,12 @@ async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None
         task = await store.get(tid)
         assert task is not None and task.status == "FAILED" and task.finished_at is not None
         assert task.error is not None and task.error.startswith(GAVE_UP), task.error
-    for tid, status in ((long_task, "IN_PROGRESS"), (queued, "PENDING"), (recent, "IN_PROGRESS")):
+    for tid, status in (
+        (long_task, "IN_PROGRESS"),
+        (queued, "PENDING"),
+        (recent, "IN_PROGRESS"),
+        (celery_retry, "RETRYING"),
+    ):
         task = await store.get(tid)
         assert task is not None and task.status == status
     # A late report from the vanished worker changes nothing; a second run finds nothing.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Select, bindparam, case, delete, func, insert, select
+from sqlalchemy import Select, and_, bindparam, case, delete, func, insert, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -86,8 +86,16 @@ DEFAULT_DELIVERY_LIMIT = 5
 GAVE_UP = "gave up:"
 #: Most final tasks one housekeeping run deletes (the next run takes the rest).
 PURGE_BATCH = 5000
-#: Statuses of a task that a worker is (supposed to be) running.
-RUNNING = (TaskStatus.IN_PROGRESS.value, TaskStatus.RETRYING.value)
+#: Methods whose retry is a new message at the back of the queue (Celery's retry): a
+#: RETRYING task of theirs waits like a PENDING one, for as long as the backlog lasts.
+REQUEUED_RETRIES = (Method.CELERY.value, Method.SYNC.value)
+
+
+def may_be_stuck(status: str, method: str) -> bool:
+    """Whether silence means a task's worker vanished (see :meth:`TaskStore.fail_stuck`)."""
+    if status == TaskStatus.RETRYING.value:
+        return method not in REQUEUED_RETRIES
+    return status == TaskStatus.IN_PROGRESS.value
 
 
 def stuck_error(silent: timedelta) -> str:
@@ -370,12 +378,23 @@ class TaskStore:
         A worker reports at the start of every attempt and at its end; silence past
         the work's own duration and the grace period means the worker is gone and its
         message with it (a live worker's message would have been redelivered).
+        A Celery task's RETRYING is not such silence: its retry is a message waiting in
+        the queue, behind any backlog, like a PENDING task's (:func:`may_be_stuck`).
         """
         now = utcnow()
         async with self._reads() as s:
             candidates = (
                 await s.execute(
-                    select(Task.id).where(Task.status.in_(RUNNING), Task.updated_at < now - grace)
+                    select(Task.id).where(
+                        Task.updated_at < now - grace,
+                        or_(
+                            Task.status == TaskStatus.IN_PROGRESS.value,
+                            and_(
+                                Task.status == TaskStatus.RETRYING.value,
+                                Task.method.not_in(REQUEUED_RETRIES),
+                            ),
+                        ),
+                    )
                 )
             ).scalars()
             ids = list(candidates)
@@ -393,7 +412,7 @@ class TaskStore:
     ) -> Task | None:
         """The body of one :meth:`fail_stuck` transaction; the task if it was failed."""
         task = self._locked_sync(s, task_id)
-        if task is None or task.status not in RUNNING:
+        if task is None or not may_be_stuck(task.status, task.method):
             return None
         duration = float((task.params or {}).get("duration", 0.0))
         silent = now - task.updated_at
