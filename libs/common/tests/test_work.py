@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tasklab_common.heartbeat import Heartbeat, age
-from tasklab_common.messages import TaskMessage, TaskParams
+from tasklab_common.messages import MAX_ABS_NUMBER, MAX_NUMBERS, TaskMessage, TaskParams
 from tasklab_common.models import Method, TaskKind
 from tasklab_common.work import SimulatedFailure, execute, process_data, process_task, retry_delay
 
@@ -58,3 +60,16 @@ def test_heartbeat_touches_at_most_every_interval_and_removes(tmp_path: Path) ->
     hb.stop()
     assert not path.exists()
     Heartbeat(None).beat()  # no file configured: nothing to do
+
+
+def test_the_largest_numbers_allowed_keep_the_statistics_finite() -> None:
+    """Numbers beyond MAX_ABS_NUMBER are refused at submission: two of 1e308 would
+    overflow the sum (fsum raises) and the median (inf), on every attempt."""
+    with pytest.raises(ValidationError, match="less than or equal"):
+        TaskParams(numbers=[1e308, 1e308])
+    for sign in (1, -1):
+        numbers = [sign * MAX_ABS_NUMBER] * MAX_NUMBERS
+        params = TaskParams(numbers=numbers)
+        result = process_data(1, list(params.numbers or []))
+        values = [result[k] for k in ("sum", "mean", "median", "min", "max", "stdev")]
+        assert all(math.isfinite(v) for v in values), result

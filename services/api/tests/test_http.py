@@ -201,3 +201,17 @@ def _housekeeping_runs(client: TestClient) -> float:
         if line.startswith("tasklab_housekeeping_runs_total "):
             return float(line.split()[1])
     raise AssertionError("tasklab_housekeeping_runs_total not exported")
+
+
+def test_out_of_range_input_is_422_not_500(client: TestClient, secret: str) -> None:
+    """Values that pass a type check but break further in (a time outside the years 1 to
+    9999 once in UTC; a NUL, which PostgreSQL's text cannot hold) get a reason."""
+    for query in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        resp = client.get("/api/tasks", params={"updated_since": query})
+        assert resp.status_code == 422, (query, resp.text)
+    assert client.get("/api/tasks/a%00b").status_code == 422
+    assert client.post("/api/tasks/a%00b/cancel").status_code == 422
+    body = b'{"task_id": "a\\u0000b", "status": "DONE"}'
+    resp = _callback(client, body, sign_headers(secret, body))
+    assert resp.status_code == 422, resp.text
+    assert "task_id" in resp.text

@@ -25,6 +25,8 @@ MAX_FAIL_TIMES: Final = 10
 MAX_RESULT_BYTES: Final = 64 * 1024
 MAX_ERROR_CHARS: Final = 2000
 MAX_WORKER_CHARS: Final = 200
+#: A task id: no control characters (PostgreSQL's text cannot hold a NUL).
+TASK_ID_PATTERN: Final = r"^[^\x00-\x1f\x7f]+$"
 
 Duration = Annotated[
     float,
@@ -36,7 +38,12 @@ Duration = Annotated[
         description="Seconds of simulated work (process_task's `timeout`).",
     ),
 ]
-FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: Largest magnitude of a number of process_data: MAX_NUMBERS of them still add up (and
+#: two of them average) within a float's range, so the statistics cannot overflow.
+MAX_ABS_NUMBER: Final = 1e300
+FiniteNumber = Annotated[
+    float, Field(strict=True, allow_inf_nan=False, ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER)
+]
 
 
 class TaskParams(BaseModel):
@@ -151,7 +158,7 @@ class StatusUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_id: Annotated[str, Field(min_length=1, max_length=64)]
+    task_id: Annotated[str, Field(min_length=1, max_length=64, pattern=TASK_ID_PATTERN)]
     status: TaskStatus
     attempt: Annotated[int, Field(strict=True, ge=1, le=1000)] = 1
     worker: Annotated[str | None, Field(max_length=MAX_WORKER_CHARS)] = None

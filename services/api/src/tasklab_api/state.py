@@ -34,12 +34,20 @@ class AppState:
         """Tell live subscribers of every api process that ``task`` changed.
 
         On PostgreSQL the change's own transaction usually sent the NOTIFY already
-        (``notified``); on SQLite there is one process and the hub is local.
+        (``notified``); on SQLite there is one process and the hub is local. Best
+        effort: the change itself is committed, and a caller must not be answered 5xx
+        for it (a client would resubmit a task that runs); a page that missed the event
+        catches up on its next reload.
         """
         if not self.postgres:
             self.hub.publish(task)
         elif not notified:
-            await self.store.notify(task.id)
+            try:
+                await self.store.notify(task.id)
+            except Exception as exc:
+                log.warning(
+                    "could not announce task %s: %s: %s", task.id, type(exc).__name__, exc
+                )
 
     async def revoke(self, task_id: str, *, terminate: bool) -> None:
         """Revoke a Celery task (terminating it if it runs); best effort, bounded."""

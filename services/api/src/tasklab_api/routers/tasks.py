@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
@@ -16,12 +16,15 @@ from tasklab_api.limits import client_key, too_many
 from tasklab_api.publisher import BrokerUnavailable
 from tasklab_api.schemas import ErrorOut, TaskCreate, TaskOut, TaskPage
 from tasklab_api.store import NotCancellable, TaskNotFound
-from tasklab_common.messages import TaskMessage
+from tasklab_common.messages import TASK_ID_PATTERN, TaskMessage
 from tasklab_common.models import Method, TaskKind, TaskStatus
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
-TaskId = Annotated[str, Path(min_length=1, max_length=64, description="The task's id.")]
+TaskId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=TASK_ID_PATTERN, description="The task's id."),
+]
 KEEPALIVE_SECONDS = 15.0
 
 
@@ -93,8 +96,13 @@ async def list_tasks(
     ] = None,
 ) -> TaskPage:
     """Tasks, newest first."""
-    if updated_since is not None and updated_since.tzinfo is None:
-        raise HTTPException(422, "updated_since needs a timezone (e.g. ...Z)")
+    if updated_since is not None:
+        if updated_since.tzinfo is None:
+            raise HTTPException(422, "updated_since needs a timezone (e.g. ...Z)")
+        try:
+            updated_since = updated_since.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+            raise HTTPException(422, "updated_since is out of range") from None
     rows, total = await state.store.list_tasks(
         limit=limit,
         offset=offset,
