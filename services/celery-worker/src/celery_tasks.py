@@ -15,6 +15,7 @@ and its caller gets the result through the result backend.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -107,7 +108,10 @@ def report(
     except CallbackError as exc:
         delay = get_settings().requeue_delay
         log.error("%s; requeueing task %s in %.1fs", exc, task_id, delay)
-        time.sleep(delay)
+        # The time limit striking during this wait must requeue the message too (as a
+        # failure it would be acked, with the outcome unrecorded).
+        with contextlib.suppress(SoftTimeLimitExceeded):
+            time.sleep(delay)
         raise Reject(str(exc), requeue=True) from exc
     except SoftTimeLimitExceeded as exc:
         # The time limit struck while the api was slow to take the report: the task's

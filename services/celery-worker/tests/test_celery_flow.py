@@ -405,3 +405,24 @@ def test_soft_time_limit_during_a_report_requeues_the_message(api: FakeApi) -> N
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert requeued(outcome)
+
+
+def test_soft_time_limit_during_the_requeue_wait_still_requeues(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit striking while the worker waits REQUEUE_DELAY after a refused report."""
+
+    def soft_limit(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setenv("REQUEUE_DELAY", "3")
+    celery_app.get_settings.cache_clear()
+    api.refuse_with = 401
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        outcome = apply(message(duration=0.1))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert requeued(outcome)

@@ -45,9 +45,7 @@ class AppState:
             try:
                 await self.store.notify(task.id)
             except Exception as exc:
-                log.warning(
-                    "could not announce task %s: %s: %s", task.id, type(exc).__name__, exc
-                )
+                log.warning("could not announce task %s: %s: %s", task.id, type(exc).__name__, exc)
 
     async def revoke(self, task_id: str, *, terminate: bool) -> None:
         """Revoke a Celery task (terminating it if it runs); best effort, bounded."""
