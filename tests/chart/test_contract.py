@@ -40,7 +40,7 @@ from tasklab_common import queues
 from tasklab_common.messages import MAX_DURATION_SECONDS
 from tasklab_common.settings import BrokerSettings, WorkerSettings
 from tasklab_consumer.settings import ConsumerSettings
-from tasklab_devtools import chart
+from tasklab_devtools import chart, rabbitmq
 from tasklab_devtools.chart import CHART_DIR, Obj
 from tasklab_devtools.procs import ManagedProcess
 from tasklab_devtools.rabbitmq import TOPOLOGY_POLICIES
@@ -733,6 +733,8 @@ def test_consumer_timeout_and_grace_periods(rendered: dict[str, list[Obj]], name
     longest = _longest_delivery_seconds(env)
     timeout_ms = int(_rabbitmq_conf(docs)["consumer_timeout"])
     assert timeout_ms > longest * 1000, (timeout_ms, longest)
+    # make dev and the tests run their private nodes with the same timeout.
+    assert timeout_ms == rabbitmq.CONSUMER_TIMEOUT_MS
     # A stopping worker can finish the longest task it may be running.
     (worker,) = chart.find(docs, "Deployment", "celery-worker")
     assert (

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tasklab_devtools.rabbitmq import (
+    CONSUMER_TIMEOUT_MS,
     AmqpLoginError,
     RabbitNode,
     check_amqp_login,
@@ -94,6 +95,9 @@ def test_node_is_private_and_accepts_only_its_user(node: RabbitNode) -> None:
     assert "administrator" in whoami["tags"]
     assert [entry["name"] for entry in node.api("GET", "api/users").json()] == [user]
     assert node.api("GET", "api/overview").json()["node"] == node.name
+    # The chart's consumer timeout, above the longest task (RabbitMQ's default is not).
+    timeout = node.rabbitmqctl("eval", "application:get_env(rabbit, consumer_timeout).")
+    assert timeout.strip() == f"{{ok,{CONSUMER_TIMEOUT_MS}}}"
 
     check_amqp_login(node.amqp_url)
     with pytest.raises(AmqpLoginError, match="ACCESS_REFUSED"):

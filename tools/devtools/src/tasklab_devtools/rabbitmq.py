@@ -44,6 +44,7 @@ from tasklab_common.queues import (
 from tasklab_devtools.procs import ManagedProcess, descendant_pids
 
 __all__ = [
+    "CONSUMER_TIMEOUT_MS",
     "AmqpLoginError",
     "RabbitNode",
     "check_amqp_login",
@@ -288,6 +289,10 @@ TOPOLOGY_POLICIES: dict[str, dict[str, Any]] = {
 }
 
 
+#: ``consumer_timeout`` of the private nodes (make dev, the tests): the chart's, 8 h.
+CONSUMER_TIMEOUT_MS = 8 * 3600 * 1000
+
+
 class RabbitNode:
     """A private RabbitMQ node whose files all live in ``base_dir``.
 
@@ -436,6 +441,9 @@ class RabbitNode:
                     "default_permissions.write = .*",
                     # Queue stats in the management API are refreshed every second.
                     "collect_statistics_interval = 1000",
+                    # As the chart's broker: above the longest delivery (RabbitMQ's
+                    # default, 30 min, is below the longest task, 1 h).
+                    f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",
                     "",
                 ]
             )
