@@ -190,7 +190,12 @@ def test_housekeeping_is_signed_and_reports(client: TestClient, secret: str) -> 
     good = sign_headers(secret, body)
     resp = _housekeeping(client, body, good)
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"stuck_failed": 0, "purged_tasks": 0, "purged_events": 0}
+    assert resp.json() == {
+        "stuck_failed": 0,
+        "orphans_failed": 0,
+        "purged_tasks": 0,
+        "purged_events": 0,
+    }
     assert _housekeeping(client, body, good).status_code == 403  # replayed
     assert _housekeeping_runs(client) == runs_before + 1
 

@@ -13,7 +13,15 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from tasklab_api.orm import Task, TaskEvent
-from tasklab_api.store import GAVE_UP, NotCancellable, ReplayError, TaskNotFound, TaskStore
+from tasklab_api.store import (
+    GAVE_UP,
+    NEVER_DELIVERED,
+    NotCancellable,
+    ReplayError,
+    TaskNotFound,
+    TaskStore,
+)
+from tasklab_common import queues
 from tasklab_common.messages import StatusUpdate, TaskParams, utcnow
 from tasklab_common.models import Method, TaskKind, TaskStatus
 
@@ -262,6 +270,44 @@ async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None
     # A late report from the vanished worker changes nothing; a second run finds nothing.
     assert not (await report(store, silent, S.DONE, 1)).applied
     assert await store.fail_stuck(grace) == []
+
+
+async def _created_ago(store: TaskStore, task_id: str, seconds: float) -> None:
+    when = utcnow() - timedelta(seconds=seconds)
+    async with store.session() as s, s.begin():
+        await s.execute(
+            update(Task).where(Task.id == task_id).values(created_at=when, updated_at=when)
+        )
+
+
+async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
+    store: TaskStore,
+) -> None:
+    grace = timedelta(seconds=60)
+
+    async def created(method: Method, seconds: float) -> str:
+        task = await store.create(method, TaskKind.PROCESS_TASK, TaskParams(duration=1))
+        await _created_ago(store, task.id, seconds)
+        return task.id
+
+    orphan = await created(Method.CELERY, 120)
+    sync_orphan = await created(Method.SYNC, 120)
+    recent = await created(Method.CELERY, 10)  # its confirm may be a moment ago
+    direct = await created(Method.RABBITMQ, 120)  # its queue is not empty
+    delivered = await created(Method.CELERY, 120)
+    await report(store, delivered, S.IN_PROGRESS, 1)
+    await report(store, delivered, S.RETRYING, 1)
+
+    assert await store.fail_orphaned([], grace) == []
+    failed = await store.fail_orphaned([queues.CELERY_QUEUE], grace)
+    assert {t.id for t in failed} == {orphan, sync_orphan}
+    for task in failed:
+        assert task.status == "FAILED" and task.finished_at is not None
+        assert task.error is not None and task.error.startswith(NEVER_DELIVERED)
+    for tid, status in ((recent, "PENDING"), (direct, "PENDING"), (delivered, "RETRYING")):
+        task = await store.get(tid)
+        assert task is not None and task.status == status, (tid, task)
+    assert await store.fail_orphaned([queues.CELERY_QUEUE], grace) == []
 
 
 async def test_purge_history_deletes_old_final_tasks_and_their_reports(store: TaskStore) -> None:

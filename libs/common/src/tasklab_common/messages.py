@@ -209,5 +209,8 @@ class HousekeepingReport(BaseModel):
     """What one housekeeping run did."""
 
     stuck_failed: int = Field(description="Tasks marked FAILED: no report past their limit.")
+    orphans_failed: int = Field(
+        0, description="PENDING tasks marked FAILED: their queue is empty, their message gone."
+    )
     purged_tasks: int = Field(description="Final tasks deleted, older than the retention.")
     purged_events: int = Field(description="Status reports of those tasks deleted.")

@@ -16,3 +16,6 @@ DEAD_LETTER_EXCHANGE: Final = "tasklab.dlx"
 DEAD_LETTER_QUEUE: Final = "dead_letters"
 
 ALL_QUEUES: Final = (CELERY_QUEUE, DIRECT_QUEUE, DEAD_LETTER_QUEUE)
+
+#: The queue each method's tasks are published to (``sync`` runs on the Celery workers).
+QUEUE_OF_METHOD: Final = {"celery": CELERY_QUEUE, "sync": CELERY_QUEUE, "rabbitmq": DIRECT_QUEUE}

@@ -66,6 +66,14 @@ class BrokerStats:
             self._cached = await self._read(self._base)
             return self._cached
 
+    async def fresh(self) -> BrokerSnapshot:
+        """A snapshot read now, whatever the cache holds (for decisions, not display)."""
+        if self._base is None:
+            return BrokerSnapshot(ok=False, error="RMQ_MANAGEMENT_URL is not set")
+        async with self._lock:
+            self._cached = await self._read(self._base)
+            return self._cached
+
     async def _read(self, base: str) -> BrokerSnapshot:
         if self._client is None:
             self._client = httpx.AsyncClient(auth=self._auth, timeout=3.0)

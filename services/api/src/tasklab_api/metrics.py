@@ -74,7 +74,8 @@ HOUSEKEEPING_RUNS = Counter(
 )
 HOUSEKEEPING_TASKS = Counter(
     "tasklab_housekeeping_tasks",
-    "Tasks housekeeping acted on: failed_stuck (no report past its limit), purged",
+    "Tasks housekeeping acted on: failed_stuck (no report past its limit), "
+    "failed_orphaned (PENDING, its queue empty: the message is gone), purged",
     ["action"],
 )
 TASKS = Gauge("tasklab_tasks", "Tasks in the store by current status", ["status"])

@@ -25,7 +25,7 @@ from kombu.serialization import dumps
 
 from tasklab_common.messages import API_ORIGIN_PREFIX, TaskMessage, celery_call
 from tasklab_common.models import Method
-from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
+from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE, QUEUE_OF_METHOD
 
 log = logging.getLogger("tasklab.publisher")
 
@@ -156,9 +156,9 @@ class Publisher:
                 message_id=msg.task_id,
                 app_id="tasklab-api",
             )
-            await self._publish(message, DIRECT_QUEUE)
+            await self._publish(message, QUEUE_OF_METHOD[msg.method.value])
         else:
-            await self._publish(self._celery_message(msg), CELERY_QUEUE)
+            await self._publish(self._celery_message(msg), QUEUE_OF_METHOD[msg.method.value])
 
     def _celery_message(self, msg: TaskMessage) -> aio_pika.Message:
         name, args, kwargs = celery_call(msg)

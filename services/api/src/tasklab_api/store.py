@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +27,7 @@ from tasklab_api.db import create_sync_engine, engine_of, read_session_factory
 from tasklab_api.orm import Base, CallbackNonce, Task, TaskEvent
 from tasklab_common.messages import StatusUpdate, TaskParams, utcnow
 from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
+from tasklab_common.queues import QUEUE_OF_METHOD
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -102,6 +103,18 @@ def stuck_error(silent: timedelta) -> str:
     return (
         f"{GAVE_UP} no report for {silent.total_seconds():.0f} s, past the task's duration "
         "and the grace period (its worker vanished?); marked FAILED by housekeeping"
+    )
+
+
+#: How the error of a PENDING task whose message is gone begins.
+NEVER_DELIVERED = f"{GAVE_UP} never delivered"
+
+
+def orphan_error(queue: str) -> str:
+    return (
+        f"{NEVER_DELIVERED}, and queue {queue} is empty: its message is gone "
+        "(purged, or the api stopped before the broker confirmed it, so the submission "
+        "was never answered); marked FAILED by housekeeping"
     )
 
 
@@ -420,6 +433,57 @@ class TaskStore:
             return None
         task.status = TaskStatus.FAILED.value
         task.error = stuck_error(silent)
+        task.finished_at = now
+        task.updated_at = now
+        if self._postgres:
+            notify_sync(s, task.id)
+        return task
+
+    async def fail_orphaned(self, empty_queues: Iterable[str], older_than: timedelta) -> list[Task]:
+        """Mark FAILED the PENDING tasks whose message is gone.
+
+        ``empty_queues`` are the queues the broker reported with no message at all,
+        ready or unacknowledged, just before the call. A task published to one of them,
+        never delivered to a worker (no start reported) and created more than
+        ``older_than`` ago cannot have its message anywhere: it was purged, or never
+        published (the api stopped between the insert and the broker's confirm, and
+        the submission was never answered). ``older_than`` must exceed the publish
+        timeout and the broker's statistics delay by far.
+        """
+        empty = set(empty_queues)
+        methods = [m for m, q in QUEUE_OF_METHOD.items() if q in empty]
+        if not methods:
+            return []
+        now = utcnow()
+        async with self._reads() as s:
+            ids = list(
+                (
+                    await s.execute(
+                        select(Task.id).where(
+                            Task.status == TaskStatus.PENDING.value,
+                            Task.deliveries == 0,
+                            Task.method.in_(methods),
+                            Task.created_at < now - older_than,
+                        )
+                    )
+                ).scalars()
+            )
+        failed = []
+        for task_id in ids:
+            task = await self._writer.run(
+                functools.partial(self._fail_if_orphaned, task_id=task_id, now=now)
+            )
+            if task is not None:
+                failed.append(task)
+        return failed
+
+    def _fail_if_orphaned(self, s: Session, task_id: str, now: datetime) -> Task | None:
+        """The body of one :meth:`fail_orphaned` transaction; the task if it was failed."""
+        task = self._locked_sync(s, task_id)
+        if task is None or task.status != TaskStatus.PENDING.value or task.deliveries:
+            return None
+        task.status = TaskStatus.FAILED.value
+        task.error = orphan_error(QUEUE_OF_METHOD[task.method])
         task.finished_at = now
         task.updated_at = now
         if self._postgres:

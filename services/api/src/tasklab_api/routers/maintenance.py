@@ -15,8 +15,10 @@ from pydantic import ValidationError
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
+from tasklab_api.orm import Task
 from tasklab_api.schemas import ErrorOut
 from tasklab_api.signing import CallbackAuthError, read_signed
+from tasklab_api.state import AppState
 from tasklab_api.store import ReplayError
 from tasklab_common.messages import HousekeepingReport, HousekeepingRequest
 
@@ -42,7 +44,8 @@ router = APIRouter(tags=["maintenance"])
 )
 async def housekeeping(request: Request, state: State) -> HousekeepingReport:
     """Mark FAILED the tasks whose worker vanished (no report for their duration plus
-    ``STUCK_GRACE_SECONDS``) and delete final tasks older than
+    ``STUCK_GRACE_SECONDS``) and the PENDING tasks older than that whose queue is empty
+    (their message is gone), and delete final tasks older than
     ``HISTORY_RETENTION_DAYS``. Signed with the callback secret; safe to repeat."""
     settings = state.settings
     try:
@@ -65,6 +68,7 @@ async def housekeeping(request: Request, state: State) -> HousekeepingReport:
         metrics.on_finished(task)
         await state.announce(task, notified=True)
         log.warning("task %s (%s): %s", task.num, task.id, task.error)
+    orphans = await _fail_orphaned(state)
     purged_tasks = purged_events = 0
     if settings.history_retention_days > 0:
         purged_tasks, purged_events = await state.store.purge_history(
@@ -72,7 +76,10 @@ async def housekeeping(request: Request, state: State) -> HousekeepingReport:
         )
         metrics.HOUSEKEEPING_TASKS.labels("purged").inc(purged_tasks)
     report = HousekeepingReport(
-        stuck_failed=len(stuck), purged_tasks=purged_tasks, purged_events=purged_events
+        stuck_failed=len(stuck),
+        orphans_failed=len(orphans),
+        purged_tasks=purged_tasks,
+        purged_events=purged_events,
     )
     log.info(
         "housekeeping (requested by %s): %s",
@@ -80,3 +87,22 @@ async def housekeeping(request: Request, state: State) -> HousekeepingReport:
         report.model_dump_json(),
     )
     return report
+
+
+async def _fail_orphaned(state: AppState) -> list[Task]:
+    """Fail the PENDING tasks whose queue the broker reports empty (ready and unacked):
+    their message was purged, or never published. Needs the management API; without
+    it, or when it does not answer, nothing is done."""
+    snapshot = await state.broker_stats.fresh()
+    if not snapshot.ok:
+        return []
+    empty = [q.name for q in snapshot.queues if q.ready == 0 and q.unacked == 0]
+    orphans = await state.store.fail_orphaned(
+        empty, timedelta(seconds=state.settings.stuck_grace_seconds)
+    )
+    for task in orphans:
+        metrics.HOUSEKEEPING_TASKS.labels("failed_orphaned").inc()
+        metrics.on_finished(task)
+        await state.announce(task, notified=True)
+        log.warning("task %s (%s): %s", task.num, task.id, task.error)
+    return orphans
