@@ -554,8 +554,8 @@ class Scenario:
                     f"{[(e.status, e.attempt, e.worker) for e in evs]}"
                 )
             # (Housekeeping fails a task whose message is gone without it starting.)
-            orphan = (task.error or "").startswith(NEVER_DELIVERED) if task is not None else False
-            if task is not None and task.status in ("DONE", "FAILED") and runs == 0 and not orphan:
+            gone = task is not None and (task.error or "").startswith(NEVER_DELIVERED)
+            if task is not None and task.status in ("DONE", "FAILED") and runs == 0 and not gone:
                 problems.append(f"task {task_id} is {task.status} without ever starting")
         duplicates = sum(max(0, n - 1) for n in executions.values())
         if max_duplicates is not None and duplicates > max_duplicates:
