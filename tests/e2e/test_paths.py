@@ -120,3 +120,30 @@ def test_the_guides_python_call_runs_untracked(target: Target) -> None:
     assert result["task_num"] == 4242
     assert result["slept"] >= 0.2
     assert target.http.get(f"/api/tasks/{sent.id}").status_code == 404
+
+
+def test_a_second_local_worker_shows_online_under_its_own_name(target: Target) -> None:
+    """The guide's "more workers", locally: ``celery ... worker -n w2@%h``. Its broker
+    connection carries its node name, so the overview lists it online and apart."""
+    if target.stack is None:
+        pytest.skip("starts a worker process locally")
+    import socket
+
+    from tasklab_devtools.stack import celery_process
+    from tasklab_devtools.waiting import wait_until
+
+    worker = target.stack.add(
+        celery_process(target.stack.cfg, name="celery-worker-2", concurrency=1, node_name="w2")
+    )
+    worker.start()
+    name = f"w2@{socket.gethostname()}"
+
+    def online() -> bool:
+        workers = target.http.get("/api/overview").json()["workers"]
+        return any(w["name"] == name and w["online"] for w in workers)
+
+    try:
+        wait_until(online, f"{name} online in the overview", 60, interval=0.5)
+    finally:
+        worker.terminate(30)
+        target.stack.processes.pop(worker.name, None)

@@ -187,6 +187,20 @@ celery_app.steps["worker"].add(HeartbeatStep)
 
 
 @signals.celeryd_init.connect
+def name_the_connection(sender: str | None = None, conf: Any = None, **_: Any) -> None:
+    """Name the worker's broker connection after its node name, ``-n`` included (a second
+    local worker, ``-n w2@%h``, would otherwise share the default name, and the api's
+    overview could not tell which worker consumes)."""
+    if sender and conf is not None:
+        options = dict(conf.broker_transport_options or {})
+        options["client_properties"] = {
+            **options.get("client_properties", {}),
+            "connection_name": sender,
+        }
+        conf.broker_transport_options = options
+
+
+@signals.celeryd_init.connect
 def check_worker_settings(**_: Any) -> None:
     """Refuse to start a worker whose settings are missing or invalid."""
     try:

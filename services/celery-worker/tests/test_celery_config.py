@@ -33,7 +33,8 @@ def test_messages_are_acknowledged_only_after_the_task_ran() -> None:
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["confirm_publish"] is True
-    # The broker lists the worker's connection under the worker's default node name.
+    # The broker lists the worker's connection under the worker's default node name
+    # (a worker started with -n renames it: tests/e2e, the second local worker).
     name = conf.broker_transport_options["client_properties"]["connection_name"]
     assert name == f"celery@{socket.gethostname()}"
     assert conf.broker_connection_retry_on_startup is True
