@@ -370,3 +370,51 @@ def test_with_basic_auth_the_board_works(
     p.screenshot(path=str(shots / "board-basic-auth.png"), full_page=True)
     assert refused == [], refused
     ctx.close()
+
+
+NO_STATS_VHOST = "ui-no-stats"
+
+
+def test_without_broker_stats_workers_are_not_called_offline(
+    request: pytest.FixtureRequest,
+    browser: Browser,
+    release: Release | None,
+    artifacts: Path,
+    tmp_path: Path,
+) -> None:
+    """An api without RMQ_MANAGEMENT_URL cannot tell who consumes: the header strip says
+    so ("unknown") instead of listing a busy worker as offline."""
+    if release is not None:
+        pytest.skip("starts an api on this machine")
+    broker: RabbitNode = request.getfixturevalue("broker")
+    broker.rabbitmqctl("add_vhost", NO_STATS_VHOST)
+    broker.rabbitmqctl("set_permissions", "-p", NO_STATS_VHOST, broker.user, ".*", ".*", ".*")
+    cfg = StackConfig(
+        rmq_url=broker.amqp_url.rstrip("/") + "/" + NO_STATS_VHOST,
+        database_url=f"sqlite:///{tmp_path}/tasklab.db",
+        callback_secret=secrets.token_urlsafe(32),
+        api_port=free_port(),
+        log_dir=artifacts / "logs-no-stats",
+        consumer_concurrency=1,
+    )
+    stack = LocalStack(cfg)
+    try:
+        stack.start(celery=False)
+        ctx = browser.new_context(base_url=cfg.api_base_url)
+        ctx.set_default_timeout(TIMEOUT_MS)
+        p = ctx.new_page()
+        p.goto("/")
+        expect(p.locator("#conn")).to_have_attribute("data-state", "live")
+        expect(p.locator("#s-workers")).to_contain_text("none seen")
+        form = card(p, "rabbitmq")
+        form.get_by_label("Duration, s").fill("0")
+        form.get_by_role("button", name="Send via RabbitMQ").click()
+        expect(row(p, submitted_num(form)).locator("td.st")).to_have_text("DONE")
+        worker = p.locator("#s-workers li", has_text="consumer@")
+        expect(worker).to_contain_text("online status unknown")
+        expect(p.locator("#s-workers li.online")).to_have_count(0)
+        expect(p.locator("#s-queues-value")).to_have_text("unknown")
+        ctx.close()
+    finally:
+        stack.stop()
+        broker.rabbitmqctl("delete_vhost", NO_STATS_VHOST)

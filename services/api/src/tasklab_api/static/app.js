@@ -22,7 +22,8 @@ const I18N = {
     cancelled: "Task {num} cancelled.", noWorkers: "none online", statsUnknown: "unknown",
     fParams: "Parameters", fResult: "Result", fError: "Error", fWorker: "Worker", fAttempts: "Attempts",
     fCreated: "Created", fStarted: "Started", fFinished: "Finished", fUpdated: "Updated", fId: "Id", fLabel: "Label",
-    online: "online", offline: "offline", runningDone: "{running} running, {done} done",
+    online: "online", offline: "offline", onlineUnknown: "online status unknown", noWorkersSeen: "none seen",
+    runningDone: "{running} running, {done} done",
   },
   ru: {
     skip: "Перейти к таблице задач", subtitle: "Асинхронные задачи через Celery, RabbitMQ (напрямую) или синхронно",
@@ -42,7 +43,8 @@ const I18N = {
     cancelled: "Задача {num} отменена.", noWorkers: "нет в сети", statsUnknown: "неизвестно",
     fParams: "Параметры", fResult: "Результат", fError: "Ошибка", fWorker: "Воркер", fAttempts: "Попытки",
     fCreated: "Создана", fStarted: "Начата", fFinished: "Завершена", fUpdated: "Обновлена", fId: "Id", fLabel: "Метка",
-    online: "в сети", offline: "не в сети", runningDone: "выполняется {running}, готово {done}",
+    online: "в сети", offline: "не в сети", onlineUnknown: "в сети ли — неизвестно", noWorkersSeen: "пока не было",
+    runningDone: "выполняется {running}, готово {done}",
   },
 };
 const LANG_KEY = "tasklab.lang";
@@ -246,13 +248,17 @@ function renderOverview(o) {
   qv.textContent = o.queues ? o.queues.map((q) => `${q.name}: ${q.ready} / ${q.unacked}`).join("  ·  ") : t("statsUnknown");
   if (o.broker_stats_error) qv.title = o.broker_stats_error;
   const ul = $("#s-workers");
+  // Who consumes comes from the broker's management API: without it, say so rather
+  // than call every worker offline.
+  const known = Boolean(o.queues);
   const items = o.workers.map((w) => {
-    const li = el("li", `${w.name} — ${t(w.online ? "online" : "offline")}, ${t("runningDone", { running: w.running, done: w.done })}`);
+    const state = known ? (w.online ? "online" : "offline") : "onlineUnknown";
+    const li = el("li", `${w.name} — ${t(state)}, ${t("runningDone", { running: w.running, done: w.done })}`);
     if (w.online) li.classList.add("online");
     li.dataset.worker = w.name;
     return li;
   });
-  ul.replaceChildren(...(items.length ? items : [el("li", t("noWorkers"))]));
+  ul.replaceChildren(...(items.length ? items : [el("li", t(known ? "noWorkers" : "noWorkersSeen"))]));
 }
 setInterval(overview, 3000);
 
