@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export UV_PYTHON_DOWNLOADS := never
+# Where scripts/bootstrap.sh may have put uv (pip --user, or a venv of its own).
+export PATH := $(PATH):$(HOME)/.local/bin:$(HOME)/.local/share/tasklab/uv/bin
 UV ?= uv
 PYTEST_ARGS ?=
 SRC_DIRS := libs/common/src services/api/src services/celery-worker/src services/consumer/src tools/devtools/src bench

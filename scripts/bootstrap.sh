@@ -32,10 +32,22 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+UV_HOME="$HOME/.local/share/tasklab/uv"
+if ! command -v uv >/dev/null && [ -x "$UV_HOME/bin/uv" ]; then
+  export PATH="$UV_HOME/bin:$PATH"
+fi
 if ! command -v uv >/dev/null; then
   say "installing uv"
-  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
-  export PATH="$HOME/.local/bin:$PATH"
+  if ! python3 -m pip install --quiet uv 2>/dev/null \
+    && ! python3 -m pip install --quiet --user uv 2>/dev/null; then
+    # A system Python that refuses pip (PEP 668: Debian 12, Ubuntu 24.04) or has none:
+    # uv in a virtual environment of its own.
+    python3 -c "import ensurepip" 2>/dev/null || apt_install python3-venv
+    python3 -m venv "$UV_HOME"
+    "$UV_HOME/bin/pip" install --quiet uv
+    echo "bootstrap: uv is in $UV_HOME/bin (add it to PATH to run uv yourself)"
+  fi
+  export PATH="$HOME/.local/bin:$UV_HOME/bin:$PATH"
 fi
 
 say "syncing the Python environment (uv.lock)"
