@@ -361,3 +361,16 @@ def test_beat_disabled_renders_nothing_of_it(tools: None) -> None:
     )
     assert not _beat_objects(docs)
     assert chart.find(docs, "Deployment", "celery-worker")
+
+
+@pytest.mark.parametrize("service", ["ClusterIP", "NodePort", "LoadBalancer"])
+def test_a_published_api_service_is_reachable_through_the_network_policy(
+    tools: None, service: str
+) -> None:
+    """A NodePort or LoadBalancer api Service is meant to be reached from outside the
+    namespace: the NetworkPolicy must not drop that traffic."""
+    docs = chart.render(["--set", f"api.service.type={service}"])
+    (policy,) = chart.find(docs, "NetworkPolicy", "api")
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    anywhere = {"ipBlock": {"cidr": "0.0.0.0/0"}} in peers
+    assert anywhere == (service != "ClusterIP"), peers
