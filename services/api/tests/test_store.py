@@ -305,8 +305,8 @@ async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
         assert task.status == "FAILED" and task.finished_at is not None
         assert task.error is not None and task.error.startswith(NEVER_DELIVERED)
     for tid, status in ((recent, "PENDING"), (direct, "PENDING"), (delivered, "RETRYING")):
-        task = await store.get(tid)
-        assert task is not None and task.status == status, (tid, task)
+        left = await store.get(tid)
+        assert left is not None and left.status == status, (tid, left)
     assert await store.fail_orphaned([queues.CELERY_QUEUE], grace) == []
 
 
