@@ -374,3 +374,18 @@ def test_a_published_api_service_is_reachable_through_the_network_policy(
     peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
     anywhere = {"ipBlock": {"cidr": "0.0.0.0/0"}} in peers
     assert anywhere == (service != "ClusterIP"), peers
+
+
+def test_the_brokers_two_scrapes_are_two_targets(tools: None) -> None:
+    """Both endpoints scrape one port under one job: a label must tell them apart, or
+    their `up` and `scrape_*` series are one series written by two scrapes."""
+    (monitor,) = chart.find(chart.render(), "ServiceMonitor", "rabbitmq")
+    endpoints = monitor["spec"]["endpoints"]
+    assert len(endpoints) == 2
+    marks = [
+        (r["targetLabel"], r["replacement"])
+        for e in endpoints
+        for r in e.get("relabelings", [])
+        if r.get("targetLabel") == "scrape"
+    ]
+    assert len(marks) == 2 and len(set(marks)) == 2, endpoints
