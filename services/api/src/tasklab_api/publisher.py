@@ -170,6 +170,9 @@ class Publisher:
             kwargs,
             origin=self._origin,
             create_sent_event=False,
+            # The api follows its tasks through the status callbacks, not Celery's result
+            # backend: the worker need not try to store a result.
+            ignore_result=True,
             argsrepr=_display(call_args),
             kwargsrepr=_display(kwargs),
         )
