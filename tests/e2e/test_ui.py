@@ -6,6 +6,7 @@ against a stack of its own with authentication on (HTTP Basic).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import statistics
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2eclient import Target
@@ -277,6 +279,31 @@ class AuthStack:
     password: str
 
 
+@contextlib.contextmanager
+def vhost_stack(
+    broker: RabbitNode, vhost: str, data: Path, log_dir: Path, **settings: Any
+) -> Iterator[StackConfig]:
+    """An api and a consumer of their own (no Celery worker) on a vhost of their own of
+    the session's broker, so that the session stack's workers never see their tasks."""
+    broker.rabbitmqctl("add_vhost", vhost)
+    broker.rabbitmqctl("set_permissions", "-p", vhost, broker.user, ".*", ".*", ".*")
+    cfg = StackConfig(
+        rmq_url=broker.amqp_url.rstrip("/") + "/" + vhost,
+        database_url=f"sqlite:///{data}/tasklab.db",
+        callback_secret=secrets.token_urlsafe(32),
+        api_port=free_port(),
+        log_dir=log_dir,
+        **settings,
+    )
+    stack = LocalStack(cfg)
+    try:
+        stack.start(celery=False)
+        yield cfg
+    finally:
+        stack.stop()
+        broker.rabbitmqctl("delete_vhost", vhost)
+
+
 @pytest.fixture(scope="module")
 def auth_stack(
     request: pytest.FixtureRequest,
@@ -289,27 +316,17 @@ def auth_stack(
     if release is not None:
         pytest.skip("starts an api with authentication on this machine")
     broker: RabbitNode = request.getfixturevalue("broker")
-    broker.rabbitmqctl("add_vhost", AUTH_VHOST)
-    broker.rabbitmqctl("set_permissions", "-p", AUTH_VHOST, broker.user, ".*", ".*", ".*")
-    data = tmp_path_factory.mktemp("auth-stack")
     user, password = "operator", secrets.token_urlsafe(18)
-    cfg = StackConfig(
-        rmq_url=broker.amqp_url.rstrip("/") + "/" + AUTH_VHOST,
-        database_url=f"sqlite:///{data}/tasklab.db",
-        callback_secret=secrets.token_urlsafe(32),
-        api_port=free_port(),
-        log_dir=artifacts / "logs-auth",
+    with vhost_stack(
+        broker,
+        AUTH_VHOST,
+        tmp_path_factory.mktemp("auth-stack"),
+        artifacts / "logs-auth",
         consumer_concurrency=2,
         rmq_management_url=broker.management_url,
         extra_env={"AUTH_BASIC_USER": user, "AUTH_BASIC_PASSWORD": password},
-    )
-    stack = LocalStack(cfg)
-    try:
-        stack.start(celery=False)  # readiness (/readyz) needs no login
+    ) as cfg:  # (readiness, /readyz, needs no login)
         yield AuthStack(base_url=cfg.api_base_url, user=user, password=password)
-    finally:
-        stack.stop()
-        broker.rabbitmqctl("delete_vhost", AUTH_VHOST)
 
 
 def test_with_basic_auth_the_page_needs_the_login(browser: Browser, auth_stack: AuthStack) -> None:
@@ -387,19 +404,9 @@ def test_without_broker_stats_workers_are_not_called_offline(
     if release is not None:
         pytest.skip("starts an api on this machine")
     broker: RabbitNode = request.getfixturevalue("broker")
-    broker.rabbitmqctl("add_vhost", NO_STATS_VHOST)
-    broker.rabbitmqctl("set_permissions", "-p", NO_STATS_VHOST, broker.user, ".*", ".*", ".*")
-    cfg = StackConfig(
-        rmq_url=broker.amqp_url.rstrip("/") + "/" + NO_STATS_VHOST,
-        database_url=f"sqlite:///{tmp_path}/tasklab.db",
-        callback_secret=secrets.token_urlsafe(32),
-        api_port=free_port(),
-        log_dir=artifacts / "logs-no-stats",
-        consumer_concurrency=1,
-    )
-    stack = LocalStack(cfg)
-    try:
-        stack.start(celery=False)
+    with vhost_stack(
+        broker, NO_STATS_VHOST, tmp_path, artifacts / "logs-no-stats", consumer_concurrency=1
+    ) as cfg:
         ctx = browser.new_context(base_url=cfg.api_base_url)
         ctx.set_default_timeout(TIMEOUT_MS)
         p = ctx.new_page()
@@ -415,6 +422,3 @@ def test_without_broker_stats_workers_are_not_called_offline(
         expect(p.locator("#s-workers li.online")).to_have_count(0)
         expect(p.locator("#s-queues-value")).to_have_text("unknown")
         ctx.close()
-    finally:
-        stack.stop()
-        broker.rabbitmqctl("delete_vhost", NO_STATS_VHOST)

@@ -389,40 +389,33 @@ def test_retry_that_cannot_be_published_requeues_the_message(
     assert api.history(msg.task_id) == [(IN_PROGRESS, 1), (RETRYING, 1)]
 
 
-def test_soft_time_limit_during_a_report_requeues_the_message(api: FakeApi) -> None:
-    """Celery's soft time limit striking while a report waits for the api: the message
-    is requeued (not acked without a final status)."""
+def apply_with_soft_limit(msg: TaskMessage, after: float) -> EagerResult[Any]:
+    """``apply(msg)`` with Celery's soft time limit striking ``after`` seconds in."""
 
     def soft_limit(signum: int, frame: object) -> None:
         raise SoftTimeLimitExceeded()
 
-    api.slow[DONE] = 3.0
     previous = signal.signal(signal.SIGALRM, soft_limit)
-    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    signal.setitimer(signal.ITIMER_REAL, after)
     try:
-        outcome = apply(message(duration=0.1))
+        return apply(msg)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert requeued(outcome)
+
+
+def test_soft_time_limit_during_a_report_requeues_the_message(api: FakeApi) -> None:
+    """Celery's soft time limit striking while a report waits for the api: the message
+    is requeued (not acked without a final status)."""
+    api.slow[DONE] = 3.0
+    assert requeued(apply_with_soft_limit(message(duration=0.1), after=1.0))
 
 
 def test_soft_time_limit_during_the_requeue_wait_still_requeues(
     api: FakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The limit striking while the worker waits REQUEUE_DELAY after a refused report."""
-
-    def soft_limit(signum: int, frame: object) -> None:
-        raise SoftTimeLimitExceeded()
-
     monkeypatch.setenv("REQUEUE_DELAY", "3")
     celery_app.get_settings.cache_clear()
     api.refuse_with = 401
-    previous = signal.signal(signal.SIGALRM, soft_limit)
-    signal.setitimer(signal.ITIMER_REAL, 0.5)
-    try:
-        outcome = apply(message(duration=0.1))
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    assert requeued(outcome)
+    assert requeued(apply_with_soft_limit(message(duration=0.1), after=0.5))
