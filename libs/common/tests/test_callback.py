@@ -49,7 +49,7 @@ def api() -> Iterator[tuple[Api, str]]:
             reply = json.dumps({"applied": True, "status": update["status"], "proceed": True})
             self.send_response(code)
             if code == 404 and state.names_unknown:
-                self.send_header(UNKNOWN_TASK_HEADER, str(update["task_id"]))
+                self.send_header(UNKNOWN_TASK_HEADER, "1")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()

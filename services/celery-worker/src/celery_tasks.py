@@ -8,9 +8,10 @@ do the work, report ``DONE``, or ``RETRYING`` and retry later, or ``FAILED`` onc
 attempt is left. A report that cannot be delivered requeues the message, so the
 task is neither lost nor acknowledged before its final status is known.
 
-A task the api did not send (the guide's ``process_task.delay(...)`` from other code)
-is unknown to the api: it runs once without status reports (:func:`run_untracked`),
-and its caller gets the result through the result backend.
+A task the api did not send (the guide's ``process_task.delay(...)`` from other code:
+its ``origin`` header is not the api's) is unknown to the api: it runs once without
+status reports (:func:`run_untracked`), and its caller gets the result through the
+result backend.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def sent_by_api(task: Task[Any, Any]) -> bool:
 def run_untracked(msg: TaskMessage, worker_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     """A task sent to Celery by other code than the api (the guide's
     ``process_task.delay(...)``): the api keeps no record of it, so it runs once, without
-    status reports; its result (or error) goes to the caller through the result backend."""
+    status reports (the api is not asked either); its result (or error) goes to the
+    caller through the result backend."""
     log.info(
         "%s %s: Task %s was not submitted through the api; running it without status reports",
         RUNNER,
@@ -201,6 +203,8 @@ def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any
         "attempt": attempt,
     }
 
+    if not sent_by_api(task):
+        return run_untracked(msg, worker_id, fields)
     reply = report(msg.task_id, TaskStatus.IN_PROGRESS, attempt, worker)
     if reply.dead_letter:
         log.error(
@@ -213,8 +217,6 @@ def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any
             extra=fields,
         )
         raise Reject(f"task {msg.task_id}: delivery limit reached", requeue=False)
-    if reply.unknown and not sent_by_api(task):
-        return run_untracked(msg, worker_id, fields)
     if not reply.proceed:
         # Unknown although the api sent it: a submission the api answered 503 (the
         # broker's confirm did not come in time) and discarded; it must not run.

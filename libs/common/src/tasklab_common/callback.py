@@ -75,9 +75,9 @@ class CallbackClient:
     def report(self, update: StatusUpdate) -> CallbackReply:
         """Send ``update`` until the api answers; return its reply.
 
-        The api's 404 for a task it does not know (it names the task in
-        ``UNKNOWN_TASK_HEADER``) is answered as "do not proceed", with ``unknown`` set;
-        any other 404 (a wrong ``API_URL``, a proxy) raises ``CallbackError``.
+        The api's 404 for a task it does not know (marked by ``UNKNOWN_TASK_HEADER``)
+        is answered as "do not proceed", with ``unknown`` set; any other 404 (a wrong
+        ``API_URL``, a proxy) raises ``CallbackError``.
         """
         body = update.model_dump_json().encode()
         deadline = time.monotonic() + self._max_wait
@@ -93,10 +93,7 @@ class CallbackClient:
             else:
                 if resp.status_code == 200:
                     return CallbackReply.model_validate_json(resp.content)
-                if (
-                    resp.status_code == 404
-                    and resp.headers.get(UNKNOWN_TASK_HEADER) == update.task_id
-                ):
+                if resp.status_code == 404 and resp.headers.get(UNKNOWN_TASK_HEADER) == "1":
                     log.info("task %s is unknown to the api", update.task_id)
                     return CallbackReply(
                         applied=False, status=TaskStatus.FAILED, proceed=False, unknown=True

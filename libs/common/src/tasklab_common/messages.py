@@ -99,8 +99,8 @@ CELERY_WORKER_ID: Final = "celery"
 #: (``tasklab-api@<host>``): a worker tells them from tasks sent by other code, e.g.
 #: the guide's ``process_task.delay(...)``.
 API_ORIGIN_PREFIX: Final = "tasklab-api@"
-#: Header of the callback's 404 that names the task the api does not know: a 404 without
-#: it (a wrong ``API_URL`` path, a proxy) is an error to retry, not an unknown task.
+#: Header (value ``1``) of the callback's 404 for a task the api does not know: a 404
+#: without it (a wrong ``API_URL`` path, a proxy) is an error to retry, not an unknown task.
 UNKNOWN_TASK_HEADER: Final = "X-Tasklab-Unknown-Task"
 
 

@@ -95,7 +95,8 @@ class WorkerSettings(CommonSettings):
         if (
             parts.scheme not in ("http", "https")
             or not parts.hostname
-            or not parts.path.rstrip("/").endswith(CALLBACK_PATH.rstrip("/"))
+            # (without the final slash the route answers a redirect, not followed)
+            or not parts.path.endswith(CALLBACK_PATH)
         ):
             raise ValueError(
                 f"API_URL must be the api's callback URL, like http://api:8080{CALLBACK_PATH}"

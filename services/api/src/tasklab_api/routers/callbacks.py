@@ -81,9 +81,7 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
         raise HTTPException(403, "callback rejected: replayed request") from None
     except TaskNotFound:
         metrics.CALLBACKS.labels("unknown_task").inc()
-        raise HTTPException(
-            404, "no such task", headers={UNKNOWN_TASK_HEADER: update.task_id}
-        ) from None
+        raise HTTPException(404, "no such task", headers={UNKNOWN_TASK_HEADER: "1"}) from None
 
     task = outcome.task
     if outcome.duplicate:
