@@ -2,7 +2,7 @@
 
 A worker takes a task, reports it IN_PROGRESS, acknowledges its message and vanishes:
 nothing will ever report on the task again, and no message is left to redeliver.
-Another task's message is purged from its queue before any worker took it.
+Two other tasks' messages (one per queue) are purged before any worker took them.
 The beat's periodic housekeeping task asks the api to mark such tasks FAILED once
 they are silent for their duration plus ``STUCK_GRACE_SECONDS``, and to purge final
 tasks older than ``HISTORY_RETENTION_DAYS``.
@@ -21,7 +21,7 @@ from tasklab_api.store import GAVE_UP, NEVER_DELIVERED
 from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate, TaskMessage
 from tasklab_common.models import TaskStatus
-from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
 from tasklab_devtools.stack import beat_process
 
 from .faultkit import FaultStack, Scenario, wait_until
@@ -82,24 +82,37 @@ def test_beat_fails_stuck_tasks_and_purges_history(scenario: Scenario, tmp_path:
         healthy = scenario.submit_many([{"method": "celery", "duration": 0.2}] * 4)
         scenario.fault("a worker started a task, acked it and vanished")
         assert vanish_with_next_message(fx).task_id == ghost["id"]
-        purged = scenario.submit_ok("FAILED", method="rabbitmq", duration=0)
+        # Messages purged from both queues while no worker reads them (once the healthy
+        # tasks are done: their messages must not be purged with them).
+        wait_until(
+            "the healthy tasks",
+            lambda: scenario.counts([t["id"] for t in healthy]) == {"DONE": len(healthy)},
+            30,
+        )
+        assert fx.celery.terminate(60) == 0
+        purged = [
+            scenario.submit_ok("FAILED", method=m, duration=0) for m in ("rabbitmq", "celery")
+        ]
         fx.node.purge(DIRECT_QUEUE)
-        scenario.fault("a task's message was purged from the queue")
+        fx.node.purge(CELERY_QUEUE)
+        scenario.fault("two tasks' messages were purged from their queues")
+        fx.celery.restart()
         fx.consumer.restart()
         fx.stack.add(beat)
         beat.start()
 
         wait_until(
-            "housekeeping to fail the abandoned and the purged task",
-            lambda: scenario.counts([ghost["id"], purged["id"]]) == {"FAILED": 2},
+            "housekeeping to fail the abandoned and the purged tasks",
+            lambda: scenario.counts([ghost["id"], *(t["id"] for t in purged)]) == {"FAILED": 3},
             30,
         )
         verdict = scenario.check()
         row = verdict.tasks[ghost["id"]]
         assert (row.error or "").startswith(f"{GAVE_UP} no report"), row.error
-        row = verdict.tasks[purged["id"]]
-        assert (row.error or "").startswith(NEVER_DELIVERED), row.error
-        assert f"queue {DIRECT_QUEUE} is empty" in (row.error or "")
+        for task, queue in zip(purged, (DIRECT_QUEUE, CELERY_QUEUE), strict=True):
+            row = verdict.tasks[task["id"]]
+            assert (row.error or "").startswith(NEVER_DELIVERED), row.error
+            assert f"queue {queue} stayed empty" in (row.error or "")
         assert all(verdict.tasks[t["id"]].status == "DONE" for t in healthy)
         scenario.note(f"grace {GRACE_SECONDS}s, retention {RETENTION_SECONDS}s, beat every 1s")
 
@@ -115,7 +128,7 @@ def test_beat_fails_stuck_tasks_and_purges_history(scenario: Scenario, tmp_path:
         assert not {e.task_id for e in fx.audit().events(0)} & old
         metrics = scenario.http.get("/metrics").text
         assert 'tasklab_housekeeping_tasks_total{action="failed_stuck"} 1.0' in metrics
-        assert 'tasklab_housekeeping_tasks_total{action="failed_orphaned"} 1.0' in metrics
+        assert 'tasklab_housekeeping_tasks_total{action="failed_orphaned"} 2.0' in metrics
         assert "Sending due task housekeeping" in beat.log_text()
     finally:
         beat.terminate(15)

@@ -16,6 +16,7 @@ from tasklab_api.orm import Task, TaskEvent
 from tasklab_api.store import (
     GAVE_UP,
     NEVER_DELIVERED,
+    RETRY_GONE,
     NotCancellable,
     ReplayError,
     TaskNotFound,
@@ -290,24 +291,40 @@ async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
         await _created_ago(store, task.id, seconds)
         return task.id
 
-    orphan = await created(Method.CELERY, 120)
-    sync_orphan = await created(Method.SYNC, 120)
+    orphan = await created(Method.CELERY, 300)
+    sync_orphan = await created(Method.SYNC, 300)
     recent = await created(Method.CELERY, 10)  # its confirm may be a moment ago
-    direct = await created(Method.RABBITMQ, 120)  # its queue is not empty
-    delivered = await created(Method.CELERY, 120)
-    await report(store, delivered, S.IN_PROGRESS, 1)
-    await report(store, delivered, S.RETRYING, 1)
+    before_empty = await created(Method.CELERY, 100)  # queued after the first empty look
+    direct = await created(Method.RABBITMQ, 300)  # its queue is not empty
+    started = await created(Method.CELERY, 300)
+    await report(store, started, S.IN_PROGRESS, 1)
+    retry_gone = await created(Method.CELERY, 300)
+    await report(store, retry_gone, S.IN_PROGRESS, 1)
+    await report(store, retry_gone, S.RETRYING, 1)
+    await _age(store, retry_gone, seconds=300)
+    consumer_retry = await created(Method.RABBITMQ, 300)  # retries in place: not here
+    await report(store, consumer_retry, S.IN_PROGRESS, 1)
+    await report(store, consumer_retry, S.RETRYING, 1)
+    await _age(store, consumer_retry, seconds=300)
 
-    assert await store.fail_orphaned([], grace) == []
-    failed = await store.fail_orphaned([queues.CELERY_QUEUE], grace)
-    assert {t.id for t in failed} == {orphan, sync_orphan}
+    empty_since = {queues.CELERY_QUEUE: utcnow() - timedelta(seconds=200)}
+    assert await store.fail_orphaned({}, grace) == []
+    failed = await store.fail_orphaned(empty_since, grace)
+    assert {t.id for t in failed} == {orphan, sync_orphan, retry_gone}
     for task in failed:
         assert task.status == "FAILED" and task.finished_at is not None
-        assert task.error is not None and task.error.startswith(NEVER_DELIVERED)
-    for tid, status in ((recent, "PENDING"), (direct, "PENDING"), (delivered, "RETRYING")):
+        prefix = RETRY_GONE if task.id == retry_gone else NEVER_DELIVERED
+        assert task.error is not None and task.error.startswith(prefix), task.error
+    for tid, status in (
+        (recent, "PENDING"),
+        (before_empty, "PENDING"),
+        (direct, "PENDING"),
+        (started, "IN_PROGRESS"),
+        (consumer_retry, "RETRYING"),
+    ):
         left = await store.get(tid)
         assert left is not None and left.status == status, (tid, left)
-    assert await store.fail_orphaned([queues.CELERY_QUEUE], grace) == []
+    assert await store.fail_orphaned(empty_since, grace) == []
 
 
 async def test_purge_history_deletes_old_final_tasks_and_their_reports(store: TaskStore) -> None:

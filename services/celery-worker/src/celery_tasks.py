@@ -301,12 +301,14 @@ def process_data(
     return run(self, msg, worker_id)
 
 
-@celery_app.task(bind=True, name=HOUSEKEEPING_TASK, ignore_result=True)
+@celery_app.task(bind=True, name=HOUSEKEEPING_TASK, ignore_result=True, acks_late=False)
 def housekeeping(self: Task[Any, Any]) -> dict[str, int]:
     """Sent by the beat: ask the api to fail stuck tasks and purge old history.
 
     The api owns the task store; this only sends the signed request. A failed run is
-    logged and not retried: the next scheduled run asks again.
+    logged and not retried: the next scheduled run asks again. Its message is acked
+    when the run starts (a lost run is simply the next one), so that it is not counted
+    in queue ``celery`` while the api looks whether that queue is empty.
     """
     settings = get_settings()
     report = request_housekeeping(

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -31,6 +32,15 @@ class QueueStats:
     unacked: int
     consumers: int
     consumer_names: tuple[str, ...] = ()
+    #: The broker gave the queue's message counts. False for a queue not found (not
+    #: declared yet, or not recovered yet after a restart), not running, or whose
+    #: figures are not collected yet (the first seconds after a restart): its zeros
+    #: are placeholders, and must not be taken for an empty queue.
+    counted: bool = True
+
+    @property
+    def seen_empty(self) -> bool:
+        return self.counted and self.ready == 0 and self.unacked == 0
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,7 @@ class BrokerStats:
             for name in WATCHED_QUEUES:
                 resp = await self._client.get(f"{base}api/queues/{vhost}/{quote(name, safe='')}")
                 if resp.status_code == 404:  # not declared yet
-                    queues.append(QueueStats(name, 0, 0, 0))
+                    queues.append(QueueStats(name, 0, 0, 0, counted=False))
                     continue
                 resp.raise_for_status()
                 q = resp.json()
@@ -115,6 +125,9 @@ class BrokerStats:
                         unacked=int(q.get("messages_unacknowledged", 0)),
                         consumers=int(q.get("consumers", 0)),
                         consumer_names=names,
+                        counted=q.get("state", "running") == "running"
+                        and "messages_ready" in q
+                        and "messages_unacknowledged" in q,
                     )
                 )
         except (httpx.HTTPError, ValueError) as exc:
@@ -127,3 +140,20 @@ class BrokerStats:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+class EmptyQueues:
+    """Since when each queue has been seen empty (no ready, no unacknowledged message,
+    figures counted) by every observation in an unbroken row; any other sight of it
+    (messages, no figures, the management API not answering) starts over."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, datetime] = {}
+
+    def observe(self, snapshot: BrokerSnapshot, now: datetime) -> None:
+        seen = {q.name for q in snapshot.queues if q.seen_empty} if snapshot.ok else set()
+        self._since = {name: self._since.get(name, now) for name in seen}
+
+    def empty_since(self, at_least: timedelta, now: datetime) -> dict[str, datetime]:
+        """The queues seen empty for ``at_least`` up to ``now``, and since when."""
+        return {name: t for name, t in self._since.items() if now - t >= at_least}

@@ -74,9 +74,11 @@ class Settings(CommonSettings):
         900.0,
         gt=0,
         description=(
-            "Housekeeping: a task IN_PROGRESS or RETRYING with no report for its duration "
-            "plus this many seconds is marked FAILED (its worker vanished). At least "
-            "CALLBACK_MAX_WAIT, the time a worker keeps retrying a report."
+            "Housekeeping: a task IN_PROGRESS (or RETRYING in the consumer) with no report "
+            "for its duration plus this many seconds is marked FAILED (its worker "
+            "vanished); so is a task waiting this long for a message its queue, seen empty "
+            "meanwhile, no longer holds. At least CALLBACK_MAX_WAIT, the time a worker "
+            "keeps retrying a report."
         ),
     )
     history_retention_days: float = Field(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery import Celery
 
-from tasklab_api.brokerstats import BrokerStats
+from tasklab_api.brokerstats import BrokerStats, EmptyQueues
 from tasklab_api.config import Settings
 from tasklab_api.events import EventHub
 from tasklab_api.limits import RateLimiter
@@ -29,6 +29,8 @@ class AppState:
     control: Celery
     postgres: bool
     broker_stats: BrokerStats
+    #: What housekeeping saw of the queues (see routers.maintenance).
+    empty_queues: EmptyQueues = field(default_factory=EmptyQueues)
 
     async def announce(self, task: Task, *, notified: bool = False) -> None:
         """Tell live subscribers of every api process that ``task`` changed.

@@ -11,13 +11,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Select, and_, bindparam, case, delete, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -108,13 +119,37 @@ def stuck_error(silent: timedelta) -> str:
 
 #: How the error of a PENDING task whose message is gone begins.
 NEVER_DELIVERED = f"{GAVE_UP} never delivered"
+#: How the error of a Celery task whose retry message is gone begins.
+RETRY_GONE = f"{GAVE_UP} its retry was never delivered"
 
 
-def orphan_error(queue: str) -> str:
+def orphan_error(queue: str, *, retrying: bool = False) -> str:
+    if retrying:
+        return (
+            f"{RETRY_GONE}, and queue {queue} stayed empty: the retry message is gone "
+            "(purged?); marked FAILED by housekeeping"
+        )
     return (
-        f"{NEVER_DELIVERED}, and queue {queue} is empty: its message is gone "
+        f"{NEVER_DELIVERED}, and queue {queue} stayed empty: its message is gone "
         "(purged, or the api stopped before the broker confirmed it, so the submission "
         "was never answered); marked FAILED by housekeeping"
+    )
+
+
+def _waiting_for_message(cutoff: datetime) -> ColumnElement[bool]:
+    """Tasks whose message waits in a queue since before ``cutoff``: PENDING, never
+    delivered; or a Celery task RETRYING (its retry is a new message)."""
+    return or_(
+        and_(
+            Task.status == TaskStatus.PENDING.value,
+            Task.deliveries == 0,
+            Task.created_at < cutoff,
+        ),
+        and_(
+            Task.status == TaskStatus.RETRYING.value,
+            Task.method.in_(REQUEUED_RETRIES),
+            Task.updated_at < cutoff,
+        ),
     )
 
 
@@ -439,51 +474,64 @@ class TaskStore:
             notify_sync(s, task.id)
         return task
 
-    async def fail_orphaned(self, empty_queues: Iterable[str], older_than: timedelta) -> list[Task]:
-        """Mark FAILED the PENDING tasks whose message is gone.
+    async def fail_orphaned(
+        self, empty_since: Mapping[str, datetime], grace: timedelta
+    ) -> list[Task]:
+        """Mark FAILED the waiting tasks whose message is gone.
 
-        ``empty_queues`` are the queues the broker reported with no message at all,
-        ready or unacknowledged, just before the call. A task published to one of them,
-        never delivered to a worker (no start reported) and created more than
-        ``older_than`` ago cannot have its message anywhere: it was purged, or never
-        published (the api stopped between the insert and the broker's confirm, and
-        the submission was never answered). ``older_than`` must exceed the publish
-        timeout and the broker's statistics delay by far.
+        ``empty_since`` maps queues to the time since which the broker has reported them
+        empty (no ready, no unacknowledged message) at every look. A task of such a queue
+        that was waiting for its message before that time and for longer than ``grace``
+        cannot have it anywhere: a ``PENDING`` task never delivered (its message was
+        purged, or never published: the api stopped between the insert and the broker's
+        confirm, and the submission was never answered), or a Celery task ``RETRYING``
+        (its retry message was purged).
         """
-        empty = set(empty_queues)
-        methods = [m for m, q in QUEUE_OF_METHOD.items() if q in empty]
-        if not methods:
-            return []
         now = utcnow()
-        async with self._reads() as s:
-            ids = list(
-                (
-                    await s.execute(
-                        select(Task.id).where(
-                            Task.status == TaskStatus.PENDING.value,
-                            Task.deliveries == 0,
-                            Task.method.in_(methods),
-                            Task.created_at < now - older_than,
-                        )
-                    )
-                ).scalars()
-            )
         failed = []
-        for task_id in ids:
-            task = await self._writer.run(
-                functools.partial(self._fail_if_orphaned, task_id=task_id, now=now)
-            )
-            if task is not None:
-                failed.append(task)
+        for queue, since in empty_since.items():
+            methods = [m for m, q in QUEUE_OF_METHOD.items() if q == queue]
+            if not methods:
+                continue
+            cutoff = min(since, now - grace)
+            async with self._reads() as s:
+                ids = list(
+                    (
+                        await s.execute(
+                            select(Task.id).where(
+                                Task.method.in_(methods), _waiting_for_message(cutoff)
+                            )
+                        )
+                    ).scalars()
+                )
+            for task_id in ids:
+                task = await self._writer.run(
+                    functools.partial(
+                        self._fail_if_orphaned, task_id=task_id, cutoff=cutoff, now=now
+                    )
+                )
+                if task is not None:
+                    failed.append(task)
         return failed
 
-    def _fail_if_orphaned(self, s: Session, task_id: str, now: datetime) -> Task | None:
+    def _fail_if_orphaned(
+        self, s: Session, task_id: str, cutoff: datetime, now: datetime
+    ) -> Task | None:
         """The body of one :meth:`fail_orphaned` transaction; the task if it was failed."""
         task = self._locked_sync(s, task_id)
-        if task is None or task.status != TaskStatus.PENDING.value or task.deliveries:
+        if task is None:
+            return None
+        pending = task.status == TaskStatus.PENDING.value and not task.deliveries
+        pending = pending and task.created_at < cutoff
+        retrying = (
+            task.status == TaskStatus.RETRYING.value
+            and task.method in REQUEUED_RETRIES
+            and task.updated_at < cutoff
+        )
+        if not (pending or retrying):
             return None
         task.status = TaskStatus.FAILED.value
-        task.error = orphan_error(QUEUE_OF_METHOD[task.method])
+        task.error = orphan_error(QUEUE_OF_METHOD[task.method], retrying=retrying)
         task.finished_at = now
         task.updated_at = now
         if self._postgres:

@@ -20,7 +20,7 @@ from tasklab_api.schemas import ErrorOut
 from tasklab_api.signing import CallbackAuthError, read_signed
 from tasklab_api.state import AppState
 from tasklab_api.store import ReplayError
-from tasklab_common.messages import HousekeepingReport, HousekeepingRequest
+from tasklab_common.messages import HousekeepingReport, HousekeepingRequest, utcnow
 
 log = logging.getLogger("tasklab.api.housekeeping")
 
@@ -89,17 +89,24 @@ async def housekeeping(request: Request, state: State) -> HousekeepingReport:
     return report
 
 
+#: Longest span a queue must have been seen empty before its waiting tasks are taken for
+#: orphans (shorter when STUCK_GRACE_SECONDS is): well above the broker's statistics
+#: interval (5 s by default), so one stale or placeholder figure cannot fail a task.
+EMPTY_SPAN = timedelta(seconds=60)
+
+
 async def _fail_orphaned(state: AppState) -> list[Task]:
-    """Fail the PENDING tasks whose queue the broker reports empty (ready and unacked):
-    their message was purged, or never published. Needs the management API; without
-    it, or when it does not answer, nothing is done."""
+    """Fail the waiting tasks whose message is gone: a queue seen empty (no ready, no
+    unacknowledged message, figures counted) by this api process in two housekeeping
+    runs at least ``min(STUCK_GRACE_SECONDS, EMPTY_SPAN)`` apart, and by every run in
+    between, cannot hold the message of a task that waited before the first of them.
+    Needs the management API; without it, or when it does not answer, nothing is done."""
     snapshot = await state.broker_stats.fresh()
-    if not snapshot.ok:
-        return []
-    empty = [q.name for q in snapshot.queues if q.ready == 0 and q.unacked == 0]
-    orphans = await state.store.fail_orphaned(
-        empty, timedelta(seconds=state.settings.stuck_grace_seconds)
-    )
+    now = utcnow()
+    state.empty_queues.observe(snapshot, now)
+    grace = timedelta(seconds=state.settings.stuck_grace_seconds)
+    empty = state.empty_queues.empty_since(min(grace, EMPTY_SPAN), now)
+    orphans = await state.store.fail_orphaned(empty, grace)
     for task in orphans:
         metrics.HOUSEKEEPING_TASKS.labels("failed_orphaned").inc()
         metrics.on_finished(task)
