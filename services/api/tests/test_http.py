@@ -220,3 +220,7 @@ def test_out_of_range_input_is_422_not_500(client: TestClient, secret: str) -> N
     resp = _callback(client, body, sign_headers(secret, body))
     assert resp.status_code == 422, resp.text
     assert "task_id" in resp.text
+    body = b'{"task_id": "t-1", "status": "IN_PROGRESS", "at": "0001-01-01T00:00:00+01:00"}'
+    resp = _callback(client, body, sign_headers(secret, body))
+    assert resp.status_code == 422, resp.text
+    assert "out of range" in resp.text

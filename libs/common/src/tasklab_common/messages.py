@@ -14,7 +14,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from tasklab_common.models import WORKER_STATUSES, Method, TaskKind, TaskStatus
 
@@ -168,6 +175,14 @@ class StatusUpdate(BaseModel):
         default_factory=lambda: uuid.uuid4().hex
     )
     at: AwareDatetime = Field(default_factory=utcnow)
+
+    @field_validator("at")
+    @classmethod
+    def _in_utc_range(cls, value: datetime) -> datetime:
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+            raise ValueError("out of range once in UTC") from None
 
     @model_validator(mode="after")
     def _worker_status(self) -> StatusUpdate:

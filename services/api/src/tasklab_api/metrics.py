@@ -198,13 +198,25 @@ def set_gauges(
     for status in TaskStatus:
         TASKS.labels(status.value).set(counts.get(status, 0))
     BROKER_STATS_UP.set(1 if snap.ok else 0)
+    # No figures rather than the last ones: alerts read these gauges (an external
+    # broker), and stale depths would keep them firing, or silent, for ever.
+    for gauge in (
+        QUEUE_MESSAGES,
+        QUEUE_CONSUMERS,
+        WORKERS_ONLINE,
+        CELERY_QUEUE_LENGTH,
+        CELERY_ACTIVE_CONSUMERS,
+        CELERY_ACTIVE_WORKERS,
+        CELERY_WORKER_UP,
+        CELERY_WORKER_ACTIVE,
+    ):
+        gauge.clear()
     if not snap.ok:
         return
-    CELERY_WORKER_UP.clear()
-    CELERY_WORKER_ACTIVE.clear()
     for q in snap.queues:
-        QUEUE_MESSAGES.labels(q.name, "ready").set(q.ready)
-        QUEUE_MESSAGES.labels(q.name, "unacked").set(q.unacked)
+        if q.counted:  # (placeholder zeros are no depth)
+            QUEUE_MESSAGES.labels(q.name, "ready").set(q.ready)
+            QUEUE_MESSAGES.labels(q.name, "unacked").set(q.unacked)
         QUEUE_CONSUMERS.labels(q.name).set(q.consumers)
         WORKERS_ONLINE.labels(q.name).set(len(q.consumer_names))
         if q.name == CELERY_QUEUE:
