@@ -363,17 +363,27 @@ def test_beat_disabled_renders_nothing_of_it(tools: None) -> None:
     assert chart.find(docs, "Deployment", "celery-worker")
 
 
-@pytest.mark.parametrize("service", ["ClusterIP", "NodePort", "LoadBalancer"])
+@pytest.mark.parametrize(
+    ("service", "allow", "open_"),
+    [
+        ("ClusterIP", None, False),
+        ("NodePort", None, True),
+        ("LoadBalancer", None, True),
+        ("LoadBalancer", "false", False),  # kept closed on purpose (extraFrom lists peers)
+        ("ClusterIP", "true", True),
+    ],
+)
 def test_a_published_api_service_is_reachable_through_the_network_policy(
-    tools: None, service: str
+    tools: None, service: str, allow: str | None, open_: bool
 ) -> None:
     """A NodePort or LoadBalancer api Service is meant to be reached from outside the
-    namespace: the NetworkPolicy must not drop that traffic."""
-    docs = chart.render(["--set", f"api.service.type={service}"])
-    (policy,) = chart.find(docs, "NetworkPolicy", "api")
+    namespace: unless told otherwise, the NetworkPolicy must not drop that traffic."""
+    args = ["--set", f"api.service.type={service}"]
+    if allow is not None:
+        args += ["--set", f"api.networkPolicy.allowExternal={allow}"]
+    (policy,) = chart.find(chart.render(args), "NetworkPolicy", "api")
     peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
-    anywhere = {"ipBlock": {"cidr": "0.0.0.0/0"}} in peers
-    assert anywhere == (service != "ClusterIP"), peers
+    assert ({"ipBlock": {"cidr": "0.0.0.0/0"}} in peers) == open_, peers
 
 
 def test_the_brokers_two_scrapes_are_two_targets(tools: None) -> None:
