@@ -10,10 +10,15 @@ if [ -z "$(git status --porcelain 2>/dev/null)" ]; then
   echo "$sha"
   exit 0
 fi
+# sha256sum (GNU) or shasum (macOS).
+if command -v sha256sum >/dev/null; then hash=(sha256sum); else hash=(shasum -a 256); fi
 changes=$(
   {
     git diff HEAD --binary
-    git ls-files --others --exclude-standard -z | xargs -0 -r sha256sum --
-  } | sha256sum | cut -c1-8
+    git ls-files --others --exclude-standard | while IFS= read -r path; do
+      printf '%s\n' "$path"
+      cat -- "$path"
+    done
+  } | "${hash[@]}" | cut -c1-8
 )
 echo "$sha-dirty-$changes"
