@@ -229,6 +229,13 @@ async def _age(store: TaskStore, task_id: str, **ago: float) -> None:
         )
 
 
+async def _assert_statuses(store: TaskStore, expected: dict[str, str]) -> None:
+    """Each task is (still) in the given status."""
+    for task_id, status in expected.items():
+        task = await store.get(task_id)
+        assert task is not None and task.status == status, (task_id, task)
+
+
 async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None:
     grace = timedelta(seconds=60)
     silent = await new_task(store)  # duration 1 s
@@ -260,14 +267,15 @@ async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None
         task = await store.get(tid)
         assert task is not None and task.status == "FAILED" and task.finished_at is not None
         assert task.error is not None and task.error.startswith(GAVE_UP), task.error
-    for tid, status in (
-        (long_task, "IN_PROGRESS"),
-        (queued, "PENDING"),
-        (recent, "IN_PROGRESS"),
-        (celery_retry, "RETRYING"),
-    ):
-        task = await store.get(tid)
-        assert task is not None and task.status == status
+    await _assert_statuses(
+        store,
+        {
+            long_task: "IN_PROGRESS",
+            queued: "PENDING",
+            recent: "IN_PROGRESS",
+            celery_retry: "RETRYING",
+        },
+    )
     # A late report from the vanished worker changes nothing; a second run finds nothing.
     assert not (await report(store, silent, S.DONE, 1)).applied
     assert await store.fail_stuck(grace) == []
@@ -315,15 +323,16 @@ async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
         assert task.status == "FAILED" and task.finished_at is not None
         prefix = RETRY_GONE if task.id == retry_gone else NEVER_DELIVERED
         assert task.error is not None and task.error.startswith(prefix), task.error
-    for tid, status in (
-        (recent, "PENDING"),
-        (before_empty, "PENDING"),
-        (direct, "PENDING"),
-        (started, "IN_PROGRESS"),
-        (consumer_retry, "RETRYING"),
-    ):
-        left = await store.get(tid)
-        assert left is not None and left.status == status, (tid, left)
+    await _assert_statuses(
+        store,
+        {
+            recent: "PENDING",
+            before_empty: "PENDING",
+            direct: "PENDING",
+            started: "IN_PROGRESS",
+            consumer_retry: "RETRYING",
+        },
+    )
     assert await store.fail_orphaned(empty_since, grace) == []
 
 

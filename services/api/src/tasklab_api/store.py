@@ -136,6 +136,10 @@ def orphan_error(queue: str, *, retrying: bool = False) -> str:
     )
 
 
+def _with_id(body: Callable[[Session, str], Task | None], task_id: str, s: Session) -> Task | None:
+    return body(s, task_id)
+
+
 def _waiting_for_message(cutoff: datetime) -> ColumnElement[bool]:
     """Tasks whose message waits in a queue since before ``cutoff``: PENDING, never
     delivered; or a Celery task RETRYING (its retry is a new message)."""
@@ -446,14 +450,31 @@ class TaskStore:
                 )
             ).scalars()
             ids = list(candidates)
+        return await self._fail_each(
+            ids, functools.partial(self._fail_if_stuck, grace=grace, now=now)
+        )
+
+    async def _fail_each(
+        self, ids: Sequence[str], body: Callable[[Session, str], Task | None]
+    ) -> list[Task]:
+        """Run ``body(session, task_id)`` for each id, one writer transaction each (rows
+        are re-checked under their lock); the tasks it failed."""
         failed = []
         for task_id in ids:
-            task = await self._writer.run(
-                functools.partial(self._fail_if_stuck, task_id=task_id, grace=grace, now=now)
-            )
+            task = await self._writer.run(functools.partial(_with_id, body, task_id))
             if task is not None:
                 failed.append(task)
         return failed
+
+    def _mark_failed(self, s: Session, task: Task, error: str, now: datetime) -> Task:
+        """Housekeeping's verdict on ``task``: FAILED with ``error``, now."""
+        task.status = TaskStatus.FAILED.value
+        task.error = error
+        task.finished_at = now
+        task.updated_at = now
+        if self._postgres:
+            notify_sync(s, task.id)
+        return task
 
     def _fail_if_stuck(
         self, s: Session, task_id: str, grace: timedelta, now: datetime
@@ -466,13 +487,7 @@ class TaskStore:
         silent = now - task.updated_at
         if silent <= grace + timedelta(seconds=duration):
             return None
-        task.status = TaskStatus.FAILED.value
-        task.error = stuck_error(silent)
-        task.finished_at = now
-        task.updated_at = now
-        if self._postgres:
-            notify_sync(s, task.id)
-        return task
+        return self._mark_failed(s, task, stuck_error(silent), now)
 
     async def fail_orphaned(
         self, empty_since: Mapping[str, datetime], grace: timedelta
@@ -504,14 +519,9 @@ class TaskStore:
                         )
                     ).scalars()
                 )
-            for task_id in ids:
-                task = await self._writer.run(
-                    functools.partial(
-                        self._fail_if_orphaned, task_id=task_id, cutoff=cutoff, now=now
-                    )
-                )
-                if task is not None:
-                    failed.append(task)
+            failed += await self._fail_each(
+                ids, functools.partial(self._fail_if_orphaned, cutoff=cutoff, now=now)
+            )
         return failed
 
     def _fail_if_orphaned(
@@ -530,13 +540,8 @@ class TaskStore:
         )
         if not (pending or retrying):
             return None
-        task.status = TaskStatus.FAILED.value
-        task.error = orphan_error(QUEUE_OF_METHOD[task.method], retrying=retrying)
-        task.finished_at = now
-        task.updated_at = now
-        if self._postgres:
-            notify_sync(s, task.id)
-        return task
+        error = orphan_error(QUEUE_OF_METHOD[task.method], retrying=retrying)
+        return self._mark_failed(s, task, error, now)
 
     async def purge_history(self, older_than: timedelta) -> tuple[int, int]:
         """Delete final tasks that finished before ``older_than`` ago, and their reports.
