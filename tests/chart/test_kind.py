@@ -158,15 +158,15 @@ def test_kind_up_does_everything_in_order_and_again(tmp_path: Path) -> None:
     _index(again, r"^helm .*upgrade --install tasklab ")
 
 
-def test_kind_up_switches(tmp_path: Path) -> None:
+def test_kind_up_switches(tmp_path: Path, rendered: dict[str, list[Obj]]) -> None:
     # By default no autoscaler: the guide's kubectl scale holds (KEDA would undo it).
     calls = _run_kind_up(tmp_path)
     assert not any("kedacore/keda" in c for c in calls)
     install = calls[_index(calls, r"^helm .*upgrade --install tasklab ")]
     assert "autoscaling.mode" not in install
-    (worker,) = chart.find(chart.render(chart.kind_up_args()), "Deployment", "celery-worker")
+    (worker,) = chart.find(rendered["kind-up"], "Deployment", "celery-worker")
     assert "replicas" in worker["spec"]
-    assert not chart.find(chart.render(chart.kind_up_args()), "ScaledObject")
+    assert not chart.find(rendered["kind-up"], "ScaledObject")
     calls = _run_kind_up(tmp_path, MONITORING="0")
     assert not any("kube-prometheus-stack" in c for c in calls)
     install = calls[_index(calls, r"^helm .*upgrade --install tasklab ")]

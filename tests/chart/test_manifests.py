@@ -315,7 +315,7 @@ def test_beat_image_and_pod_overrides(tools: None) -> None:
     assert [e["name"] for e in env].count("LOG_LEVEL") == 1
 
 
-def test_extra_env_replaces_the_charts_own_entries(tools: None) -> None:
+def test_extra_env_replaces_the_charts_own_entries(default_docs: list[Obj]) -> None:
     """Every chart-set variable a component's extraEnv may set (all but the reserved
     ones the schema refuses) ends up once in the container, with extraEnv's value."""
     components = {
@@ -324,7 +324,7 @@ def test_extra_env_replaces_the_charts_own_entries(tools: None) -> None:
         "consumer": "consumer",
         "celeryBeat": "celery-beat",
     }
-    plain = chart.render()
+    plain = default_docs
     own = {
         key: [
             e["name"]
@@ -386,10 +386,10 @@ def test_a_published_api_service_is_reachable_through_the_network_policy(
     assert ({"ipBlock": {"cidr": "0.0.0.0/0"}} in peers) == open_, peers
 
 
-def test_the_brokers_two_scrapes_are_two_targets(tools: None) -> None:
+def test_the_brokers_two_scrapes_are_two_targets(default_docs: list[Obj]) -> None:
     """Both endpoints scrape one port under one job: a label must tell them apart, or
     their `up` and `scrape_*` series are one series written by two scrapes."""
-    (monitor,) = chart.find(chart.render(), "ServiceMonitor", "rabbitmq")
+    (monitor,) = chart.find(default_docs, "ServiceMonitor", "rabbitmq")
     endpoints = monitor["spec"]["endpoints"]
     assert len(endpoints) == 2
     marks = [

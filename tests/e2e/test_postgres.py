@@ -35,12 +35,9 @@ VHOST = "pg-e2e"
 @pytest.fixture(scope="module")
 def two_apis(broker: RabbitNode, artifacts: Path) -> Iterator[tuple[Target, Target]]:
     # A vhost of its own, so the session stack's workers never see these tasks.
-    broker.rabbitmqctl("add_vhost", VHOST)
-    user = broker.credentials[0]
-    broker.rabbitmqctl("set_permissions", "-p", VHOST, user, ".*", ".*", ".*")
-    with temp_database() as db_url:
+    with broker.vhost(VHOST) as rmq_url, temp_database() as db_url:
         cfg_a = StackConfig(
-            rmq_url=broker.amqp_url.rstrip("/") + "/" + VHOST,
+            rmq_url=rmq_url,
             database_url=db_url,
             callback_secret=secrets.token_urlsafe(32),
             api_port=free_port(),
@@ -64,7 +61,6 @@ def two_apis(broker: RabbitNode, artifacts: Path) -> Iterator[tuple[Target, Targ
             )
         finally:
             stack.stop()
-    broker.rabbitmqctl("delete_vhost", VHOST)
 
 
 def test_sync_on_a_finishes_through_callbacks_on_b(two_apis: tuple[Target, Target]) -> None:

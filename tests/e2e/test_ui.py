@@ -285,23 +285,21 @@ def vhost_stack(
 ) -> Iterator[StackConfig]:
     """An api and a consumer of their own (no Celery worker) on a vhost of their own of
     the session's broker, so that the session stack's workers never see their tasks."""
-    broker.rabbitmqctl("add_vhost", vhost)
-    broker.rabbitmqctl("set_permissions", "-p", vhost, broker.user, ".*", ".*", ".*")
-    cfg = StackConfig(
-        rmq_url=broker.amqp_url.rstrip("/") + "/" + vhost,
-        database_url=f"sqlite:///{data}/tasklab.db",
-        callback_secret=secrets.token_urlsafe(32),
-        api_port=free_port(),
-        log_dir=log_dir,
-        **settings,
-    )
-    stack = LocalStack(cfg)
-    try:
-        stack.start(celery=False)
-        yield cfg
-    finally:
-        stack.stop()
-        broker.rabbitmqctl("delete_vhost", vhost)
+    with broker.vhost(vhost) as rmq_url:
+        cfg = StackConfig(
+            rmq_url=rmq_url,
+            database_url=f"sqlite:///{data}/tasklab.db",
+            callback_secret=secrets.token_urlsafe(32),
+            api_port=free_port(),
+            log_dir=log_dir,
+            **settings,
+        )
+        stack = LocalStack(cfg)
+        try:
+            stack.start(celery=False)
+            yield cfg
+        finally:
+            stack.stop()
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ import httpx
 from tasklab_api.store import GAVE_UP, NEVER_DELIVERED
 from tasklab_common.models import FINAL_STATUSES, TaskStatus, progress_key
 from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
+from tasklab_devtools import waiting
 from tasklab_devtools.livestream import TaskEventLog
 from tasklab_devtools.procs import ManagedProcess, wait_http_ok
 from tasklab_devtools.rabbitmq import RabbitNode
@@ -68,13 +69,8 @@ def wait_until(
     interval: float = 0.1,
     detail: Callable[[], object] | None = None,
 ) -> None:
-    """Poll ``predicate`` until it is true; AssertionError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            more = f" (last: {detail()})" if detail is not None else ""
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{more}")
-        time.sleep(interval)
+    """:func:`tasklab_devtools.waiting.wait_until`, with the scenarios' argument order."""
+    waiting.wait_until(predicate, what, timeout, interval=interval, detail=detail)
 
 
 def percentile(values: Iterable[float], pct: float) -> float:

@@ -215,9 +215,11 @@ async def test_a_repeated_report_is_not_another_delivery(store: TaskStore) -> No
     assert (await report(store, tid, S.DONE, 1)).applied
 
 
-async def _age(store: TaskStore, task_id: str, **ago: float) -> None:
-    """Move a task's last change (and finish, when final) back in time."""
+async def _age(store: TaskStore, task_id: str, *, created: bool = False, **ago: float) -> None:
+    """Move a task's last change (and finish, when final; and with ``created`` its
+    creation) back in time."""
     when = utcnow() - timedelta(**ago)
+    since = {"created_at": when} if created else {}
     async with store.session() as s, s.begin():
         await s.execute(
             update(Task)
@@ -225,6 +227,7 @@ async def _age(store: TaskStore, task_id: str, **ago: float) -> None:
             .values(
                 updated_at=when,
                 finished_at=case((Task.finished_at.is_(None), None), else_=when),
+                **since,
             )
         )
 
@@ -281,14 +284,6 @@ async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None
     assert await store.fail_stuck(grace) == []
 
 
-async def _created_ago(store: TaskStore, task_id: str, seconds: float) -> None:
-    when = utcnow() - timedelta(seconds=seconds)
-    async with store.session() as s, s.begin():
-        await s.execute(
-            update(Task).where(Task.id == task_id).values(created_at=when, updated_at=when)
-        )
-
-
 async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
     store: TaskStore,
 ) -> None:
@@ -296,7 +291,7 @@ async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
 
     async def created(method: Method, seconds: float) -> str:
         task = await store.create(method, TaskKind.PROCESS_TASK, TaskParams(duration=1))
-        await _created_ago(store, task.id, seconds)
+        await _age(store, task.id, created=True, seconds=seconds)
         return task.id
 
     orphan = await created(Method.CELERY, 300)

@@ -87,8 +87,8 @@ def _housekeeping_interval() -> float:
         return default
 
 
-class CeleryWorkerSettings(WorkerSettings):
-    """Settings of a running worker (``RMQ_URL``, ``API_URL``, ``CALLBACK_SECRET``...)."""
+#: Settings of a running worker (``RMQ_URL``, ``API_URL``, ``CALLBACK_SECRET``...).
+CeleryWorkerSettings = WorkerSettings
 
 
 @lru_cache(maxsize=1)
@@ -192,12 +192,7 @@ def name_the_connection(sender: str | None = None, conf: Any = None, **_: Any) -
     local worker, ``-n w2@%h``, would otherwise share the default name, and the api's
     overview could not tell which worker consumes)."""
     if sender and conf is not None:
-        options = dict(conf.broker_transport_options or {})
-        options["client_properties"] = {
-            **options.get("client_properties", {}),
-            "connection_name": sender,
-        }
-        conf.broker_transport_options = options
+        conf.broker_transport_options["client_properties"]["connection_name"] = sender
 
 
 @signals.celeryd_init.connect

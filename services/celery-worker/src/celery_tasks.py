@@ -179,9 +179,17 @@ def run_untracked(msg: TaskMessage, worker_id: str, fields: dict[str, Any]) -> d
         msg.num,
         extra=fields,
     )
+    return execute_logged(msg, 1, worker_id, fields)
+
+
+def execute_logged(
+    msg: TaskMessage, attempt: int, worker_id: str, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Do the work of one attempt between the guide's log lines (started, and finished
+    or failed); an exception is logged and raised again."""
     log_started(log, RUNNER, worker_id, msg.num, **fields)
     try:
-        result = execute(msg, 1)
+        result = execute(msg, attempt)
     except Exception as exc:
         log_failed(log, RUNNER, worker_id, msg.num, describe(exc), **fields)
         raise
@@ -231,12 +239,10 @@ def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any
         status = None if reply.unknown else reply.status.value
         return {"status": "skipped", "task_num": msg.num, "task_status": status}
 
-    log_started(log, RUNNER, worker_id, msg.num, **fields)
     try:
-        result = execute(msg, attempt)
+        result = execute_logged(msg, attempt, worker_id, fields)
     except Exception as exc:
         error = describe(exc)
-        log_failed(log, RUNNER, worker_id, msg.num, error, **fields)
         if retries_done >= settings.max_retries:
             report(msg.task_id, TaskStatus.FAILED, attempt, worker, error=error)
             raise
@@ -249,7 +255,6 @@ def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any
             # instead: its redelivery runs this attempt again.
             raise Reject(f"retry of task {msg.task_id} not published", requeue=True) from lost
 
-    log_finished(log, RUNNER, worker_id, msg.num, **fields)
     report(msg.task_id, TaskStatus.DONE, attempt, worker, result=result)
     return result
 

@@ -152,6 +152,15 @@ def message_from_celery(
     )
 
 
+def to_utc(value: datetime) -> datetime:
+    """An aware time in UTC; ``ValueError`` when that is outside years 1-9999 (e.g.
+    0001-01-01T00:00:00+01:00), which the database could not store."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once in UTC") from None
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -179,10 +188,7 @@ class StatusUpdate(BaseModel):
     @field_validator("at")
     @classmethod
     def _in_utc_range(cls, value: datetime) -> datetime:
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
-            raise ValueError("out of range once in UTC") from None
+        return to_utc(value)
 
     @model_validator(mode="after")
     def _worker_status(self) -> StatusUpdate:
@@ -225,7 +231,8 @@ class HousekeepingReport(BaseModel):
 
     stuck_failed: int = Field(description="Tasks marked FAILED: no report past their limit.")
     orphans_failed: int = Field(
-        0, description="PENDING tasks marked FAILED: their queue is empty, their message gone."
+        0,
+        description="Waiting tasks marked FAILED: their queue stayed empty, their message gone.",
     )
     purged_tasks: int = Field(description="Final tasks deleted, older than the retention.")
     purged_events: int = Field(description="Status reports of those tasks deleted.")

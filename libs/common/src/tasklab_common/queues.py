@@ -7,6 +7,8 @@ so they can change without redeclaring a queue.
 
 from typing import Final
 
+from tasklab_common.models import Method
+
 #: The Celery queue, as in the original guide (routing key ``celery``).
 CELERY_QUEUE: Final = "celery"
 #: The queue the legacy pika consumer reads (method ``rabbitmq``).
@@ -18,4 +20,8 @@ DEAD_LETTER_QUEUE: Final = "dead_letters"
 ALL_QUEUES: Final = (CELERY_QUEUE, DIRECT_QUEUE, DEAD_LETTER_QUEUE)
 
 #: The queue each method's tasks are published to (``sync`` runs on the Celery workers).
-QUEUE_OF_METHOD: Final = {"celery": CELERY_QUEUE, "sync": CELERY_QUEUE, "rabbitmq": DIRECT_QUEUE}
+QUEUE_OF_METHOD: Final = {
+    Method.CELERY: CELERY_QUEUE,
+    Method.SYNC: CELERY_QUEUE,
+    Method.RABBITMQ: DIRECT_QUEUE,
+}

@@ -66,21 +66,16 @@ class BrokerStats:
     def configured(self) -> bool:
         return self._base is not None
 
-    async def snapshot(self) -> BrokerSnapshot:
+    async def snapshot(self, *, max_age: float | None = None) -> BrokerSnapshot:
+        """The figures, at most ``max_age`` seconds old (default: the cache's ttl; 0: read
+        now, for decisions rather than display)."""
         if self._base is None:
             return BrokerSnapshot(ok=False, error="RMQ_MANAGEMENT_URL is not set")
+        limit = self._ttl if max_age is None else max_age
         async with self._lock:
             cached = self._cached
-            if cached is not None and time.monotonic() - cached.taken_at < self._ttl:
+            if cached is not None and time.monotonic() - cached.taken_at < limit:
                 return cached
-            self._cached = await self._read(self._base)
-            return self._cached
-
-    async def fresh(self) -> BrokerSnapshot:
-        """A snapshot read now, whatever the cache holds (for decisions, not display)."""
-        if self._base is None:
-            return BrokerSnapshot(ok=False, error="RMQ_MANAGEMENT_URL is not set")
-        async with self._lock:
             self._cached = await self._read(self._base)
             return self._cached
 

@@ -25,7 +25,7 @@ from kombu.serialization import dumps
 
 from tasklab_common.messages import API_ORIGIN_PREFIX, TaskMessage, celery_call
 from tasklab_common.models import Method
-from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE, QUEUE_OF_METHOD
+from tasklab_common.queues import QUEUE_OF_METHOD
 
 log = logging.getLogger("tasklab.publisher")
 
@@ -120,7 +120,7 @@ class Publisher:
         )
         try:
             channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-            for queue in (CELERY_QUEUE, DIRECT_QUEUE):
+            for queue in sorted(set(QUEUE_OF_METHOD.values())):
                 await channel.declare_queue(queue, durable=True)
         except BaseException:
             await conn.close()
@@ -156,9 +156,9 @@ class Publisher:
                 message_id=msg.task_id,
                 app_id="tasklab-api",
             )
-            await self._publish(message, QUEUE_OF_METHOD[msg.method.value])
         else:
-            await self._publish(self._celery_message(msg), QUEUE_OF_METHOD[msg.method.value])
+            message = self._celery_message(msg)
+        await self._publish(message, QUEUE_OF_METHOD[msg.method])
 
     def _celery_message(self, msg: TaskMessage) -> aio_pika.Message:
         name, args, kwargs = celery_call(msg)

@@ -103,13 +103,6 @@ PURGE_BATCH = 5000
 REQUEUED_RETRIES = (Method.CELERY.value, Method.SYNC.value)
 
 
-def may_be_stuck(status: str, method: str) -> bool:
-    """Whether silence means a task's worker vanished (see :meth:`TaskStore.fail_stuck`)."""
-    if status == TaskStatus.RETRYING.value:
-        return method not in REQUEUED_RETRIES
-    return status == TaskStatus.IN_PROGRESS.value
-
-
 def stuck_error(silent: timedelta) -> str:
     return (
         f"{GAVE_UP} no report for {silent.total_seconds():.0f} s, past the task's duration "
@@ -136,8 +129,19 @@ def orphan_error(queue: str, *, retrying: bool = False) -> str:
     )
 
 
-def _with_id(body: Callable[[Session, str], Task | None], task_id: str, s: Session) -> Task | None:
-    return body(s, task_id)
+def _silent_running(cutoff: datetime) -> ColumnElement[bool]:
+    """Tasks a worker should be running, silent since before ``cutoff``: IN_PROGRESS, or
+    RETRYING in place (the consumer; a Celery retry is a message in the queue)."""
+    return and_(
+        Task.updated_at < cutoff,
+        or_(
+            Task.status == TaskStatus.IN_PROGRESS.value,
+            and_(
+                Task.status == TaskStatus.RETRYING.value,
+                Task.method.not_in(REQUEUED_RETRIES),
+            ),
+        ),
+    )
 
 
 def _waiting_for_message(cutoff: datetime) -> ColumnElement[bool]:
@@ -431,63 +435,16 @@ class TaskStore:
         the work's own duration and the grace period means the worker is gone and its
         message with it (a live worker's message would have been redelivered).
         A Celery task's RETRYING is not such silence: its retry is a message waiting in
-        the queue, behind any backlog, like a PENDING task's (:func:`may_be_stuck`).
+        the queue, behind any backlog, like a PENDING task's (:func:`_silent_running`).
         """
         now = utcnow()
-        async with self._reads() as s:
-            candidates = (
-                await s.execute(
-                    select(Task.id).where(
-                        Task.updated_at < now - grace,
-                        or_(
-                            Task.status == TaskStatus.IN_PROGRESS.value,
-                            and_(
-                                Task.status == TaskStatus.RETRYING.value,
-                                Task.method.not_in(REQUEUED_RETRIES),
-                            ),
-                        ),
-                    )
-                )
-            ).scalars()
-            ids = list(candidates)
-        return await self._fail_each(
-            ids, functools.partial(self._fail_if_stuck, grace=grace, now=now)
-        )
 
-    async def _fail_each(
-        self, ids: Sequence[str], body: Callable[[Session, str], Task | None]
-    ) -> list[Task]:
-        """Run ``body(session, task_id)`` for each id, one writer transaction each (rows
-        are re-checked under their lock); the tasks it failed."""
-        failed = []
-        for task_id in ids:
-            task = await self._writer.run(functools.partial(_with_id, body, task_id))
-            if task is not None:
-                failed.append(task)
-        return failed
+        def verdict(task: Task) -> str | None:
+            duration = float((task.params or {}).get("duration", 0.0))
+            silent = now - task.updated_at
+            return stuck_error(silent) if silent > grace + timedelta(seconds=duration) else None
 
-    def _mark_failed(self, s: Session, task: Task, error: str, now: datetime) -> Task:
-        """Housekeeping's verdict on ``task``: FAILED with ``error``, now."""
-        task.status = TaskStatus.FAILED.value
-        task.error = error
-        task.finished_at = now
-        task.updated_at = now
-        if self._postgres:
-            notify_sync(s, task.id)
-        return task
-
-    def _fail_if_stuck(
-        self, s: Session, task_id: str, grace: timedelta, now: datetime
-    ) -> Task | None:
-        """The body of one :meth:`fail_stuck` transaction; the task if it was failed."""
-        task = self._locked_sync(s, task_id)
-        if task is None or not may_be_stuck(task.status, task.method):
-            return None
-        duration = float((task.params or {}).get("duration", 0.0))
-        silent = now - task.updated_at
-        if silent <= grace + timedelta(seconds=duration):
-            return None
-        return self._mark_failed(s, task, stuck_error(silent), now)
+        return await self._fail_where(_silent_running(now - grace), verdict, now)
 
     async def fail_orphaned(
         self, empty_since: Mapping[str, datetime], grace: timedelta
@@ -505,43 +462,51 @@ class TaskStore:
         now = utcnow()
         failed = []
         for queue, since in empty_since.items():
-            methods = [m for m, q in QUEUE_OF_METHOD.items() if q == queue]
+            methods = [m.value for m, q in QUEUE_OF_METHOD.items() if q == queue]
             if not methods:
                 continue
-            cutoff = min(since, now - grace)
-            async with self._reads() as s:
-                ids = list(
-                    (
-                        await s.execute(
-                            select(Task.id).where(
-                                Task.method.in_(methods), _waiting_for_message(cutoff)
-                            )
-                        )
-                    ).scalars()
-                )
-            failed += await self._fail_each(
-                ids, functools.partial(self._fail_if_orphaned, cutoff=cutoff, now=now)
+
+            def verdict(task: Task, queue: str = queue) -> str:
+                return orphan_error(queue, retrying=task.status == TaskStatus.RETRYING.value)
+
+            condition = and_(
+                Task.method.in_(methods), _waiting_for_message(min(since, now - grace))
             )
+            failed += await self._fail_where(condition, verdict, now)
         return failed
 
-    def _fail_if_orphaned(
-        self, s: Session, task_id: str, cutoff: datetime, now: datetime
-    ) -> Task | None:
-        """The body of one :meth:`fail_orphaned` transaction; the task if it was failed."""
-        task = self._locked_sync(s, task_id)
-        if task is None:
-            return None
-        pending = task.status == TaskStatus.PENDING.value and not task.deliveries
-        pending = pending and task.created_at < cutoff
-        retrying = (
-            task.status == TaskStatus.RETRYING.value
-            and task.method in REQUEUED_RETRIES
-            and task.updated_at < cutoff
-        )
-        if not (pending or retrying):
-            return None
-        error = orphan_error(QUEUE_OF_METHOD[task.method], retrying=retrying)
-        return self._mark_failed(s, task, error, now)
+    async def _fail_where(
+        self,
+        condition: ColumnElement[bool],
+        verdict: Callable[[Task], str | None],
+        now: datetime,
+    ) -> list[Task]:
+        """Housekeeping: mark FAILED, with the error ``verdict`` gives (None: leave it),
+        each task that meets ``condition``, one writer transaction per task, the
+        condition checked again under the row's lock."""
+        async with self._reads() as s:
+            ids = list((await s.execute(select(Task.id).where(condition))).scalars())
+        locked = self._locking().where(condition)
+
+        def transaction(s: Session, task_id: str) -> Task | None:
+            task = s.execute(locked, {"task_id": task_id}).scalar_one_or_none()
+            error = verdict(task) if task is not None else None
+            if task is None or error is None:
+                return None
+            task.status = TaskStatus.FAILED.value
+            task.error = error
+            task.finished_at = now
+            task.updated_at = now
+            if self._postgres:
+                notify_sync(s, task.id)
+            return task
+
+        failed = []
+        for task_id in ids:
+            task = await self._writer.run(functools.partial(transaction, task_id=task_id))
+            if task is not None:
+                failed.append(task)
+        return failed
 
     async def purge_history(self, older_than: timedelta) -> tuple[int, int]:
         """Delete final tasks that finished before ``older_than`` ago, and their reports.

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote, urlsplit
 
+from tasklab_common.settings import CALLBACK_PATH
 from tasklab_devtools.prometheus import LocalPrometheus
 from tasklab_devtools.rabbitmq import (
     AmqpLoginError,
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = {
         "CALLBACK_SECRET": secrets.token_urlsafe(32),
         "DATABASE_URL": DEFAULT_DATABASE_URL,
-        "API_URL": f"http://localhost:{api_port}/update_task_status_api/",
+        "API_URL": f"http://localhost:{api_port}{CALLBACK_PATH}",
     }
     missing = {key: value for key, value in missing.items() if key not in settings}
     update_dotenv(env_file, missing)

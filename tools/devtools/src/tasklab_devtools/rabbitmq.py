@@ -698,6 +698,17 @@ class RabbitNode:
                 )
             time.sleep(0.25)
 
+    @contextlib.contextmanager
+    def vhost(self, name: str) -> Iterator[str]:
+        """A vhost of its own for the node's user (so that other stacks' workers never see
+        its messages): its AMQP URL; deleted, with everything in it, at exit."""
+        self.rabbitmqctl("add_vhost", name)
+        try:
+            self.rabbitmqctl("set_permissions", "-p", name, self.user, ".*", ".*", ".*")
+            yield self.amqp_url.rstrip("/") + "/" + name
+        finally:
+            self.rabbitmqctl("delete_vhost", name)
+
     def purge(self, queue: str, vhost: str = "/") -> None:
         """Delete every ready message of a queue."""
         path = f"api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/contents"

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from tasklab_common.settings import CALLBACK_PATH
 from tasklab_devtools.procs import ManagedProcess, Supervisor, wait_http_ok
 
 __all__ = [
@@ -64,7 +65,7 @@ class StackConfig:
     @property
     def api_callback_url(self) -> str:
         """The workers' status callback URL (``API_URL``)."""
-        return f"{self.api_base_url}/update_task_status_api/"
+        return f"{self.api_base_url}{CALLBACK_PATH}"
 
     def env(self) -> dict[str, str]:
         """Environment of every service: ours, then the stack's settings, then extra_env."""

@@ -44,8 +44,8 @@ router = APIRouter(tags=["maintenance"])
 )
 async def housekeeping(request: Request, state: State) -> HousekeepingReport:
     """Mark FAILED the tasks whose worker vanished (no report for their duration plus
-    ``STUCK_GRACE_SECONDS``) and the PENDING tasks older than that whose queue is empty
-    (their message is gone), and delete final tasks older than
+    ``STUCK_GRACE_SECONDS``) and the tasks waiting longer than that for a message their
+    queue, seen empty, no longer holds, and delete final tasks older than
     ``HISTORY_RETENTION_DAYS``. Signed with the callback secret; safe to repeat."""
     settings = state.settings
     try:
@@ -62,13 +62,11 @@ async def housekeeping(request: Request, state: State) -> HousekeepingReport:
         raise HTTPException(403, "request rejected: replayed request") from None
 
     metrics.HOUSEKEEPING_RUNS.inc()
-    stuck = await state.store.fail_stuck(timedelta(seconds=settings.stuck_grace_seconds))
-    for task in stuck:
-        metrics.HOUSEKEEPING_TASKS.labels("failed_stuck").inc()
-        metrics.on_finished(task)
-        await state.announce(task, notified=True)
-        log.warning("task %s (%s): %s", task.num, task.id, task.error)
-    orphans = await _fail_orphaned(state)
+    grace = timedelta(seconds=settings.stuck_grace_seconds)
+    stuck = await state.store.fail_stuck(grace)
+    await _record_failed(state, stuck, "failed_stuck")
+    orphans = await _fail_orphaned(state, grace)
+    await _record_failed(state, orphans, "failed_orphaned")
     purged_tasks = purged_events = 0
     if settings.history_retention_days > 0:
         purged_tasks, purged_events = await state.store.purge_history(
@@ -95,21 +93,23 @@ async def housekeeping(request: Request, state: State) -> HousekeepingReport:
 EMPTY_SPAN = timedelta(seconds=60)
 
 
-async def _fail_orphaned(state: AppState) -> list[Task]:
+async def _record_failed(state: AppState, tasks: list[Task], action: str) -> None:
+    """Count, announce and log the tasks housekeeping marked FAILED."""
+    for task in tasks:
+        metrics.HOUSEKEEPING_TASKS.labels(action).inc()
+        metrics.on_finished(task)
+        await state.announce(task, notified=True)
+        log.warning("task %s (%s): %s", task.num, task.id, task.error)
+
+
+async def _fail_orphaned(state: AppState, grace: timedelta) -> list[Task]:
     """Fail the waiting tasks whose message is gone: a queue seen empty (no ready, no
     unacknowledged message, figures counted) by this api process in two housekeeping
     runs at least ``min(STUCK_GRACE_SECONDS, EMPTY_SPAN)`` apart, and by every run in
     between, cannot hold the message of a task that waited before the first of them.
     Needs the management API; without it, or when it does not answer, nothing is done."""
-    snapshot = await state.broker_stats.fresh()
+    snapshot = await state.broker_stats.snapshot(max_age=0)
     now = utcnow()
     state.empty_queues.observe(snapshot, now)
-    grace = timedelta(seconds=state.settings.stuck_grace_seconds)
     empty = state.empty_queues.empty_since(min(grace, EMPTY_SPAN), now)
-    orphans = await state.store.fail_orphaned(empty, grace)
-    for task in orphans:
-        metrics.HOUSEKEEPING_TASKS.labels("failed_orphaned").inc()
-        metrics.on_finished(task)
-        await state.announce(task, notified=True)
-        log.warning("task %s (%s): %s", task.num, task.id, task.error)
-    return orphans
+    return await state.store.fail_orphaned(empty, grace)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
@@ -16,7 +16,7 @@ from tasklab_api.limits import client_key, too_many
 from tasklab_api.publisher import BrokerUnavailable
 from tasklab_api.schemas import ErrorOut, TaskCreate, TaskOut, TaskPage
 from tasklab_api.store import NotCancellable, TaskNotFound
-from tasklab_common.messages import TASK_ID_PATTERN, TaskMessage
+from tasklab_common.messages import TASK_ID_PATTERN, TaskMessage, to_utc
 from tasklab_common.models import Method, TaskKind, TaskStatus
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -55,9 +55,10 @@ async def submit_task(body: TaskCreate, request: Request, state: State) -> TaskO
         metrics.on_rejected(body.method, "broker_unavailable")
         raise HTTPException(503, "broker unavailable", headers={"Retry-After": "5"})
 
-    task = await state.store.create(body.method, body.kind, body.params(), label=body.label)
+    params = body.params()
+    task = await state.store.create(body.method, body.kind, params, label=body.label)
     msg = TaskMessage(
-        task_id=task.id, num=task.num, kind=body.kind, method=body.method, params=body.params()
+        task_id=task.id, num=task.num, kind=body.kind, method=body.method, params=params
     )
     try:
         await state.publisher.publish_task(msg)
@@ -100,8 +101,8 @@ async def list_tasks(
         if updated_since.tzinfo is None:
             raise HTTPException(422, "updated_since needs a timezone (e.g. ...Z)")
         try:
-            updated_since = updated_since.astimezone(UTC)
-        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+            updated_since = to_utc(updated_since)
+        except ValueError:
             raise HTTPException(422, "updated_since is out of range") from None
     rows, total = await state.store.list_tasks(
         limit=limit,
