@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests and `make dev` need, on a fresh Debian/Ubuntu machine:
 # uv, the locked Python environment, RabbitMQ server (for private broker nodes) and,
-# for the tests, a local PostgreSQL, Chromium and Prometheus. Idempotent; quick when all is there.
+# for the tests, PostgreSQL (binaries: the tests run a private server), Chromium and
+# Prometheus. Idempotent; quick when all is there.
 #   scripts/bootstrap.sh         Python deps + RabbitMQ (what `make dev` needs)
 #   scripts/bootstrap.sh --test  also PostgreSQL, Chromium, Prometheus (for `make test`)
 set -euo pipefail
@@ -68,15 +69,10 @@ if [ "$want_test" = 1 ] && [ ! -x /usr/bin/prometheus ]; then
   apt_install prometheus
 fi
 
-if [ "$want_test" = 1 ]; then
-  if ! command -v pg_ctlcluster >/dev/null; then
-    say "installing postgresql"
-    apt_install postgresql
-  fi
-  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-    say "starting postgresql"
-    version=$(ls /etc/postgresql | sort -V | tail -n 1)
-    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
-    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
-  fi
+# The tests start a private PostgreSQL server of their own (tasklab_devtools.pg: initdb
+# in a temporary folder, a generated password, a free port), so the machine's own
+# cluster is neither started nor reconfigured: only the binaries are needed.
+if [ "$want_test" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  say "installing postgresql (the tests run a private server)"
+  apt_install postgresql
 fi
