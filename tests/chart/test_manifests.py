@@ -155,6 +155,17 @@ def test_resources_probes_and_service_accounts(rendered: dict[str, list[Obj]], n
 
 
 @pytest.mark.parametrize("name", SET_NAMES)
+def test_no_service_link_variables(rendered: dict[str, list[Obj]], name: str) -> None:
+    """Kubernetes would give every pod API_PORT=tcp://... for Service "api" (and the
+    like for each Service of the namespace), which the api reads as its port: found on
+    the real cluster, where the api's migration refused to start."""
+    specs = list(chart.pod_specs(rendered[name]))
+    assert specs
+    linked = [chart.label(obj) for obj, spec in specs if spec.get("enableServiceLinks") is not False]
+    assert not linked, f"pods with service link variables: {linked}"
+
+
+@pytest.mark.parametrize("name", SET_NAMES)
 def test_no_kubernetes_api_access(rendered: dict[str, list[Obj]], name: str) -> None:
     """No component needs the Kubernetes API: no RBAC objects at all."""
     kinds = {d["kind"] for d in rendered[name]}

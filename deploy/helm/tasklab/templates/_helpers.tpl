@@ -225,6 +225,9 @@ livenessProbe:
 {{- define "tasklab.podCommon" -}}
 serviceAccountName: tasklab
 automountServiceAccountToken: false
+# No docker-link variables for the namespace's Services: Service "api" would set
+# API_PORT=tcp://... in every pod, which the api reads as its port.
+enableServiceLinks: false
 securityContext:
   {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
 {{- with .root.Values.imagePullSecrets }}
