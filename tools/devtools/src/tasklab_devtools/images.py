@@ -160,7 +160,7 @@ def image_size(ref: str) -> int:
     return int(docker("image", "inspect", "--format", "{{.Size}}", ref).stdout.strip())
 
 
-def _build_env() -> dict[str, str]:
+def build_env() -> dict[str, str]:
     """The client's environment for builds: the classic builder when buildx is missing.
 
     Without buildx, a recent client refuses BuildKit builds; the classic builder (which
@@ -483,7 +483,7 @@ def build_images(
     ``log_dir/build-<service>.log``.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = _build_env()
+    env = build_env()
     results = []
     for service in SERVICES:
         ref = f"{repo}/{service}:{tag}"
