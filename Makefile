@@ -41,8 +41,9 @@ e2e: ## The e2e suite against a local stack it starts itself
 	$(UV) run pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test
-test: ## Everything CI runs: install, lint, unit, e2e, UI and image tests
+test: ## Everything CI runs: install, lint, unit, e2e, UI, image and real-cluster tests
 	@scripts/bootstrap.sh --test
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory verify-images
-	$(UV) run pytest libs services tools tests $(PYTEST_ARGS)
+	$(UV) run pytest libs services tools tests --ignore=tests/cluster $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory cluster-test

@@ -69,6 +69,27 @@ if [ "$want_test" = 1 ] && [ ! -x /usr/bin/prometheus ]; then
   apt_install prometheus
 fi
 
+# The test cluster (tasklab_devtools.cluster): runc is built with seccomp (cgo and
+# libseccomp), kube-proxy programs iptables and conntrack inside the node's own network
+# namespace, the storage helper pods run Debian's static busybox.
+if [ "$want_test" = 1 ]; then
+  cluster_pkgs=()
+  [ -f /usr/include/seccomp.h ] || cluster_pkgs+=(libseccomp-dev)
+  command -v pkg-config >/dev/null || cluster_pkgs+=(pkg-config)
+  command -v iptables-restore >/dev/null || cluster_pkgs+=(iptables)
+  command -v conntrack >/dev/null || cluster_pkgs+=(conntrack)
+  dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" \
+    || cluster_pkgs+=(busybox-static)
+  if [ "${#cluster_pkgs[@]}" -gt 0 ]; then
+    say "installing ${cluster_pkgs[*]} (for the test cluster)"
+    apt_install "${cluster_pkgs[@]}"
+  fi
+  if ! command -v go >/dev/null; then
+    echo "bootstrap: the test cluster is built with Go 1.24+, which is not on PATH (https://go.dev/dl/)" >&2
+    exit 1
+  fi
+fi
+
 # The tests start a private PostgreSQL server of their own (tasklab_devtools.pg: initdb
 # in a temporary folder, a generated password, a free port), so the machine's own
 # cluster is neither started nor reconfigured: only the binaries are needed.
