@@ -161,7 +161,9 @@ def test_no_service_link_variables(rendered: dict[str, list[Obj]], name: str) ->
     the real cluster, where the api's migration refused to start."""
     specs = list(chart.pod_specs(rendered[name]))
     assert specs
-    linked = [chart.label(obj) for obj, spec in specs if spec.get("enableServiceLinks") is not False]
+    linked = [
+        chart.label(obj) for obj, spec in specs if spec.get("enableServiceLinks") is not False
+    ]
     assert not linked, f"pods with service link variables: {linked}"
 
 
