@@ -3,8 +3,8 @@
 Nothing is mocked:
 
 - the broker is ``TASKLAB_TEST_RMQ_URL`` when set (its vhost must exist); otherwise a
-  private vhost created on the local node with ``rabbitmqctl`` and deleted at the end
-  (without either, the tests are skipped with the reason);
+  private RabbitMQ node of the session (own name, ports and data dir), in a vhost of
+  its own;
 - :class:`FakeApi` is a small HTTP server that checks signatures like the api and
   answers with ``CallbackReply`` JSON, following the api's "only move forward" rule;
 - :class:`ConsumerProcess` runs ``python -m tasklab_consumer`` and captures its output.
@@ -42,34 +42,19 @@ from tasklab_common.auth import (
 from tasklab_common.messages import CallbackReply, StatusUpdate, TaskMessage, TaskParams
 from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
 from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_devtools.rabbitmq import RabbitNode, private_node
 from tasklab_devtools.waiting import wait_until
 
 SECRET = "consumer-test-secret-0123456789"
 
 
-class RabbitCtlError(Exception):
-    """``rabbitmqctl`` is missing or cannot manage the broker node."""
-
-
-def rabbitmqctl(*args: str) -> str:
-    """Run ``rabbitmqctl -q ARGS``; raise :class:`RabbitCtlError` when it fails."""
-    try:
-        done = subprocess.run(
-            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RabbitCtlError(f"rabbitmqctl {args[0]}: {exc}") from exc
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-        raise RabbitCtlError(f"rabbitmqctl {args[0]} failed: {lines[-1]}")
-    return done.stdout
-
-
 class Broker:
-    """A vhost on a real broker, holding the direct queue the consumer reads."""
+    """A vhost on a real broker, holding the direct queue the consumer reads (``node``:
+    the private node it is on, when the tests started one)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, node: RabbitNode | None = None) -> None:
         self.url = url
+        self.node = node
         self.vhost = unquote(urlsplit(url).path[1:]) or "/"
 
     def connect(self) -> BlockingConnection:
@@ -114,7 +99,11 @@ class Broker:
 
     def close_all_connections(self) -> None:
         """Have the broker close every connection of the vhost by force."""
-        rabbitmqctl("close_all_connections", "-p", self.vhost, "consumer test: forced close")
+        if self.node is None:
+            pytest.skip("closing connections by force needs the tests' own broker node")
+        self.node.rabbitmqctl(
+            "close_all_connections", "-p", self.vhost, "consumer test: forced close"
+        )
 
 
 def task_body(
@@ -317,28 +306,21 @@ class ConsumerProcess:
 
 # --- fixtures ---
 
-LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
-
 StartConsumer = Callable[..., ConsumerProcess]
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
-    """``TASKLAB_TEST_RMQ_URL``, or a private vhost on the local node for the session."""
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """``TASKLAB_TEST_RMQ_URL``, or a private node's vhost for the session."""
     url = os.environ.get("TASKLAB_TEST_RMQ_URL")
     if url:
         yield Broker(url)
         return
-    vhost = f"tasklab-consumer-test-{os.getpid()}"
-    try:
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    except RabbitCtlError as exc:
-        pytest.skip(f"no test broker: {exc}; set TASKLAB_TEST_RMQ_URL to use another one")
-    try:
-        yield Broker(LOCAL_BROKER + vhost)
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+    with (
+        private_node("tasklab-consumer-test", tmp_path_factory.mktemp("rabbitmq")) as node,
+        node.vhost("consumer-test") as vhost_url,
+    ):
+        yield Broker(vhost_url, node)
 
 
 @pytest.fixture
@@ -666,10 +648,7 @@ def test_reconnects_after_the_broker_closes_the_connection(
     queue.publish(body)
     consumer.wait_for(STARTED.format(9))
 
-    try:
-        queue.close_all_connections()
-    except RabbitCtlError as exc:
-        pytest.skip(f"cannot close connections by force: {exc}")
+    queue.close_all_connections()
     consumer.wait_for(LOST)
     consumer.wait_for("connected; consuming", times=2)
     # The first run of task 9 cannot be acked on the new channel: the broker
