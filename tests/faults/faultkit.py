@@ -614,16 +614,28 @@ def count_executions(
 
     An execution is one delivery of one attempt that the worker started: the most
     ``IN_PROGRESS`` reports any single attempt got before the task was final (a
-    report after that was answered "do not proceed"). A task the api ended itself
+    report after that was answered "do not proceed"). A start the api did not apply
+    that its worker followed at once with the start of a later attempt did not run
+    either: the attempt was over (handed back), and the worker took the next one. A
+    task the api ended itself
     (cancelled, or given up at the delivery limit) has no final report: its end is its
     ``finished_at``, and the start report it was given up on did not run.
     """
     final_at = next((e for e in evs if e.applied and e.status in FINAL), None)
     cancelled_at = task.finished_at if task is not None and task.ended_by_api else None
+    superseded = {
+        e.rowid
+        for e, nxt in itertools.pairwise(evs)
+        if e.status == nxt.status == "IN_PROGRESS"
+        and not e.applied
+        and nxt.attempt > e.attempt
+        and nxt.worker == e.worker
+    }
     started = [
         e
         for e in evs
         if e.status == "IN_PROGRESS"
+        and e.rowid not in superseded
         and (final_at is None or e.rowid < final_at.rowid)
         and (cancelled_at is None or e.received_at < cancelled_at)
     ]

@@ -108,3 +108,39 @@ def test_sigterm_lets_running_tasks_finish(scenario: Scenario, tmp_path: Path) -
     for proc in (fx.celery, fx.consumer):
         proc.restart()
     scenario.check(max_duplicates=0)
+
+
+@pytest.mark.scenario("3b SIGTERM, tasks longer than the grace: hand-back")
+def test_sigterm_hands_back_tasks_longer_than_the_grace(scenario: Scenario) -> None:
+    """A stopping worker whose tasks outlast its grace (HAND_BACK_AFTER) hands them back
+    before it exits: each is reported RETRYING and requeued, and runs again on the
+    restarted worker as attempt 2, ending DONE: never FAILED, never lost, and attempt 1
+    ran once."""
+    fx = scenario.fx
+    for proc in (fx.celery, fx.consumer):
+        proc.env["HAND_BACK_AFTER"] = "1"
+        proc.restart()
+    running = scenario.submit_many(
+        [{"method": "celery", "duration": 20}] * 2 + [{"method": "rabbitmq", "duration": 20}] * 2
+    )
+    ids = [t["id"] for t in running]
+    scenario.wait_counts("four tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 4)
+    began = time.monotonic()
+    for proc in (fx.celery, fx.consumer):
+        proc.kill(signal.SIGTERM)  # the main process only, as a container runtime does
+    for proc in (fx.celery, fx.consumer):
+        assert proc.wait(30) == 0, f"{proc.name} did not exit cleanly:\n{proc.log_tail()}"
+    stopped = time.monotonic() - began
+    # Both exited well before their tasks of 20 s could have ended: handed back.
+    assert scenario.counts(ids) == {"RETRYING": 4}, scenario.counts(ids)
+    for proc in (fx.celery, fx.consumer):
+        assert "handed back" in proc.log_text(), proc.log_tail()
+        proc.env.pop("HAND_BACK_AFTER", None)
+        proc.restart()
+    wait_until("the four DONE", lambda: scenario.counts(ids) == {"DONE": 4}, 90)
+    tasks = fx.audit().tasks(after_num=2**62, ids=ids)
+    assert sorted(t.attempts for t in tasks.values()) == [2, 2, 2, 2], tasks
+    scenario.note(
+        f"4 tasks of 20 s handed back, workers out {stopped:.1f} s after SIGTERM; DONE as attempt 2"
+    )
+    scenario.check(max_duplicates=0)

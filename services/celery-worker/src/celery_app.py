@@ -25,8 +25,12 @@ queue is declared and nothing is published), so it costs the api's tasks nothing
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import socket
+import threading
 from functools import lru_cache
 from typing import Any, Final
 
@@ -184,6 +188,49 @@ class HeartbeatStep(bootsteps.StartStopStep):
 #: How often the worker loop offers a heartbeat (the file is touched every 10 s).
 HEARTBEAT_TICK: Final = 2.0
 celery_app.steps["worker"].add(HeartbeatStep)
+
+#: What a stopping worker sends the pool processes still running a task once
+#: ``HAND_BACK_AFTER`` has passed (celery_tasks hands the task back on it).
+HAND_BACK_SIGNAL: Final = signal.SIGUSR2
+
+
+class HandBackStep(bootsteps.StartStopStep):
+    """Hands back the tasks still running ``HAND_BACK_AFTER`` seconds into a warm
+    shutdown (see :mod:`tasklab_common.handback`), before the pod's grace period ends
+    with a SIGKILL that would cut them short.
+
+    Stopped before the pool (it requires it), i.e. when the warm shutdown begins; the
+    timer then signals each pool process that runs a task, and the task reports itself
+    ``RETRYING`` and is requeued, which lets the pool, and the worker, finish.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def stop(self, worker: Any) -> None:
+        after = get_settings().hand_back_after
+        if after > 0:
+            timer = threading.Timer(after, _hand_back_running_tasks)
+            timer.daemon = True
+            timer.start()
+
+
+def _hand_back_running_tasks() -> None:
+    from celery.worker import state
+
+    own = os.getpid()
+    for request in list(state.active_requests):
+        pid = request.worker_pid
+        if pid and pid != own:  # a pool process (the solo pool would signal itself)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, HAND_BACK_SIGNAL)
+            logging.getLogger(TASK_LOGGER).warning(
+                "handing back task %s: still running %.0f s into the shutdown",
+                request.id,
+                get_settings().hand_back_after,
+            )
+
+
+celery_app.steps["worker"].add(HandBackStep)
 
 
 @signals.celeryd_init.connect

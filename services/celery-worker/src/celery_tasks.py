@@ -19,15 +19,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import time
+from collections.abc import Iterator
 from functools import lru_cache
+from types import FrameType
 from typing import Any, Final
 
-from celery import Task
+from celery import Task, signals
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from celery_app import (
+    HAND_BACK_SIGNAL,
     HOUSEKEEPING_TASK,
     TASK_LOGGER,
     CeleryWorkerSettings,
@@ -35,6 +39,7 @@ from celery_app import (
     get_settings,
 )
 from tasklab_common.callback import CallbackClient, CallbackError, request_housekeeping
+from tasklab_common.handback import HAND_BACK_ERROR, HandedBack, start_attempt
 from tasklab_common.messages import (
     API_ORIGIN_PREFIX,
     CELERY_WORKER_ID,
@@ -70,6 +75,33 @@ def callback_client() -> CallbackClient:
     inherited from the process it was forked from.
     """
     return _client_for(os.getpid(), get_settings())
+
+
+#: Whether this pool process is inside a task's work (where a hand-back may strike).
+_in_work = False
+
+
+def _on_hand_back(_signum: int, _frame: FrameType | None) -> None:
+    """The stopping worker's signal: hand the running task back (outside the work, e.g.
+    while a report is sent, it is ignored: that report finishes the task anyway)."""
+    if _in_work:
+        raise HandedBack
+
+
+@signals.worker_process_init.connect
+def _handle_hand_back_signal(**_: Any) -> None:
+    signal.signal(HAND_BACK_SIGNAL, _on_hand_back)
+
+
+@contextlib.contextmanager
+def hand_back_point() -> Iterator[None]:
+    """The work of a task: where the worker's hand-back signal interrupts it."""
+    global _in_work
+    _in_work = True
+    try:
+        yield
+    finally:
+        _in_work = False
 
 
 def describe(exc: BaseException) -> str:
@@ -200,8 +232,7 @@ def execute_logged(
 def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any]:
     """One delivery of a task: report, work, report; retry while attempts are left."""
     settings = get_settings()
-    retries_done = task.request.retries
-    attempt = retries_done + 1
+    attempt = task.request.retries + 1
     worker = task.request.hostname
     fields = {
         "task_id": msg.task_id,
@@ -213,7 +244,10 @@ def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any
 
     if not sent_by_api(task):
         return run_untracked(msg, worker_id, fields)
-    reply = report(msg.task_id, TaskStatus.IN_PROGRESS, attempt, worker)
+    reply, attempt = start_attempt(
+        lambda status, number: report(msg.task_id, status, number, worker), attempt
+    )
+    fields["attempt"] = attempt
     if reply.dead_letter:
         log.error(
             "%s %s: Task %s delivered too many times without an outcome; the api marked it "
@@ -240,14 +274,27 @@ def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any
         return {"status": "skipped", "task_num": msg.num, "task_status": status}
 
     try:
-        result = execute_logged(msg, attempt, worker_id, fields)
+        with hand_back_point():
+            result = execute_logged(msg, attempt, worker_id, fields)
+    except HandedBack:
+        log.warning(
+            "%s %s: Task %s handed back: the worker is stopping (attempt %s)",
+            RUNNER,
+            worker_id,
+            msg.num,
+            attempt,
+            extra=fields,
+        )
+        report(msg.task_id, TaskStatus.RETRYING, attempt, worker, error=HAND_BACK_ERROR)
+        raise Reject(f"task {msg.task_id} handed back", requeue=True) from None
     except Exception as exc:
         error = describe(exc)
-        if retries_done >= settings.max_retries:
+        # Attempts, not Celery's retries, decide: a handed-back attempt counts too.
+        if attempt > settings.max_retries:
             report(msg.task_id, TaskStatus.FAILED, attempt, worker, error=error)
             raise
         report(msg.task_id, TaskStatus.RETRYING, attempt, worker, error=error)
-        countdown = retry_delay(retries_done, settings.retry_backoff, settings.retry_backoff_max)
+        countdown = retry_delay(attempt - 1, settings.retry_backoff, settings.retry_backoff_max)
         try:
             raise task.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries)
         except Reject as lost:

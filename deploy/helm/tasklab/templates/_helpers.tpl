@@ -140,6 +140,17 @@ server-side apply and breaks three-way merges).
 Heartbeat probe of a worker: the file named by HEARTBEAT_FILE must have been touched
 within the last 60 seconds (the worker's main loop touches it every 10 s).
 */}}
+{{/*
+HAND_BACK_AFTER of a worker component: its grace period less its hand-back margin, so
+that a running task is handed back (RETRYING, requeued) before the kubelet's SIGKILL.
+*/}}
+{{- define "tasklab.handBackAfter" -}}
+{{- if le (int .terminationGracePeriodSeconds) (int .handBackMarginSeconds) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be above handBackMarginSeconds (%v): running tasks are handed back that long before the grace period ends" .terminationGracePeriodSeconds .handBackMarginSeconds) -}}
+{{- end -}}
+{{- sub (int .terminationGracePeriodSeconds) (int .handBackMarginSeconds) -}}
+{{- end -}}
+
 {{- define "tasklab.heartbeatCommand" -}}
 - python
 - -c

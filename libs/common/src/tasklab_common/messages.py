@@ -213,6 +213,8 @@ class CallbackReply(BaseModel):
     applied: bool
     status: TaskStatus
     proceed: bool
+    #: The task's attempts so far, as the api records them.
+    attempts: int = 0
     duplicate: bool = False
     dead_letter: bool = False
     unknown: bool = False

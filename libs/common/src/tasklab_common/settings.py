@@ -86,6 +86,16 @@ class WorkerSettings(CommonSettings):
         None,
         description="A file the main loop touches every 10 s, for liveness probes.",
     )
+    hand_back_after: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Seconds a stopping worker (SIGTERM) lets its running tasks run before it hands "
+            "them back to the broker, reported RETRYING, for another worker to run as the "
+            "next attempt; 0: never, they run to the end (HAND_BACK_AFTER). Keep it below "
+            "the pod's grace period."
+        ),
+    )
 
     @field_validator("api_url")
     @classmethod

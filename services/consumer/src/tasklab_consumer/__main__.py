@@ -42,7 +42,7 @@ def main() -> None:
         sys.exit(f"tasklab-consumer: invalid configuration: {exc}")
     setup_logging(settings)
     quiet_libraries()
-    shutdown = Shutdown()
+    shutdown = Shutdown(hand_back_after=settings.hand_back_after)
     shutdown.install()
     runner = TaskRunner(settings, callback_client(settings), shutdown)
     Consumer(settings, runner, shutdown).run()

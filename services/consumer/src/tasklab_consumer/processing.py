@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasklab_common.callback import CallbackClient, CallbackError
+from tasklab_common.handback import HAND_BACK_ERROR, HandedBack, start_attempt
 from tasklab_common.messages import MAX_ERROR_CHARS, CallbackReply, StatusUpdate, TaskMessage
 from tasklab_common.models import TaskStatus
 from tasklab_common.work import execute, log_failed, log_finished, log_started, retry_delay
@@ -98,6 +99,8 @@ class TaskRunner:
                 )
                 return Outcome.REJECT
             log.info("task %s skipped: the api said not to run it", msg.num, extra=self._extra(msg))
+        except HandedBack:
+            return Outcome.REQUEUE
         except CallbackError as exc:
             log.error(
                 "task %s requeued in %.1fs: %s",
@@ -139,23 +142,39 @@ class TaskRunner:
     def _run(self, msg: TaskMessage) -> None:
         """Run every attempt the task is allowed until one succeeds or none is left."""
         attempt = 1
-        while not self._attempt(msg, attempt):
+        while True:
+            done, attempt = self._attempt(msg, attempt)
+            if done:
+                return
             attempt += 1
 
-    def _attempt(self, msg: TaskMessage, attempt: int) -> bool:
-        """Run one attempt; True when the task is over (DONE or FAILED reported)."""
-        reply = self._report(msg.task_id, TaskStatus.IN_PROGRESS, attempt)
+    def _attempt(self, msg: TaskMessage, attempt: int) -> tuple[bool, int]:
+        """Run one attempt: whether the task is over (DONE or FAILED reported), and the
+        attempt it was (the api may have had ``attempt`` over already: see
+        :func:`~tasklab_common.handback.start_attempt`)."""
+        reply, attempt = start_attempt(
+            lambda status, number: self._report(msg.task_id, status, number), attempt
+        )
         if not reply.proceed:
             raise _Skipped(reply.dead_letter)
         extra = self._extra(msg, attempt)
         log_started(log, RUNNER, self._worker, msg.num, **extra)
         try:
-            result = execute(msg, attempt)
+            result = execute(msg, attempt, sleep=self._shutdown.work_sleep)
+        except HandedBack:
+            log.warning(
+                "task %s handed back: the consumer is stopping (attempt %s)",
+                msg.num,
+                attempt,
+                extra=extra,
+            )
+            self._report(msg.task_id, TaskStatus.RETRYING, attempt, error=HAND_BACK_ERROR)
+            raise
         except Exception as exc:
-            return self._attempt_failed(msg, attempt, exc)
+            return self._attempt_failed(msg, attempt, exc), attempt
         log_finished(log, RUNNER, self._worker, msg.num, **extra)
         self._report(msg.task_id, TaskStatus.DONE, attempt, result=result)
-        return True
+        return True, attempt
 
     def _attempt_failed(self, msg: TaskMessage, attempt: int, exc: Exception) -> bool:
         """Report a failed attempt; wait before the next one if any is left."""

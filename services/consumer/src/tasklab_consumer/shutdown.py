@@ -1,8 +1,11 @@
 """Graceful shutdown driven by SIGTERM/SIGINT.
 
-The signal handler only counts signals: it never takes a lock that the interrupted
-main thread could be holding. Every thread polls :attr:`Shutdown.requested`; the
-waits below are short sleeps in a loop, so they end soon after a signal.
+The signal handler only counts signals (and notes when the first came): it never takes
+a lock that the interrupted main thread could be holding. Every thread polls
+:attr:`Shutdown.requested`; the waits below are short sleeps in a loop, so they end
+soon after a signal. The work of a task sleeps in :meth:`Shutdown.work_sleep`, which
+hands the task back (raises :class:`~tasklab_common.handback.HandedBack`) once the
+shutdown is ``hand_back_after`` seconds old.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import signal
 import time
 from types import FrameType
 
+from tasklab_common.handback import HandedBack
+
 log = logging.getLogger("tasklab.consumer")
 
 #: How often a wait checks for a shutdown request, in seconds.
@@ -22,8 +27,11 @@ POLL_SECONDS = 0.2
 class Shutdown:
     """A shutdown request: the first signal asks to finish; the second exits at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, hand_back_after: float = 0.0) -> None:
         self._requests = 0
+        self._requested_at = 0.0
+        #: Seconds after the first signal at which running work is handed back (0: never).
+        self.hand_back_after = hand_back_after
 
     @property
     def requested(self) -> bool:
@@ -31,7 +39,26 @@ class Shutdown:
 
     def request(self) -> None:
         """Ask for a graceful shutdown (what the first signal does)."""
+        if self._requests == 0:
+            self._requested_at = time.monotonic()
         self._requests += 1
+
+    @property
+    def hand_back_due(self) -> bool:
+        """Whether running work must be handed back now."""
+        return (
+            self.requested
+            and self.hand_back_after > 0
+            and time.monotonic() - self._requested_at >= self.hand_back_after
+        )
+
+    def work_sleep(self, seconds: float) -> None:
+        """The work's sleep: raises HandedBack when the hand-back time comes first."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.hand_back_due:
+                raise HandedBack
+            time.sleep(min(remaining, POLL_SECONDS))
 
     def install(self) -> None:
         """Handle SIGTERM and SIGINT; call from the main thread."""

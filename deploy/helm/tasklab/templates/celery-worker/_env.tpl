@@ -2,6 +2,8 @@
 {{- define "tasklab.celeryWorker.env" -}}
 {{ include "tasklab.commonEnv" . }}
 {{ include "tasklab.workerEnv" . }}
+- name: HAND_BACK_AFTER
+  value: {{ include "tasklab.handBackAfter" .Values.celeryWorker | quote }}
 {{- if .Values.celeryWorker.heartbeatProbes }}
 - name: HEARTBEAT_FILE
   value: /tmp/heartbeat

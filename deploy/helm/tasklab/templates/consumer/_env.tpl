@@ -2,6 +2,8 @@
 {{- define "tasklab.consumer.env" -}}
 {{ include "tasklab.commonEnv" . }}
 {{ include "tasklab.workerEnv" . }}
+- name: HAND_BACK_AFTER
+  value: {{ include "tasklab.handBackAfter" .Values.consumer | quote }}
 - name: CONSUMER_CONCURRENCY
   value: {{ .Values.consumer.concurrency | quote }}
 - name: CONSUMER_ISOLATION_WAIT

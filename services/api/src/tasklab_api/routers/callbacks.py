@@ -100,6 +100,7 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
         applied=outcome.applied,
         status=TaskStatus(task.status),
         proceed=outcome.proceed,
+        attempts=task.attempts,
         duplicate=outcome.duplicate,
         dead_letter=outcome.gave_up,
     )
