@@ -24,6 +24,7 @@ const I18N = {
     fCreated: "Created", fStarted: "Started", fFinished: "Finished", fUpdated: "Updated", fId: "Id", fLabel: "Label",
     online: "online", offline: "offline", onlineUnknown: "online status unknown", noWorkersSeen: "none seen",
     runningDone: "{running} running, {done} done",
+    moreOffline: "+{n} more offline in the last hour",
   },
   ru: {
     skip: "Перейти к таблице задач", subtitle: "Асинхронные задачи через Celery, RabbitMQ (напрямую) или синхронно",
@@ -45,6 +46,7 @@ const I18N = {
     fCreated: "Создана", fStarted: "Начата", fFinished: "Завершена", fUpdated: "Обновлена", fId: "Id", fLabel: "Метка",
     online: "в сети", offline: "не в сети", onlineUnknown: "в сети ли — неизвестно", noWorkersSeen: "пока не было",
     runningDone: "выполняется {running}, готово {done}",
+    moreOffline: "ещё {n} не в сети за последний час",
   },
 };
 const LANG_KEY = "tasklab.lang";
@@ -251,13 +253,24 @@ function renderOverview(o) {
   // Who consumes comes from the broker's management API: without it, say so rather
   // than call every worker offline.
   const known = Boolean(o.queues);
-  const items = o.workers.map((w) => {
+  // Workers that stopped (pods scaled away, replaced by a rollout) stay listed for an
+  // hour; past a few, they are summed up in one item (named in its tooltip), so the
+  // strip stays short and the forms stay in view on a phone.
+  const gone = known ? o.workers.filter((w) => !w.online && w.running === 0) : [];
+  const folded = gone.length > 3 ? new Set(gone.map((w) => w.name)) : new Set();
+  const items = o.workers.filter((w) => !folded.has(w.name)).map((w) => {
     const state = known ? (w.online ? "online" : "offline") : "onlineUnknown";
     const li = el("li", `${w.name} — ${t(state)}, ${t("runningDone", { running: w.running, done: w.done })}`);
     if (w.online) li.classList.add("online");
     li.dataset.worker = w.name;
     return li;
   });
+  if (folded.size) {
+    const more = el("li", t("moreOffline", { n: folded.size }));
+    more.classList.add("more");
+    more.title = [...folded].join("\n");
+    items.push(more);
+  }
   ul.replaceChildren(...(items.length ? items : [el("li", t(known ? "noWorkers" : "noWorkersSeen"))]));
 }
 setInterval(overview, 3000);
