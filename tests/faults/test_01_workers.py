@@ -80,9 +80,11 @@ def test_sigterm_lets_running_tasks_finish(scenario: Scenario, tmp_path: Path) -
     beat = tmp_path / "celery.heartbeat"
     fx.celery.env["HEARTBEAT_FILE"] = str(beat)
     fx.celery.restart()
-    running = scenario.submit_many(
-        [{"method": "celery", "duration": 3}] * 3 + [{"method": "rabbitmq", "duration": 3}] * 3
-    )
+    # The Celery tasks first (the restarted worker may take a while to consume), then the
+    # consumer's, so that all six run at once however long the restart took.
+    running = scenario.submit_many([{"method": "celery", "duration": 6}] * 3)
+    scenario.wait_counts("three Celery tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 3)
+    running += scenario.submit_many([{"method": "rabbitmq", "duration": 4}] * 3)
     scenario.wait_counts("six tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 6)
     queued = scenario.submit_many(
         [{"method": "celery", "duration": 0}] * 3 + [{"method": "rabbitmq", "duration": 0}] * 3

@@ -120,21 +120,37 @@ def test_sigterm_api_ends_live_streams_and_sync_waits(scenario: Scenario) -> Non
 
 @pytest.mark.scenario("7 kill -9 consumer mid-task")
 def test_kill_consumer_mid_task(scenario: Scenario) -> None:
+    """The deliveries a dead consumer held come back: a task it was running runs again
+    (the same attempt, at-least-once); a task it held between a failed attempt and its
+    retry resumes as that next attempt, not as a rerun of the failed one."""
     fx = scenario.fx
     tasks = scenario.submit_many(
         [{"method": "rabbitmq", "duration": 1.5, "fail_times": int(i < 2)} for i in range(6)]
     )
+    ids = [t["id"] for t in tasks]
     scenario.wait_counts(
         "three tasks running", lambda c: c.get("IN_PROGRESS", 0) + c.get("RETRYING", 0) >= 3
     )
     scenario.fault("kill -9 consumer")
     fx.consumer.kill(signal.SIGKILL)
     assert fx.consumer.wait(10) == -signal.SIGKILL
+    held = fx.audit().tasks(after_num=2**62, ids=ids)
+    running = {i for i, t in held.items() if t.status == "IN_PROGRESS"}
+    backing_off = {i for i, t in held.items() if t.status == "RETRYING"}
+    assert len(running | backing_off) >= 3, held
     fx.consumer.restart()
     verdict = scenario.check()
-    # The deliveries the dead consumer held were redelivered and run to DONE.
-    assert all(verdict.tasks[t["id"]].status == "DONE" for t in tasks)
-    assert sum(1 for n in verdict.executions.values() if n == 2) >= 3, verdict.executions
+    assert all(verdict.tasks[i].status == "DONE" for i in ids)
+    for i in running:
+        assert verdict.executions[i] == 2, (i, verdict.executions)
+        assert verdict.tasks[i].deliveries >= 2
+    for i in backing_off:
+        assert verdict.executions[i] == 1, (i, verdict.executions)
+        assert verdict.tasks[i].attempts == 2, verdict.tasks[i]
+    scenario.note(
+        f"{len(running)} running tasks ran again, {len(backing_off)} waiting to retry "
+        "resumed as their next attempt"
+    )
 
 
 def consumer_connection(fx: FaultStack) -> dict[str, object] | None:
