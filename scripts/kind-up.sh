@@ -140,6 +140,11 @@ ensure_namespace "$NAMESPACE"
   pod-security.kubernetes.io/warn=restricted >/dev/null
 values=()
 while IFS= read -r arg; do values+=("$arg"); done < <(helm_args)  # (no mapfile: bash 3.2)
+# Helm 4 applies server-side: after an autoscaler (KEDA=1, mode hpa) owned the worker's
+# replica count, switching it off would conflict with the HPA controller's field.
+if helm version --short 2>/dev/null | grep -q '^v4'; then
+  values+=(--force-conflicts)
+fi
 "${HELM[@]}" upgrade --install "$RELEASE" "$CHART" --namespace "$NAMESPACE" \
   "${values[@]}" --wait --timeout "$HELM_TIMEOUT"
 

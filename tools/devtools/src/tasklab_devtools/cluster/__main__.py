@@ -21,12 +21,20 @@ from pathlib import Path
 
 import yaml
 
+from tasklab_devtools.chart import kind_up_args
 from tasklab_devtools.cluster.addons import apply_addons, kubectl
-from tasklab_devtools.cluster.build import build_all, repo_root
+from tasklab_devtools.cluster.build import MODULES, build_all, repo_root
 from tasklab_devtools.cluster.config import Layout, default_state
+from tasklab_devtools.cluster.extras import apply_keda, apply_metrics_server, apply_prometheus
 from tasklab_devtools.cluster.handle import CLUSTER_NAME
-from tasklab_devtools.cluster.images import BROKER_VALUES, addon_images, build_and_save
+from tasklab_devtools.cluster.images import (
+    BROKER_VALUES,
+    PROMETHEUS_IMAGE,
+    addon_images,
+    build_and_save,
+)
 from tasklab_devtools.cluster.node import Node
+from tasklab_devtools.cluster.scrape import chart_monitoring, rule_groups, scrape_configs
 
 
 def _say(message: str) -> None:
@@ -58,9 +66,11 @@ def layout() -> Layout:
     return Layout(CLUSTER_NAME, default_state())
 
 
-def cmd_build(_: argparse.Namespace) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
     began = time.monotonic()
-    for name, path in build_all(layout().logs).items():
+    extras = tuple(m.name for m in MODULES if m.optional) if args.all else ()
+    logs = Path(args.log_dir) if args.log_dir else layout().logs
+    for name, path in build_all(logs, extras).items():
         print(f"{name}: {path}")
     _say(f"programs ready in {time.monotonic() - began:.0f} s")
     return 0
@@ -70,42 +80,60 @@ def cmd_up(args: argparse.Namespace) -> int:
     lay = layout()
     node = Node(lay)
     began = time.monotonic()
-    if not node.running():
+    running = node.running()
+    if not running:
         node.reset_state()
-    bins = build_all(lay.logs)
+    extras = tuple(
+        name
+        for name, wanted in (("keda", args.keda), ("metrics-server", args.metrics_server))
+        if wanted
+    )
+    bins = build_all(lay.logs, extras)
     built = time.monotonic()
     tag = None if args.no_service_images else (args.tag or image_tag())
     with tempfile.TemporaryDirectory(prefix="tasklab-cluster-", dir="/var/tmp") as tmp:
-        archive = build_and_save(bins, tag, Path(tmp) / "images.tar", lay.logs)
+        archive = build_and_save(
+            bins,
+            tag,
+            Path(tmp) / "images.tar",
+            lay.logs,
+            prometheus=args.monitoring,
+            present=frozenset(node.present_images()) if running else frozenset(),
+        )
         imaged = time.monotonic()
-        if node.running():
+        if running:
             # Again on a running cluster, as make kind-up: the rebuilt images go in.
-            node.import_image(archive)
-            if tag is not None:
-                node.service_tag = tag
-            _say(f"running; images (re)imported, service images {tag}; KUBECONFIG={lay.kubeconfig}")
-            return 0
-        node.up(kind_port_mappings(), [archive])
+            if archive is not None:
+                node.import_image(archive)
+        else:
+            node.up(kind_port_mappings(), [] if archive is None else [archive])
         if tag is not None:
             node.service_tag = tag
     started = time.monotonic()
     refs = {folder: ref for folder, (ref, _) in addon_images(bins).items()}
-    apply_addons(lay, refs)
+    if not running:
+        apply_addons(lay, refs)
+    if args.keda:
+        apply_keda(lay, refs)
+    if args.metrics_server:
+        apply_metrics_server(lay, refs["metrics-server"])
     done = time.monotonic()
     timings = {
         "programs": built - began,
         "images": imaged - built,
         **{k: v for k, v in node.timings.items() if k not in ("build", "up")},
-        "dns and storage": done - started,
+        "add-ons": done - started,
         "total": done - began,
     }
     summary = "up: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     _say(summary)
-    (lay.logs / "up.txt").write_text(summary + "\n")
+    with (lay.logs / "up.txt").open("a") as out:
+        out.write(summary + "\n")
     ports = node.ports()
     print(
-        f"\nThe cluster {CLUSTER_NAME} is up (Kubernetes built from source; one node).\n"
-        f"  export KUBECONFIG={lay.kubeconfig}\n"
+        f"\nThe cluster {CLUSTER_NAME} is up (Kubernetes built from source; one node)"
+        + (", with " + " and ".join(extras) if extras else "")
+        + f".\n  export KUBECONFIG={lay.kubeconfig}\n"
         f"  apiserver https://127.0.0.1:{ports['api']}; NodePorts on 127.0.0.1: "
         + ", ".join(f"{host}" for host in kind_port_mappings())
         + f"\n  logs: {lay.logs}/   stop: make cluster-down\n"
@@ -117,20 +145,15 @@ def helm_binary() -> str:
     return str(repo_root() / ".tools" / "bin" / "helm")
 
 
-def install_args(tag: str, extra: list[str]) -> list[str]:
-    """The chart's helm arguments: make kind-up's (images at ``tag``; no
-    kube-prometheus-stack, whose chart cannot be fetched here), the broker stand-in,
-    then ``extra``."""
-    root = repo_root()
-    kind_args = subprocess.run(
-        [str(root / "scripts" / "kind-up.sh"), "--print-helm-args"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PATH": "/usr/bin:/bin", "IMAGE_TAG": tag, "MONITORING": "0"},
-    ).stdout.splitlines()
-    return [*kind_args, *BROKER_VALUES, *extra]
+def install_args(
+    tag: str, extra: list[str], *, keda: bool = False, monitoring: bool = False
+) -> list[str]:
+    """The chart's helm arguments: make kind-up's (images at ``tag``, and its KEDA and
+    MONITORING switches), the broker stand-in, then ``extra``."""
+    kind = kind_up_args(
+        IMAGE_TAG=tag, KEDA="1" if keda else "0", MONITORING="1" if monitoring else "0"
+    )
+    return [*kind, *BROKER_VALUES, *extra]
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -138,6 +161,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     namespace = args.namespace
     root = repo_root()
     tag = args.tag or Node(lay).service_tag or image_tag()
+    helm_args = install_args(tag, args.extra, keda=args.keda, monitoring=args.monitoring)
     created = kubectl(lay, "create", "namespace", namespace, "--dry-run=client", "-o", "yaml")
     kubectl(lay, "apply", "-f", "-", input_text=created.stdout)
     kubectl(
@@ -152,11 +176,19 @@ def cmd_install(args: argparse.Namespace) -> int:
     argv = [
         helm_binary(), "--kubeconfig", str(lay.kubeconfig), "upgrade", "--install", args.release,
         str(root / "deploy" / "helm" / "tasklab"), "--namespace", namespace,
-        *install_args(tag, args.extra), "--wait", "--timeout", args.timeout,
+        *helm_args, "--wait", "--timeout", args.timeout,
+        # (as make kind-up with Helm 4: the autoscaler's replicas field goes back to the chart)
+        "--force-conflicts",
     ]  # fmt: skip
     began = time.monotonic()
     done = subprocess.run(argv, check=False)
     _say(f"helm upgrade --install: exit {done.returncode} after {time.monotonic() - began:.0f} s")
+    if done.returncode == 0 and args.monitoring:
+        # Prometheus in place of kube-prometheus-stack: the chart's ServiceMonitors and
+        # PrometheusRule, as the operator would load them.
+        monitors, rules = chart_monitoring(helm_args, namespace)
+        apply_prometheus(lay, PROMETHEUS_IMAGE, scrape_configs(monitors), rule_groups(rules))
+        _say("Prometheus: http://127.0.0.1:30090 (namespace monitoring)")
     return done.returncode
 
 
@@ -184,18 +216,28 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build").set_defaults(run=cmd_build)
+    build = sub.add_parser("build")
+    build.add_argument("--all", action="store_true", help="also KEDA and metrics-server")
+    build.add_argument("--log-dir", help="where the build logs go (default: the state's logs)")
+    build.set_defaults(run=cmd_build)
     up = sub.add_parser("up")
     up.add_argument("--tag", help="tag of the service images (default: scripts/image-tag.sh)")
     up.add_argument(
         "--no-service-images", action="store_true", help="import only the cluster's own"
     )
+    up.add_argument("--keda", action="store_true", help="also KEDA, built from source")
+    up.add_argument("--metrics-server", action="store_true", help="also metrics-server")
+    up.add_argument("--monitoring", action="store_true", help="also the Prometheus image")
     up.set_defaults(run=cmd_up)
     install = sub.add_parser("install")
     install.add_argument("--release", default="tasklab")
     install.add_argument("--namespace", default="tasklab")
     install.add_argument("--timeout", default="10m")
     install.add_argument("--tag", help="image tag (default: the one cluster up imported)")
+    install.add_argument("--keda", action="store_true", help="workers autoscaled by KEDA (KEDA=1)")
+    install.add_argument(
+        "--monitoring", action="store_true", help="the chart's monitoring, scraped by a Prometheus"
+    )
     install.add_argument("extra", nargs="*", help="more helm arguments (after --)")
     install.set_defaults(run=cmd_install)
     sub.add_parser("down").set_defaults(run=cmd_down)

@@ -16,7 +16,11 @@ Four small Go modules under ``tools/cluster/`` pin every version (``go.mod`` and
     runtime-spec than containerd;
 ``addons``
     what runs in pods: CoreDNS (its Kubernetes plugin set), the local-path
-    provisioner and the sandbox (``pause``) program, all static.
+    provisioner and the sandbox (``pause``) program, all static;
+``keda``, ``metrics-server``
+    built only for ``cluster up --keda`` / ``--metrics-server``: KEDA's operator and
+    metrics apiserver (2.17.3: 2.18's scaler dependencies are not all served by the
+    module proxy), and metrics-server 0.8.0 (for the HPA on CPU).
 
 The output of a module goes to ``~/.cache/tasklab/cluster/<module>-<key>/`` (or
 ``$TASKLAB_CLUSTER_CACHE``), where the key hashes the module's files, the Go version
@@ -27,6 +31,7 @@ rebuild after a small change quick.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -85,6 +90,8 @@ class GoModule:
     outputs: tuple[str, ...] = ()
     #: Names linked to the first output (a multi-call binary's programs).
     links: tuple[str, ...] = field(default=())
+    #: Built only when asked for (an add-on of ``cluster up``: KEDA, metrics-server).
+    optional: bool = False
 
     def source_dir(self, root: Path) -> Path:
         return root / "tools" / "cluster" / self.name
@@ -174,6 +181,19 @@ MODULES = (
         packages=("./cmd/...", "tool"),
         outputs=("coredns", "local-path-provisioner", "pause"),
     ),
+    GoModule(
+        "keda",
+        packages=("tool",),
+        version_vars=("github.com/kedacore/keda/v2/version.Version={github.com/kedacore/keda/v2}",),
+        outputs=("operator", "adapter"),
+        optional=True,
+    ),
+    GoModule(
+        "metrics-server",
+        packages=("tool",),
+        outputs=("metrics-server",),
+        optional=True,
+    ),
 )
 
 
@@ -216,13 +236,29 @@ def _build_one(module: GoModule, root: Path, target: Path, log: Path) -> None:
     work.rename(target)
 
 
-def build_all(log_dir: Path) -> dict[str, Path]:
-    """Build (or find in the cache) every module; ``{module name: its bin folder}``."""
+def build_all(log_dir: Path, extras: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Build (or find in the cache) every module but the optional ones not in
+    ``extras``; ``{module name: its bin folder}``.
+
+    One build at a time per cache (a lock file): a second caller, e.g. the cluster
+    tier while ``make test``'s early background build still runs, waits for it and
+    then finds its programs."""
     root = repo_root()
     go_version = _go_version()
     log_dir.mkdir(parents=True, exist_ok=True)
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with (cache_root() / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(root, go_version, log_dir, extras)
+
+
+def _build_locked(
+    root: Path, go_version: str, log_dir: Path, extras: tuple[str, ...]
+) -> dict[str, Path]:
     found = {}
     for module in MODULES:
+        if module.optional and module.name not in extras:
+            continue
         target = cache_root() / f"{module.name}-{module.key(root, go_version)}"
         if (target / module.outputs[0]).is_file():
             found[module.name] = target

@@ -29,7 +29,10 @@ from tasklab_devtools.images import (
     pinned_base_image,
 )
 
-__all__ = ["BROKER_IMAGE", "BROKER_VALUES", "addon_images", "build_and_save"]
+__all__ = ["BROKER_IMAGE", "BROKER_VALUES", "PROMETHEUS_IMAGE", "addon_images", "build_and_save"]
+
+#: Prometheus for the test cluster (Debian's package).
+PROMETHEUS_IMAGE = "tasklab.local/prometheus:2.42-bookworm"
 
 #: The broker stand-in and the chart values that select it.
 BROKER_IMAGE = "tasklab.local/rabbitmq:3.10-bookworm"
@@ -52,7 +55,7 @@ def addon_images(bins: dict[str, Path]) -> dict[str, tuple[str, Path]]:
     addons = repo_root() / "tools" / "cluster" / "addons"
     coredns = module_version(addons, "github.com/coredns/coredns")
     local_path = module_version(addons, "github.com/rancher/local-path-provisioner")
-    return {
+    images = {
         "pause": (PAUSE_IMAGE, bins["addons"] / "pause"),
         "coredns": (f"tasklab.local/coredns:{coredns}", bins["addons"] / "coredns"),
         "local-path-provisioner": (
@@ -61,6 +64,24 @@ def addon_images(bins: dict[str, Path]) -> dict[str, tuple[str, Path]]:
         ),
         "busybox": ("tasklab.local/busybox:bookworm", _BUSYBOX),
     }
+    if "keda" in bins:
+        keda = module_version(
+            repo_root() / "tools" / "cluster" / "keda", "github.com/kedacore/keda/v2"
+        )
+        images["keda"] = (f"tasklab.local/keda:{keda}", bins["keda"] / "operator")
+        images["keda-metrics-apiserver"] = (
+            f"tasklab.local/keda-metrics-apiserver:{keda}",
+            bins["keda"] / "adapter",
+        )
+    if "metrics-server" in bins:
+        version = module_version(
+            repo_root() / "tools" / "cluster" / "metrics-server", "sigs.k8s.io/metrics-server"
+        )
+        images["metrics-server"] = (
+            f"tasklab.local/metrics-server:{version}",
+            bins["metrics-server"] / "metrics-server",
+        )
+    return images
 
 
 def _docker_build(context: Path, ref: str, log: Path, *args: str) -> None:
@@ -78,10 +99,17 @@ def _docker_build(context: Path, ref: str, log: Path, *args: str) -> None:
 
 
 def build_and_save(
-    bins: dict[str, Path], service_tag: str | None, out: Path, log_dir: Path
-) -> Path:
-    """Build the cluster's images (and the services' at ``service_tag`` unless they are
-    there); save them all into ``out`` (a docker archive); return ``out``."""
+    bins: dict[str, Path],
+    service_tag: str | None,
+    out: Path,
+    log_dir: Path,
+    *,
+    prometheus: bool = False,
+    present: frozenset[str] = frozenset(),
+) -> Path | None:
+    """Build the cluster's images (the services' at ``service_tag`` unless they are
+    there; Prometheus's when asked); save those the node does not have yet (``present``)
+    into ``out`` (a docker archive); None when it has them all."""
     ensure_debian_packages({"busybox": "busybox-static"})
     static = subprocess.run(["ldd", str(_BUSYBOX)], capture_output=True, text=True, check=False)
     if static.returncode == 0:
@@ -112,12 +140,28 @@ def build_and_save(
                 f"BASE={STANDIN_IMAGE}",
             )
         refs.append(BROKER_IMAGE)
+        if prometheus:
+            if not image_exists(PROMETHEUS_IMAGE):
+                _say(f"building {PROMETHEUS_IMAGE} (Debian's prometheus)")
+                if not image_exists(STANDIN_IMAGE):
+                    ensure_base_image(pinned_base_image(root), allow_standin=True)
+                _docker_build(
+                    root / "tools" / "cluster" / "images" / "prometheus",
+                    PROMETHEUS_IMAGE,
+                    log,
+                    "--build-arg",
+                    f"BASE={STANDIN_IMAGE}",
+                )
+            refs.append(PROMETHEUS_IMAGE)
         if service_tag is not None:
             services = [f"tasklab/{s}:{service_tag}" for s in ("api", "celery-worker", "consumer")]
             if not all(image_exists(ref) for ref in services):
                 base = ensure_base_image(pinned_base_image(root), allow_standin=True)
                 build_images(root, service_tag, log_dir, base=base)
             refs += services
+        refs = [ref for ref in refs if ref not in present]
+        if not refs:
+            return None
         _say(f"saving {len(refs)} images for the node")
         done = subprocess.run(
             ["docker", "save", "-o", str(out), *refs],

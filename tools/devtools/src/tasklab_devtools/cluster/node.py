@@ -289,6 +289,13 @@ class Node:
         ]
         return self.ns.run(argv, timeout=300, check=False)
 
+    def present_images(self) -> set[str]:
+        """References of the images the node's containerd holds (docker.io/ dropped)."""
+        done = self._ctr(self._env(self._bins()), "images", "ls", "-q")
+        if done.returncode != 0:
+            raise RuntimeError(f"ctr images ls: {done.stderr.strip()}")
+        return {ref.removeprefix("docker.io/") for ref in done.stdout.split()}
+
     def import_image(self, archive: Path, env: dict[str, str] | None = None) -> None:
         """Import an image archive (``docker save`` or OCI layout tar) into containerd."""
         done = self._ctr(env or self._env(self._bins()), "images", "import", str(archive))
