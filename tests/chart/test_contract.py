@@ -95,6 +95,10 @@ def container_env(docs: list[Obj], container: Obj) -> dict[str, str]:
             env[item["name"]] = re.sub(
                 r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), str(item["value"])
             )
+        elif "fieldRef" in item["valueFrom"]:
+            # The downward API: the only field the chart reads is the pod's namespace.
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+            env[item["name"]] = chart.NAMESPACE
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = _secret_value(docs, ref["name"], ref["key"])

@@ -134,7 +134,11 @@ def test_resources_probes_and_service_accounts(rendered: dict[str, list[Obj]], n
     accounts = {d["metadata"]["name"]: d for d in chart.find(docs, "ServiceAccount")}
     for obj, spec in chart.pod_specs(docs):
         where = chart.label(obj)
-        if spec.get("automountServiceAccountToken") is not False:
+        # Only the api reads the Kubernetes API (its workers view), as tasklab-api.
+        is_api = obj["kind"] == "Deployment" and obj["metadata"]["name"] == "api"
+        if spec.get("automountServiceAccountToken") is not False and not (
+            is_api and spec.get("serviceAccountName") == "tasklab-api"
+        ):
             problems.append(f"{where}: mounts a service account token")
         account = accounts.get(spec.get("serviceAccountName", ""))
         if account is None or account.get("automountServiceAccountToken") is not False:
@@ -168,10 +172,60 @@ def test_no_service_link_variables(rendered: dict[str, list[Obj]], name: str) ->
 
 
 @pytest.mark.parametrize("name", SET_NAMES)
-def test_no_kubernetes_api_access(rendered: dict[str, list[Obj]], name: str) -> None:
-    """No component needs the Kubernetes API: no RBAC objects at all."""
-    kinds = {d["kind"] for d in rendered[name]}
-    assert not kinds & {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+def test_only_the_api_reads_the_kubernetes_api(rendered: dict[str, list[Obj]], name: str) -> None:
+    """One Role, bound to the api's own ServiceAccount, namespaced: get/list/watch on
+    Deployments, pods and HPAs; no ClusterRole, no write unless scaleFromUi is set."""
+    docs = rendered[name]
+    assert not chart.find(docs, "ClusterRole") and not chart.find(docs, "ClusterRoleBinding")
+    (role,) = chart.find(docs, "Role")
+    (binding,) = chart.find(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"] == "tasklab-api"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "tasklab-api", "namespace": chart.NAMESPACE}
+    ]
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    reads = {
+        (group, resource, verb)
+        for group, resource in (
+            ("apps", "deployments"),
+            ("", "pods"),
+            ("autoscaling", "horizontalpodautoscalers"),
+        )
+        for verb in ("get", "list", "watch")
+    }
+    assert granted == reads
+
+
+def test_scaling_from_the_ui_grants_patch_on_the_two_workers_only(tools: None) -> None:
+    docs = chart.render(["--set", "api.kubernetes.scaleFromUi=true"])
+    (role,) = chart.find(docs, "Role")
+    writes = [r for r in role["rules"] if set(r["verbs"]) - {"get", "list", "watch"}]
+    assert writes == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": ["celery-worker", "consumer"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    (api,) = chart.find(docs, "Deployment", "api")
+    env = {
+        e["name"]: e.get("value") for e in api["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["K8S_SCALE_FROM_UI"] == "true"
+
+
+def test_the_workers_view_can_be_turned_off(tools: None) -> None:
+    docs = chart.render(["--set", "api.kubernetes.enabled=false"])
+    assert not chart.find(docs, "Role") and not chart.find(docs, "RoleBinding")
+    (api,) = chart.find(docs, "Deployment", "api")
+    assert api["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def _selects(selector: Obj, labels: dict[str, str]) -> bool:

@@ -224,3 +224,16 @@ def test_out_of_range_input_is_422_not_500(client: TestClient, secret: str) -> N
     resp = _callback(client, body, sign_headers(secret, body))
     assert resp.status_code == 422, resp.text
     assert "out of range" in resp.text
+
+
+def test_the_workers_view_is_off_outside_a_cluster(client: TestClient) -> None:
+    """Not in a pod: /api/cluster says why, and scaling is refused with that reason."""
+    view = client.get("/api/cluster")
+    assert view.status_code == 200
+    assert view.json()["available"] is False
+    assert "not running in a Kubernetes pod" in view.json()["reason"]
+    refused = client.post("/api/cluster/workloads/celery-worker/scale", json={"replicas": 2})
+    assert refused.status_code == 409
+    assert "not on Kubernetes" in refused.json()["detail"]
+    invalid = client.post("/api/cluster/workloads/celery-worker/scale", json={"replicas": "2"})
+    assert invalid.status_code == 422

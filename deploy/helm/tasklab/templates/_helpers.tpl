@@ -232,10 +232,14 @@ livenessProbe:
   failureThreshold: 3
 {{- end -}}
 
-{{/* Pod-level fields shared by every tasklab pod: (dict "root" $ "values" .Values.api) */}}
+{{/*
+Pod-level fields shared by every tasklab pod: (dict "root" $ "values" .Values.api).
+Only the api may be given the Kubernetes API ("serviceAccount" "tasklab-api" "token"
+true: its workers view, templates/api/rbac.yaml); every other pod mounts no token.
+*/}}
 {{- define "tasklab.podCommon" -}}
-serviceAccountName: tasklab
-automountServiceAccountToken: false
+serviceAccountName: {{ .serviceAccount | default "tasklab" }}
+automountServiceAccountToken: {{ .token | default false }}
 # No docker-link variables for the namespace's Services: Service "api" would set
 # API_PORT=tcp://... in every pod, which the api reads as its port.
 enableServiceLinks: false

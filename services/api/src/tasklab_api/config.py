@@ -140,6 +140,32 @@ class Settings(CommonSettings):
         ),
     )
 
+    k8s_namespace: str | None = Field(
+        None,
+        description=(
+            "Namespace of the worker Deployments the UI shows on Kubernetes (K8S_NAMESPACE; "
+            "default: the pod's own)."
+        ),
+    )
+    k8s_workloads: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("celery-worker", "consumer"),
+        description="Worker Deployments the UI shows (K8S_WORKLOADS, separated by commas).",
+    )
+    k8s_scale_from_ui: bool = Field(
+        False,
+        description=(
+            "Let the UI set the replicas of those Deployments, unless an autoscaler owns "
+            "them (K8S_SCALE_FROM_UI; needs RBAC patch on deployments/scale)."
+        ),
+    )
+
+    @field_validator("k8s_workloads", mode="before")
+    @classmethod
+    def _workloads(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(" ", ",").split(",") if part)
+        return value
+
     @property
     def auth_enabled(self) -> bool:
         """Whether the UI and the API require credentials (API keys or a Basic login)."""

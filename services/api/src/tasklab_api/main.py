@@ -23,10 +23,20 @@ from tasklab_api.httpmetrics import HttpMetricsMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
 from tasklab_api.origin import OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
-from tasklab_api.routers import callbacks, docs, health, maintenance, overview, tasks, ui
+from tasklab_api.routers import (
+    callbacks,
+    cluster,
+    docs,
+    health,
+    maintenance,
+    overview,
+    tasks,
+    ui,
+)
 from tasklab_api.schemas import ErrorOut
 from tasklab_api.state import AppState
 from tasklab_api.store import TaskStore
+from tasklab_api.workloads import ClusterView
 
 log = logging.getLogger("tasklab.api")
 
@@ -90,9 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             control=control,
             postgres=postgres,
             broker_stats=BrokerStats(settings.rmq_management_url, settings.amqp_url()),
+            cluster=ClusterView(
+                settings.k8s_namespace, settings.k8s_workloads, settings.k8s_scale_from_ui
+            ),
         )
         app.state.tasklab = state
         log.info("authentication of the UI and the API: %s", auth.describe())
+        log.info("Kubernetes workers view: %s", state.cluster.describe())
         if postgres:
 
             async def fetch(task_id: str):  # type: ignore[no-untyped-def]
@@ -142,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
     app.include_router(tasks.router, **protected)
     app.include_router(overview.router, **protected)
+    app.include_router(cluster.router, **protected)
     app.include_router(ui.router, **protected)
     app.include_router(docs.router, **protected)
     app.include_router(callbacks.router)  # HMAC-signed, like housekeeping

@@ -121,6 +121,47 @@ class WorkerOut(BaseModel):
     last_seen: datetime | None
 
 
+class PodOut(BaseModel):
+    name: str
+    phase: str
+    ready: bool
+    restarts: int
+    age_seconds: float | None
+    terminating: bool
+
+
+class AutoscalerOut(BaseModel):
+    kind: str = Field(description="HorizontalPodAutoscaler, or KEDA ScaledObject (its HPA).")
+    name: str
+    min_replicas: int
+    max_replicas: int
+    current: int
+    desired: int
+
+
+class WorkloadOut(BaseModel):
+    name: str = Field(description="The Deployment (celery-worker, consumer).")
+    desired: int
+    ready: int
+    updated: int
+    autoscaler: AutoscalerOut | None = Field(description="Who owns the replica count, if any.")
+    pods: list[PodOut]
+
+
+class ClusterOut(BaseModel):
+    available: bool = Field(description="False outside a cluster, or when the API refused.")
+    reason: str | None = None
+    namespace: str | None = None
+    scale_from_ui: bool = False
+    workloads: list[WorkloadOut] = []
+
+
+class ScaleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(ge=0, le=20, strict=True, description="Replicas to set (0-20).")
+
+
 class OverviewOut(BaseModel):
     counts: dict[TaskStatus, int]
     in_progress: int

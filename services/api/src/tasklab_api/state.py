@@ -15,6 +15,7 @@ from tasklab_api.limits import RateLimiter
 from tasklab_api.orm import Task
 from tasklab_api.publisher import Publisher
 from tasklab_api.store import TaskStore
+from tasklab_api.workloads import ClusterView
 
 log = logging.getLogger("tasklab.api")
 
@@ -29,6 +30,7 @@ class AppState:
     control: Celery
     postgres: bool
     broker_stats: BrokerStats
+    cluster: ClusterView
     #: What housekeeping saw of the queues (see routers.maintenance).
     empty_queues: EmptyQueues = field(default_factory=EmptyQueues)
 

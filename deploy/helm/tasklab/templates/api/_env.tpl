@@ -21,6 +21,17 @@
 - name: RMQ_MANAGEMENT_URL
   value: {{ . | quote }}
 {{- end }}
+{{- if .Values.api.kubernetes.enabled }}
+# The workers view: the Deployments of this namespace (workloads.py, rbac.yaml).
+- name: K8S_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: K8S_WORKLOADS
+  value: "celery-worker,consumer"
+- name: K8S_SCALE_FROM_UI
+  value: {{ .Values.api.kubernetes.scaleFromUi | quote }}
+{{- end }}
 {{- with include "tasklab.authEnv" . | trim }}
 {{ . }}
 {{- end }}

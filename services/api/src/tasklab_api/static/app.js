@@ -25,6 +25,11 @@ const I18N = {
     online: "online", offline: "offline", onlineUnknown: "online status unknown", noWorkersSeen: "none seen",
     runningDone: "{running} running, {done} done",
     moreOffline: "+{n} more offline in the last hour",
+    k8sTitle: "Worker pods on Kubernetes", k8sReady: "{ready} of {desired} ready",
+    k8sAuto: "{kind} {name}: {min}–{max} pods, wants {desired}",
+    k8sFixed: "fixed count (kubectl scale)", k8sRestarts: "{n} restarts",
+    k8sOwned: "an autoscaler owns the count", k8sNoScale: "scaling from the UI is off (api.kubernetes.scaleFromUi)",
+    k8sLess: "One pod fewer", k8sMore: "One pod more", k8sTerminating: "terminating",
   },
   ru: {
     skip: "Перейти к таблице задач", subtitle: "Асинхронные задачи через Celery, RabbitMQ (напрямую) или синхронно",
@@ -47,6 +52,11 @@ const I18N = {
     online: "в сети", offline: "не в сети", onlineUnknown: "в сети ли — неизвестно", noWorkersSeen: "пока не было",
     runningDone: "выполняется {running}, готово {done}",
     moreOffline: "ещё {n} не в сети за последний час",
+    k8sTitle: "Поды воркеров в Kubernetes", k8sReady: "готово {ready} из {desired}",
+    k8sAuto: "{kind} {name}: {min}–{max} подов, хочет {desired}",
+    k8sFixed: "число задано вручную (kubectl scale)", k8sRestarts: "перезапусков: {n}",
+    k8sOwned: "числом подов управляет автоскейлер", k8sNoScale: "масштабирование из интерфейса выключено (api.kubernetes.scaleFromUi)",
+    k8sLess: "На один под меньше", k8sMore: "На один под больше", k8sTerminating: "завершается",
   },
 };
 const LANG_KEY = "tasklab.lang";
@@ -81,7 +91,7 @@ function applyLang() {
   btn.setAttribute("aria-label", lang === "en" ? "Русский" : "English");
   const conn = $("#conn");
   conn.textContent = t(conn.dataset.state);
-  render(); renderOverview(lastOverview);
+  render(); renderOverview(lastOverview); renderCluster(lastCluster);
 }
 $("#lang").addEventListener("click", () => {
   lang = lang === "en" ? "ru" : "en";
@@ -274,6 +284,69 @@ function renderOverview(o) {
   ul.replaceChildren(...(items.length ? items : [el("li", t(known ? "noWorkers" : "noWorkersSeen"))]));
 }
 setInterval(overview, 3000);
+
+// ---- the worker Deployments on Kubernetes (hidden elsewhere)
+let lastCluster = null;
+function age(seconds) {
+  if (seconds == null) return "";
+  if (seconds < 120) return `${Math.round(seconds)}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
+  return `${Math.round(seconds / 3600)}h`;
+}
+async function cluster() {
+  try {
+    const r = await fetch("/api/cluster");
+    if (r.ok) { lastCluster = await r.json(); renderCluster(lastCluster); }
+  } catch (e) { /* the connection badge tells */ }
+}
+function renderCluster(c) {
+  const box = $("#k8s");
+  if (!c || !c.available) { box.hidden = true; return; }
+  box.hidden = false;
+  const items = c.workloads.map((w) => {
+    const row = el("div", null, "workload");
+    row.dataset.workload = w.name;
+    const head = el("div", null, "workload-head");
+    head.append(el("strong", w.name), el("span", t("k8sReady", { ready: w.ready, desired: w.desired }), "workload-ready"));
+    const a = w.autoscaler;
+    head.append(el("span", a ? t("k8sAuto", { kind: a.kind, name: a.name, min: a.min_replicas, max: a.max_replicas, desired: a.desired }) : t("k8sFixed"), "workload-auto"));
+    const control = el("span", null, "scale");
+    const reason = a ? t("k8sOwned") : (c.scale_from_ui ? "" : t("k8sNoScale"));
+    for (const [delta, label, key] of [[-1, "−", "k8sLess"], [1, "+", "k8sMore"]]) {
+      const b = el("button", label);
+      b.type = "button";
+      b.dataset.scale = String(delta);
+      b.setAttribute("aria-label", `${t(key)}: ${w.name}`);
+      b.disabled = Boolean(reason) || w.desired + delta < 0 || w.desired + delta > 20;
+      if (reason) b.title = reason;
+      b.addEventListener("click", () => scaleWorkload(w.name, w.desired + delta));
+      control.append(b);
+    }
+    head.append(control);
+    const pods = el("ul", null, "pods");
+    for (const p of w.pods) {
+      const li = el("li", `${p.name} · ${p.terminating ? t("k8sTerminating") : p.phase} · ${age(p.age_seconds)}${p.restarts ? " · " + t("k8sRestarts", { n: p.restarts }) : ""}`);
+      li.dataset.pod = p.name;
+      if (p.ready && !p.terminating) li.classList.add("online");
+      pods.append(li);
+    }
+    row.append(head, pods);
+    return row;
+  });
+  $("#k8s-workloads").replaceChildren(...items);
+}
+async function scaleWorkload(name, replicas) {
+  const msg = $("#k8s-msg");
+  msg.textContent = "";
+  const r = await fetch(`/api/cluster/workloads/${encodeURIComponent(name)}/scale`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ replicas }),
+  });
+  const body = await r.json().catch(() => ({}));
+  if (r.ok) { lastCluster = body; renderCluster(body); }
+  else msg.textContent = typeof body.detail === "string" ? body.detail : `HTTP ${r.status}`;
+}
+cluster();
+setInterval(cluster, 5000);
 
 // ---- live stream
 function setConn(state) { const c = $("#conn"); c.dataset.state = state; c.textContent = t(state); }
