@@ -37,6 +37,15 @@ def test_round_trip_and_fresh_nonces() -> None:
         (lambda b, h: (b, {k: v for k, v in h.items() if k != NONCE_HEADER}), "missing"),
         (lambda b, h: (b, {**h, TIMESTAMP_HEADER: "soon"}), "malformed timestamp"),
         (lambda b, h: (b, {**h, NONCE_HEADER: "../.."}), "malformed nonce"),
+        # Any Latin-1 text can arrive in a header: never a TypeError (a 500) for these.
+        (lambda b, h: (b, {**h, SIGNATURE_HEADER: "\xe9"}), "malformed signature"),
+        (lambda b, h: (b, {**h, SIGNATURE_HEADER: "\xe9" * 64}), "malformed signature"),
+        (lambda b, h: (b, {**h, SIGNATURE_HEADER: "g" * 64}), "malformed signature"),
+        (lambda b, h: (b, {**h, SIGNATURE_HEADER: h[SIGNATURE_HEADER] + "0"}), "malformed sig"),
+        (lambda b, h: (b, {**h, NONCE_HEADER: "\xe9\xe9"}), "malformed nonce"),
+        (lambda b, h: (b, {**h, TIMESTAMP_HEADER: "\u0661\u0662"}), "malformed timestamp"),
+        (lambda b, h: (b, {**h, TIMESTAMP_HEADER: "9" * 400}), "malformed timestamp"),
+        (lambda b, h: (b, {**h, TIMESTAMP_HEADER: "-5"}), "malformed timestamp"),
     ],
 )
 def test_rejects(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]

@@ -6,13 +6,16 @@ import pytest
 from pydantic import ValidationError
 
 from tasklab_common.messages import (
+    MAX_NUMBERS,
+    MAX_RESULT_BYTES,
+    HousekeepingRequest,
     StatusUpdate,
     TaskMessage,
     TaskParams,
     celery_call,
     message_from_celery,
 )
-from tasklab_common.models import Method, TaskKind
+from tasklab_common.models import Method, TaskKind, TaskStatus
 
 
 @pytest.mark.parametrize(
@@ -91,3 +94,33 @@ def test_status_update_refuses_api_only_statuses() -> None:
         StatusUpdate.model_validate({"task_id": "t", "status": "CANCELLED"})
     u = StatusUpdate.model_validate({"task_id": "t", "status": "DONE"})
     assert u.attempt == 1 and len(u.event_id) >= 8 and u.at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("worker", "<img src=x onerror=alert(1)>", "string_pattern_mismatch"),
+        ("worker", "celery@host\nINFO forged line", "string_pattern_mismatch"),
+        ("worker", "— online, 99 running", "string_pattern_mismatch"),
+        ("worker", "", "string_too_short"),
+        ("result", {"blob": "x" * MAX_RESULT_BYTES}, "more than 65536"),
+    ],
+)
+def test_status_update_bounds_what_a_worker_may_write(
+    field: str, value: object, reason: str
+) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        StatusUpdate.model_validate({"task_id": "t", "status": "DONE", field: value})
+
+
+def test_status_update_takes_the_workers_own_names_and_results() -> None:
+    for name in ("celery@tasklab-celery-worker-7d9f-x2x", "consumer@host", "w1"):
+        assert StatusUpdate(task_id="t", status=TaskStatus.DONE, worker=name).worker == name
+    big = {"numbers": MAX_NUMBERS, "sum": 1.5e300, "text": "x" * (MAX_RESULT_BYTES - 100)}
+    assert StatusUpdate(task_id="t", status=TaskStatus.DONE, result=big).result == big
+
+
+def test_housekeeping_requester_is_a_worker_name() -> None:
+    with pytest.raises(ValidationError, match="string_pattern_mismatch"):
+        HousekeepingRequest.model_validate({"requested_by": "x\r\nforged"})
+    assert HousekeepingRequest(requested_by="celery@h").requested_by == "celery@h"

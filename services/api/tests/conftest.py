@@ -53,6 +53,7 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
         "callback_secret": SECRET,
         "database_url": db_url,
         "broker_connect_timeout": 0.3,
+        "allowed_hosts": "testserver",  # the Host TestClient sends
         **overrides,
     }
     return Settings.model_validate(values)

@@ -30,6 +30,7 @@ def settings(db_url: str) -> Settings:
             "callback_secret": secrets.token_urlsafe(24),
             "database_url": db_url,
             "broker_connect_timeout": 0.3,
+            "allowed_hosts": "testserver",
         }
     )
 

@@ -7,13 +7,14 @@ is refused with its own 4xx before anything could be published.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tasklab_common.auth import sign_headers
+from tasklab_common.auth import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_headers
 from tasklab_common.messages import UNKNOWN_TASK_HEADER, StatusUpdate
 
 
@@ -129,6 +130,38 @@ def test_callback_authentication(client: TestClient, secret: str) -> None:
     assert _callback(client, body, good).status_code == 403  # the same request again
 
 
+def _rejected_unauthenticated(client: TestClient) -> float:
+    return _sample(
+        client.get("/metrics").text, 'tasklab_callbacks_total{outcome="unauthenticated"}'
+    )
+
+
+@pytest.mark.parametrize("route", ["/update_task_status_api/", "/internal/housekeeping"])
+def test_signature_headers_of_any_shape_are_401(
+    client: TestClient, secret: str, route: str
+) -> None:
+    """Header values are any Latin-1 text: each bad shape is a 401 with a reason, counted
+    as unauthenticated (the alert on rejected callbacks sees it), never a 500."""
+    body = b'{"requested_by": "w1"}'
+    good = sign_headers(secret, body)
+    hostile: list[dict[str, str | bytes]] = [
+        {**good, SIGNATURE_HEADER: b"\xe9"},
+        {**good, SIGNATURE_HEADER: b"\xe9" * 64},
+        {**good, SIGNATURE_HEADER: b"\xff" * 32 + b"0" * 32},
+        {**good, NONCE_HEADER: b"\xe9\xe9"},
+        {**good, TIMESTAMP_HEADER: "\u0661\u0662".encode()},
+        {**good, TIMESTAMP_HEADER: b"9" * 500},
+    ]
+    before = _rejected_unauthenticated(client)
+    for headers in hostile:
+        resp = client.post(
+            route, content=body, headers={"Content-Type": "application/json", **headers}
+        )
+        assert resp.status_code == 401, (headers, resp.text)
+        assert "malformed" in resp.json()["detail"], resp.text
+    assert _rejected_unauthenticated(client) == before + len(hostile)
+
+
 def test_callback_rejects_invalid_body(client: TestClient, secret: str) -> None:
     for raw in [b'{"task_id": "x", "status": "PENDING"}', b'{"task_id": "x"}', b"[]"]:
         resp = _callback(client, raw, sign_headers(secret, raw))
@@ -237,3 +270,25 @@ def test_the_workers_view_is_off_outside_a_cluster(client: TestClient) -> None:
     assert "not on Kubernetes" in refused.json()["detail"]
     invalid = client.post("/api/cluster/workloads/celery-worker/scale", json={"replicas": "2"})
     assert invalid.status_code == 422
+
+
+def test_security_headers_and_local_api_docs(client: TestClient) -> None:
+    """Every page says what it may load (the UI: only its own files; the viewers: their
+    own inline start-up script by hash) and that it may not be framed; the viewers'
+    assets are the api's own, not a CDN's."""
+    page = client.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/api/tasks").headers["x-content-type-options"] == "nosniff"
+    for path in ("/docs", "/redoc"):
+        viewer = client.get(path)
+        assert viewer.status_code == 200
+        assert "cdn." not in viewer.text and "googleapis" not in viewer.text, viewer.text
+        assert "'sha256-" in viewer.headers["content-security-policy"] or path == "/redoc"
+        for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', viewer.text):
+            got = client.get(asset)
+            assert got.status_code == 200 and len(got.content) > 1000, asset
+    assert client.get("/docs/assets/../../etc/passwd").status_code == 404
+    assert client.get("/docs/assets/nothing.js").status_code == 404

@@ -37,6 +37,7 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
         "callback_secret": secrets.token_urlsafe(24),
         "database_url": db_url,
         "broker_connect_timeout": 0.3,
+        "allowed_hosts": "testserver",  # the Host TestClient sends
         **overrides,
     }
     return Settings.model_validate(values)
@@ -165,3 +166,27 @@ def test_allowed_origins_setting_is_validated(tmp_path: Path) -> None:
     assert settings.allowed_origins == ("https://a.example", "http://b.example:81")
     with pytest.raises(ValidationError, match="not an origin"):
         make_settings("sqlite:///x.db", allowed_origins="https://a.example/app")
+
+
+def test_a_host_the_api_does_not_serve_is_refused(tmp_path: Path) -> None:
+    """DNS rebinding: a page on rebind.example whose name resolves to the api is
+    same-origin with it; the api refuses its Host (any method), whatever the Origin."""
+    url = f"sqlite:///{tmp_path}/api.db"
+    upgrade(url)
+    settings = make_settings(url, allowed_hosts="testserver, *.tasklab.example")
+    with TestClient(create_app(settings)) as c:
+        evil = {"Host": "rebind.evil.example:8080", "Origin": "http://rebind.evil.example:8080"}
+        for method, path in (("POST", "/api/tasks"), ("GET", "/api/tasks"), ("GET", "/")):
+            resp = c.request(method, path, headers=evil, json={"method": "celery"})
+            assert resp.status_code == 400, (method, path, resp.text)
+            assert "unknown host" in resp.json()["detail"]
+        for host in ("127.0.0.1:8080", "[::1]:8080", "10.244.0.7:8000", "localhost:8080",
+                     "ui.tasklab.example", "testserver"):  # fmt: skip
+            assert c.get("/healthz", headers={"Host": host}).status_code == 200, host
+        for host in ("tasklab.example.evil", "[::1", "a b", "localhost:x"):
+            assert c.get("/healthz", headers={"Host": host}).status_code == 400, host
+
+
+def test_allowed_hosts_are_host_names() -> None:
+    with pytest.raises(ValidationError, match="not a host name"):
+        make_settings("sqlite://", allowed_hosts="http://x.example")

@@ -115,6 +115,23 @@ async def test_redelivery_records_the_new_worker(store: TaskStore) -> None:
     assert task is not None and task.worker == "w2" and task.deliveries == 2
 
 
+async def test_a_report_that_changes_nothing_writes_nothing(store: TaskStore) -> None:
+    """A late or stale report (e.g. a compromised worker's) on a finished task: no field
+    of the task changes, and the outcome says there is nothing to announce."""
+    tid = await new_task(store)
+    assert (await report(store, tid, S.IN_PROGRESS, 1, worker="w1")).changed
+    assert (await report(store, tid, S.DONE, 1, worker="w1", result={"ok": 1})).changed
+    before = await store.get(tid)
+    assert before is not None
+    for status, attempt in ((S.IN_PROGRESS, 1), (S.IN_PROGRESS, 5), (S.FAILED, 1), (S.DONE, 1)):
+        out = await report(store, tid, status, attempt, worker="intruder", result={"x": 2})
+        assert not out.applied and not out.changed and not out.proceed
+    after = await store.get(tid)
+    assert after is not None
+    fields = ("status", "attempts", "worker", "result", "error", "deliveries", "updated_at")
+    assert [getattr(after, f) for f in fields] == [getattr(before, f) for f in fields]
+
+
 async def test_replayed_nonce_is_refused(store: TaskStore) -> None:
     tid = await new_task(store)
     n = nonce()

@@ -1,10 +1,10 @@
-"""The .env handling of ``tasklab-dev``."""
+"""The .env and state folder handling of ``tasklab-dev``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tasklab_devtools.dev import read_dotenv, update_dotenv
+from tasklab_devtools.dev import make_private, read_dotenv, update_dotenv
 
 
 def test_dotenv_is_read_and_updated_in_place(tmp_path: Path) -> None:
@@ -36,3 +36,19 @@ def test_missing_dotenv(tmp_path: Path) -> None:
     assert read_dotenv(tmp_path / ".env") == {}
     update_dotenv(tmp_path / ".env", {"A": "1"})
     assert read_dotenv(tmp_path / ".env") == {"A": "1"}
+
+
+def test_the_dev_state_is_the_users_alone(tmp_path: Path) -> None:
+    state = tmp_path / ".dev"
+    (state / "rabbitmq").mkdir(parents=True, mode=0o755)
+    (state / "tasklab.db").write_text("")
+    (state / "rabbitmq" / "users").write_text("hash")
+    env = tmp_path / ".env"
+    env.write_text("CALLBACK_SECRET=x\n")
+    for path in (state / "tasklab.db", state / "rabbitmq" / "users", env):
+        path.chmod(0o644)
+    make_private(state, env)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777
+             for p in [state, *state.rglob("*"), env]}  # fmt: skip
+    assert modes == {".dev": 0o700, ".dev/rabbitmq": 0o700, ".dev/tasklab.db": 0o600,
+                     ".dev/rabbitmq/users": 0o600, ".env": 0o600}  # fmt: skip

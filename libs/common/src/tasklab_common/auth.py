@@ -21,6 +21,9 @@ SIGNATURE_HEADER: Final = "X-Tasklab-Signature"
 #: How far a callback's timestamp may be from the api's clock.
 DEFAULT_TOLERANCE_SECONDS: Final = 300
 MIN_SECRET_LENGTH: Final = 16
+#: A signature is the hex digest of HMAC-SHA256.
+SIGNATURE_HEX_LENGTH: Final = 64
+_HEX: Final = frozenset("0123456789abcdef")
 
 
 def signature(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
@@ -71,14 +74,18 @@ def verify(
     """
     if not timestamp or not nonce or not sig:
         raise CallbackAuthError("missing signature headers")
-    if len(nonce) > 64 or not nonce.isalnum():
+    # Headers arrive as any Latin-1 text: check the shapes in ASCII before anything else
+    # (int() reads non-ASCII digits, compare_digest refuses non-ASCII str).
+    if len(nonce) > 64 or not (nonce.isascii() and nonce.isalnum()):
         raise CallbackAuthError("malformed nonce")
-    try:
-        ts = int(timestamp)
-    except ValueError:
-        raise CallbackAuthError("malformed timestamp") from None
+    if len(timestamp) > 20 or not (timestamp.isascii() and timestamp.isdigit()):
+        raise CallbackAuthError("malformed timestamp")
+    ts = int(timestamp)
+    given = sig.strip().lower()
+    if len(given) != SIGNATURE_HEX_LENGTH or not all(c in _HEX for c in given):
+        raise CallbackAuthError("malformed signature")
     expected = signature(secret, timestamp, nonce, body)
-    if not hmac.compare_digest(expected, sig.strip().lower()):
+    if not hmac.compare_digest(expected.encode(), given.encode()):
         raise CallbackAuthError("bad signature")
     current = time.time() if now is None else now
     if abs(current - ts) > tolerance:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
@@ -34,6 +35,12 @@ MAX_ERROR_CHARS: Final = 2000
 MAX_WORKER_CHARS: Final = 200
 #: A task id: no control characters (PostgreSQL's text cannot hold a NUL).
 TASK_ID_PATTERN: Final = r"^[^\x00-\x1f\x7f]+$"
+#: A worker's name as Celery (``celery@<host>``) and the consumer (``consumer@<host>``)
+#: make it: what the UI shows and logs print, so no markup, spaces or control characters.
+WORKER_NAME_PATTERN: Final = r"^[A-Za-z0-9_.@:+-]+$"
+WorkerName = Annotated[
+    str, Field(min_length=1, max_length=MAX_WORKER_CHARS, pattern=WORKER_NAME_PATTERN)
+]
 
 Duration = Annotated[
     float,
@@ -177,7 +184,7 @@ class StatusUpdate(BaseModel):
     task_id: Annotated[str, Field(min_length=1, max_length=64, pattern=TASK_ID_PATTERN)]
     status: TaskStatus
     attempt: Annotated[int, Field(strict=True, ge=1, le=1000)] = 1
-    worker: Annotated[str | None, Field(max_length=MAX_WORKER_CHARS)] = None
+    worker: WorkerName | None = None
     result: dict[str, Any] | None = None
     error: Annotated[str | None, Field(max_length=MAX_ERROR_CHARS)] = None
     event_id: Annotated[str, Field(min_length=8, max_length=64)] = Field(
@@ -189,6 +196,16 @@ class StatusUpdate(BaseModel):
     @classmethod
     def _in_utc_range(cls, value: datetime) -> datetime:
         return to_utc(value)
+
+    @field_validator("result")
+    @classmethod
+    def _bounded_result(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # What is stored, listed and streamed to every browser: bounded like the input.
+        if value is not None:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            if size > MAX_RESULT_BYTES:
+                raise ValueError(f"result of {size} bytes, more than {MAX_RESULT_BYTES}")
+        return value
 
     @model_validator(mode="after")
     def _worker_status(self) -> StatusUpdate:
@@ -225,7 +242,7 @@ class HousekeepingRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requested_by: Annotated[str | None, Field(max_length=MAX_WORKER_CHARS)] = None
+    requested_by: WorkerName | None = None
 
 
 class HousekeepingReport(BaseModel):

@@ -117,13 +117,13 @@ class WorkerSettings(CommonSettings):
 def setup_logging(settings: BrokerSettings, *, fmt: str | None = None) -> None:
     """Configure the root logger: the guide's readable lines, or JSON."""
     handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        from tasklab_common.logfmt import JsonFormatter
+    from tasklab_common.logfmt import JsonFormatter, TextFormatter
 
+    if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter(fmt or "[%(asctime)s] %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+            TextFormatter(fmt or "[%(asctime)s] %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from tasklab_api.config import Settings
 from tasklab_api.events import EventHub
+from tasklab_api.guard import guarded_protocol
 from tasklab_api.migrate import upgrade
 from tasklab_common.settings import setup_logging
 
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        # What one client can make the server hold (see tasklab_api.guard).
+        http=guarded_protocol(
+            settings.max_header_bytes, settings.header_timeout, settings.body_timeout
+        ),
+        limit_concurrency=settings.max_connections,
     )
     server = Server(config)
     server.run()

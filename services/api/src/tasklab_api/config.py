@@ -98,6 +98,49 @@ class Settings(CommonSettings):
             "client cannot pick the address the submission limit counts against."
         ),
     )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Host names the api answers to besides IP addresses and localhost, comma "
+            "separated; `*.example.com` for its subdomains (ALLOWED_HOSTS). Any other "
+            "Host header is refused with 400 (DNS rebinding). The chart adds its "
+            "Service's names."
+        ),
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description=(
+            "Largest request line and headers of a request, in bytes; more: 431 (MAX_HEADER_BYTES)."
+        ),
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description=(
+            "Seconds a client has to send a request's headers once it opened the "
+            "connection or started the request; then 408 and closed (HEADER_TIMEOUT)."
+        ),
+    )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a client has to send a request's body once its headers are in; "
+            "then the connection is closed (BODY_TIMEOUT)."
+        ),
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "Open connections (live streams included) one api process serves at once; "
+            "beyond them requests are answered 503 (MAX_CONNECTIONS)."
+        ),
+    )
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description=(
@@ -243,6 +286,23 @@ class Settings(CommonSettings):
                 raise ValueError(f"not an origin (scheme://host[:port]): {str(item)[:100]!r}")
             origins.append(origin)
         return tuple(origins)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", ",").split(",") if part]
+        if not isinstance(value, list | tuple):
+            return value
+        for item in value:
+            name = str(item).removeprefix("*.")
+            if not _HOST_NAME.fullmatch(name):
+                raise ValueError(f"not a host name: {str(item)[:100]!r}")
+        return tuple(str(item).lower() for item in value)
+
+
+#: A DNS name (letters, digits, hyphens; dots between labels).
+_HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
 @lru_cache(maxsize=1)

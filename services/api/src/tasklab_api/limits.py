@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import fastapi
@@ -81,14 +83,23 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token bucket per key (client address); ``rate`` 0 disables it."""
+    """Token bucket per key (client address); ``rate`` 0 disables it.
+
+    At most ``max_keys`` buckets are kept, least recently used first out. A bucket that
+    has refilled is the same as no bucket, so those go first; one that is not full (a
+    client that used its tokens, or is locked out) is never dropped to make room: once
+    every kept bucket is such, new keys share one overflow bucket. So a flood of new
+    addresses can neither lift a lockout nor grow the memory without bound.
+    """
 
     MAX_KEYS = 10_000
+    OVERFLOW = "(overflow)"
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, max_keys: int = MAX_KEYS) -> None:
         self.rate = rate
         self.burst = burst
-        self._buckets: dict[str, _Bucket] = {}
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
     def allow(self, key: str) -> float:
         """0 when allowed (a token is used), else the seconds to wait before retrying."""
@@ -98,15 +109,14 @@ class RateLimiter:
         """0 when a token is there (none is used), else the seconds until there is one."""
         return self._take(key, use=False)
 
+    def __len__(self) -> int:
+        return len(self._buckets)
+
     def _take(self, key: str, *, use: bool) -> float:
         if self.rate <= 0:
             return 0.0
         now = time.monotonic()
-        b = self._buckets.get(key)
-        if b is None:
-            if len(self._buckets) >= self.MAX_KEYS:
-                self._buckets.clear()
-            b = self._buckets[key] = _Bucket(float(self.burst), now)
+        b = self._bucket(key, now)
         b.tokens = min(float(self.burst), b.tokens + (now - b.stamp) * self.rate)
         b.stamp = now
         if b.tokens >= 1:
@@ -115,10 +125,41 @@ class RateLimiter:
             return 0.0
         return (1 - b.tokens) / self.rate
 
+    def _bucket(self, key: str, now: float) -> _Bucket:
+        b = self._buckets.get(key)
+        if b is not None:
+            self._buckets.move_to_end(key)
+            return b
+        if len(self._buckets) >= self.max_keys and not self._make_room(now):
+            key = self.OVERFLOW
+            b = self._buckets.get(key)
+            if b is not None:
+                return b
+        b = self._buckets[key] = _Bucket(float(self.burst), now)
+        return b
+
+    def _make_room(self, now: float) -> bool:
+        """Drop the least recently used bucket that has refilled; False if none has."""
+        for key, b in self._buckets.items():
+            if key != self.OVERFLOW and b.tokens + (now - b.stamp) * self.rate >= self.burst:
+                del self._buckets[key]
+                return True
+        return False
+
 
 def client_key(conn: HTTPConnection) -> str:
-    """The client address a request came from: the per-client limits' key."""
-    return conn.client.host if conn.client else "unknown"
+    """The client a request came from, the per-client limits' key: its IPv4 address, or
+    the /64 network of an IPv6 one (one host commonly holds a whole /64)."""
+    host = conn.client.host if conn.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
 
 
 def too_many(detail: str, retry_after: float) -> fastapi.HTTPException:

@@ -19,9 +19,10 @@ from tasklab_api.brokerstats import BrokerStats
 from tasklab_api.config import Settings, get_settings
 from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
 from tasklab_api.events import EventHub
+from tasklab_api.headers import SecurityHeadersMiddleware
 from tasklab_api.httpmetrics import HttpMetricsMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
-from tasklab_api.origin import OriginCheckMiddleware
+from tasklab_api.origin import HostCheckMiddleware, OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
 from tasklab_api.routers import (
     callbacks,
@@ -142,6 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(OriginCheckMiddleware, allowed_origins=settings.allowed_origins)
     app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
+    # Outermost: a request for a host the api does not serve (DNS rebinding) goes no
+    # further.
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.allowed_hosts)
     # Authentication (when configured) is a dependency of every router but the open
     # ones: health, readiness and metrics, and the workers' callback (HMAC-signed).
     # As a dependency it runs after the middlewares above: a cross-origin write is

@@ -14,9 +14,17 @@ Counters count what the process that exports them handled: with several api
 replicas, sum them (``sum(rate(...))``). Gauges (queue depth, tasks by status,
 workers) are read from the broker and the task store at scrape time and are the same
 in every replica: aggregate them with ``max``.
+
+Label values that come from workers' reports (worker host names, exception names) are
+drawn from bounded sets (:class:`BoundedLabel`): a compromised or misbehaving worker
+cannot grow the number of series without limit, and pods replaced by autoscaling add
+at most :data:`MAX_HOSTNAMES` of them over a process's life.
 """
 
 from __future__ import annotations
+
+import re
+import threading
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -127,13 +135,49 @@ CELERY_ACTIVE_WORKERS = Gauge(
 )
 
 
+#: Distinct worker host names a counter keeps as labels; later ones count as "other".
+MAX_HOSTNAMES = 64
+#: Distinct exception names of ``celery_task_failed``; later ones count as "other".
+MAX_EXCEPTIONS = 32
+OTHER = "other"
+
+
+class BoundedLabel:
+    """Label values of a counter: the first ``limit`` distinct ones that match
+    ``pattern`` are kept, anything else becomes :data:`OTHER`."""
+
+    def __init__(self, limit: int, pattern: str) -> None:
+        self.limit = limit
+        self.pattern = re.compile(pattern)
+        self.seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        with self._lock:
+            if value in self.seen:
+                return value
+            if len(self.seen) >= self.limit or not self.pattern.fullmatch(value):
+                return OTHER
+            self.seen.add(value)
+            return value
+
+
+HOSTNAMES = BoundedLabel(MAX_HOSTNAMES, r"[A-Za-z0-9_.:+-]{1,100}")
+EXCEPTIONS = BoundedLabel(MAX_EXCEPTIONS, r"[A-Za-z_][A-Za-z0-9_.]{0,79}")
+
+
 def _celery_path(task: Task) -> bool:
     return task.method in (Method.CELERY.value, Method.SYNC.value)
 
 
-def _hostname(worker: str | None) -> str:
+def _node(worker: str | None) -> str:
     """celery-exporter's hostname label: the node name without ``celery@``."""
     return (worker or "unknown").split("@", 1)[-1]
+
+
+def _hostname(worker: str | None) -> str:
+    """The hostname label of a counter (bounded: see :class:`BoundedLabel`)."""
+    return HOSTNAMES(_node(worker))
 
 
 def _celery_labels(task: Task) -> dict[str, str]:
@@ -183,7 +227,7 @@ def on_finished(task: Task) -> None:
     if task.status == TaskStatus.DONE:
         CELERY_SUCCEEDED.labels(**labels).inc()
     elif task.status == TaskStatus.FAILED:
-        exception = (task.error or "").split(":", 1)[0][:100]
+        exception = EXCEPTIONS((task.error or "").split(":", 1)[0])
         CELERY_FAILED.labels(**labels, exception=exception).inc()
     elif task.status == TaskStatus.CANCELLED:
         CELERY_REVOKED.labels(**labels).inc()
@@ -224,5 +268,6 @@ def set_gauges(
             CELERY_ACTIVE_CONSUMERS.labels(q.name).set(q.consumers)
             CELERY_ACTIVE_WORKERS.labels(q.name).set(len(q.consumer_names))
             for name in q.consumer_names:
-                CELERY_WORKER_UP.labels(_hostname(name)).set(1)
-                CELERY_WORKER_ACTIVE.labels(_hostname(name)).set(running_by_worker.get(name, 0))
+                # (gauges are rebuilt on every scrape from who consumes now: bounded)
+                CELERY_WORKER_UP.labels(_node(name)).set(1)
+                CELERY_WORKER_ACTIVE.labels(_node(name)).set(running_by_worker.get(name, 0))

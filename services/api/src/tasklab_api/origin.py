@@ -22,6 +22,7 @@ UI served elsewhere can call the API; without it no CORS header is ever sent.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -123,4 +124,77 @@ class OriginCheckMiddleware:
             )
             await send({"type": "http.response.body", "body": body})
             return
+        await self.app(scope, receive, send)
+
+
+def _host_name(value: str) -> str | None:
+    """The host name of a ``Host`` header (no port, lower case); None if malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        rest = value[end + 1 :] if end > 0 else "?"
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+        return value[1:end]
+    name, _, port = value.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name or None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostCheckMiddleware:
+    """Answers 400 to a request whose ``Host`` is not one the api serves (DNS rebinding).
+
+    A page on ``rebind.example`` whose name is made to resolve to the api's address
+    would otherwise be same-origin with it: the browser sends ``Host:
+    rebind.example``, the origin check above sees Origin and Host agree, and the page
+    can submit tasks and read the answers. Accepted: an IP address literal (a name is
+    needed to rebind; probes and Prometheus address pods by IP), ``localhost``, and the
+    names in ``ALLOWED_HOSTS`` (``*.example.com`` for a domain's subdomains); the chart
+    adds its Service's names and ``api.allowedHosts``. Pure ASGI.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = ()) -> None:
+        self.app = app
+        names = {h.strip().lower().rstrip(".") for h in allowed_hosts if h.strip()}
+        names.add("localhost")
+        self.exact = frozenset(n for n in names if not n.startswith("*."))
+        self.suffixes = tuple(n[1:] for n in names if n.startswith("*."))
+
+    def allowed(self, host: str) -> bool:
+        if not host.strip():
+            return True  # no Host (HTTP/1.0 tools): not a browser, nothing to rebind
+        name = _host_name(host)
+        if name is None:
+            return False
+        name = name.rstrip(".")
+        return _is_ip(name) or name in self.exact or name.endswith(self.suffixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not self.allowed(host):
+                body = json.dumps(
+                    {"detail": f"unknown host {host[:100]!r} (set ALLOWED_HOSTS to serve it)"}
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
         await self.app(scope, receive, send)

@@ -69,6 +69,10 @@ class UpdateOutcome:
     #: The report was one delivery too many: the task was marked FAILED instead, and
     #: its message is to be dead-lettered.
     gave_up: bool = False
+    #: The task row changed: applied, given up, or one more delivery of a task that
+    #: is not final (its worker then is the one that took it). Anything else, e.g. a
+    #: late report on a finished task, writes nothing and is not announced.
+    changed: bool = False
 
     @property
     def proceed(self) -> bool:
@@ -314,7 +318,8 @@ class TaskStore:
             return UpdateOutcome(task, applied=False, duplicate=True, previous=previous)
         applied = supersedes(update.status, update.attempt, previous, task.attempts)
         gave_up = False
-        if update.status is TaskStatus.IN_PROGRESS and not previous.is_final:
+        delivered = update.status is TaskStatus.IN_PROGRESS and not previous.is_final
+        if delivered:
             # Counted before the task changes: the query would flush a first UPDATE.
             claims = self._claims(s, update.task_id, update.attempt)
             task.deliveries += 1
@@ -325,7 +330,8 @@ class TaskStore:
                 self._give_up(task, update.attempt, claims + 1, now)
         if applied:
             self._apply(task, update, now)
-        if applied or update.status is TaskStatus.IN_PROGRESS:
+        changed = applied or gave_up or delivered
+        if changed:
             task.updated_at = now
         s.execute(  # a plain INSERT: nothing reads the event back in this transaction
             _INSERT_EVENT,
@@ -340,10 +346,15 @@ class TaskStore:
                 "received_at": now,
             },
         )
-        if self._postgres:
+        if self._postgres and changed:
             notify_sync(s, task.id)
         return UpdateOutcome(
-            task, applied=applied, duplicate=False, previous=previous, gave_up=gave_up
+            task,
+            applied=applied,
+            duplicate=False,
+            previous=previous,
+            gave_up=gave_up,
+            changed=changed,
         )
 
     @staticmethod

@@ -186,6 +186,22 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def make_private(state: Path, *files: Path) -> None:
+    """``state`` (created if missing) and everything in it, and ``files``: owner only."""
+    state.mkdir(mode=0o700, exist_ok=True)
+    state.chmod(0o700)
+    for folder, dirs, names in os.walk(state):
+        for name in dirs:
+            (Path(folder) / name).chmod(0o700)
+        for name in names:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                path.chmod(0o600)
+    for path in files:
+        if path.exists():
+            path.chmod(0o600)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the local stack in the foreground; the process exit code."""
     parser = argparse.ArgumentParser(
@@ -215,9 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         "API_URL": f"http://localhost:{api_port}{CALLBACK_PATH}",
     }
     missing = {key: value for key, value in missing.items() if key not in settings}
+    # The state (database, broker data with the user's password hash, logs) and .env
+    # (the callback secret) are the user's alone: 0700 folders, 0600 files, also for
+    # what the services create (they inherit the umask).
+    os.umask(0o077)
     update_dotenv(env_file, missing)
     settings.update(missing)
-    (root / ".dev").mkdir(exist_ok=True)
+    make_private(root / ".dev", env_file)
 
     signal.signal(signal.SIGTERM, _interrupt)
     node: RabbitNode | None = None

@@ -94,7 +94,7 @@ async def update_task_status(request: Request, state: State) -> CallbackReply:
         metrics.on_update(task, update)
     else:
         metrics.CALLBACKS.labels("stale").inc()
-    if not outcome.duplicate and (outcome.applied or update.status is TaskStatus.IN_PROGRESS):
+    if outcome.changed:
         await state.announce(task, notified=True)
     return CallbackReply(
         applied=outcome.applied,

@@ -51,6 +51,8 @@ async def housekeeping(request: Request, state: State) -> HousekeepingReport:
     try:
         raw, call = await read_signed(request, settings)
     except CallbackAuthError as exc:
+        # Counted with the callbacks: the same secret, the same alert on forgeries.
+        metrics.CALLBACKS.labels("unauthenticated").inc()
         raise HTTPException(401, f"request rejected: {exc.reason}") from None
     try:
         asked = HousekeepingRequest.model_validate_json(raw)
