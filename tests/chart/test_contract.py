@@ -36,6 +36,7 @@ import celery_app
 from tasklab_api import __main__ as api_main
 from tasklab_api.config import Settings as ApiSettings
 from tasklab_api.main import create_app
+from tasklab_api.origin import HostCheckMiddleware
 from tasklab_common import queues
 from tasklab_common.messages import MAX_DURATION_SECONDS
 from tasklab_common.settings import BrokerSettings, WorkerSettings
@@ -582,6 +583,16 @@ def test_urls_ports_and_selectors_agree(rendered: dict[str, list[Obj]], name: st
         assert service["metadata"]["name"] == "api"
         assert urlsplit(url).path in callback
         assert _backing_container_port(docs, service, port) == int(envs["api"]["API_PORT"])
+        # ... under a Host name the api answers to (its DNS-rebinding check).
+        host = urlsplit(url).netloc
+        allowed = ApiSettings.model_validate(
+            {
+                "callback_secret": "x" * 32,
+                "rmq_url": "amqp://u:p@rabbitmq/",
+                "allowed_hosts": envs["api"]["ALLOWED_HOSTS"],
+            }  # fmt: skip
+        )
+        assert HostCheckMiddleware(None, allowed.allowed_hosts).allowed(host), (host, allowed)  # type: ignore[arg-type]
     # Every service reaches the same broker.
     urls = {env["RMQ_URL"] for env in envs.values()}
     assert len(urls) == 1

@@ -17,6 +17,15 @@
   value: {{ .Values.api.historyRetentionDays | quote }}
 - name: AUTH_FAILURE_LIMIT
   value: {{ .Values.api.auth.failureLimit | quote }}
+# The Host names the api answers to (DNS rebinding): its Service's, and the
+# ingress's; IP addresses (probes, Prometheus) and localhost (port-forward) always.
+- name: ALLOWED_HOSTS
+  value: {{ include "tasklab.api.allowedHosts" . | quote }}
+{{- with .Values.api.trustedProxies }}
+# Proxies whose X-Forwarded-For names the client (the per-client limits' key).
+- name: FORWARDED_ALLOW_IPS
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- with include "tasklab.managementUrl" . }}
 - name: RMQ_MANAGEMENT_URL
   value: {{ . | quote }}
@@ -35,4 +44,12 @@
 {{- with include "tasklab.authEnv" . | trim }}
 {{ . }}
 {{- end }}
+{{- end -}}
+
+
+{{/* ALLOWED_HOSTS: the api Service's DNS names and api.allowedHosts. */}}
+{{- define "tasklab.api.allowedHosts" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list "api" (printf "api.%s" $ns) (printf "api.%s.svc" $ns) (printf "api.%s.svc.cluster.local" $ns) -}}
+{{- join "," (concat $names (.Values.api.allowedHosts | default list)) -}}
 {{- end -}}
