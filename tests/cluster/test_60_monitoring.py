@@ -146,11 +146,19 @@ def test_the_queue_depth_prometheus_reports_is_the_brokers(
     tasks = [target.submit_ok(method="rabbitmq", duration=0) for _ in range(3)]
     user = release.secret_value("rabbitmq", "username")
     password = release.secret_value("rabbitmq", "password")
+    queue: dict[str, Any] = {}
     with installed.port_forward("service/rabbitmq", 15672, NAMESPACE) as url:
-        queue = httpx.get(
-            f"{url}/api/queues/%2F/direct_tasks", auth=(user, password), timeout=10
-        ).json()
-    assert queue["messages_ready"] >= 3
+
+        def waiting() -> bool:
+            # (the management API's figures are refreshed every few seconds)
+            queue.update(
+                httpx.get(
+                    f"{url}/api/queues/%2F/direct_tasks", auth=(user, password), timeout=10
+                ).json()
+            )
+            return int(queue.get("messages_ready", 0)) >= 3
+
+        installed.wait_for("the broker counting the 3 messages", waiting, 60)
     expr = 'sum(rabbitmq_detailed_queue_messages_ready{namespace="tasklab", queue="direct_tasks"})'
     deadline = time.monotonic() + 120
     while True:

@@ -29,9 +29,9 @@ from tasklab_devtools.cluster.extras import apply_keda, apply_metrics_server, ap
 from tasklab_devtools.cluster.handle import CLUSTER_NAME
 from tasklab_devtools.cluster.images import (
     BROKER_VALUES,
-    PROMETHEUS_IMAGE,
     addon_images,
     build_and_save,
+    prometheus_image,
 )
 from tasklab_devtools.cluster.node import Node
 from tasklab_devtools.cluster.scrape import chart_monitoring, rule_groups, scrape_configs
@@ -85,7 +85,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         node.reset_state()
     extras = tuple(
         name
-        for name, wanted in (("keda", args.keda), ("metrics-server", args.metrics_server))
+        for name, wanted in (
+            ("keda", args.keda),
+            ("metrics-server", args.metrics_server),
+            ("prometheus", args.monitoring),
+        )
         if wanted
     )
     bins = build_all(lay.logs, extras)
@@ -97,7 +101,6 @@ def cmd_up(args: argparse.Namespace) -> int:
             tag,
             Path(tmp) / "images.tar",
             lay.logs,
-            prometheus=args.monitoring,
             present=frozenset(node.present_images()) if running else frozenset(),
         )
         imaged = time.monotonic()
@@ -187,7 +190,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         # Prometheus in place of kube-prometheus-stack: the chart's ServiceMonitors and
         # PrometheusRule, as the operator would load them.
         monitors, rules = chart_monitoring(helm_args, namespace)
-        apply_prometheus(lay, PROMETHEUS_IMAGE, scrape_configs(monitors), rule_groups(rules))
+        apply_prometheus(lay, prometheus_image(), scrape_configs(monitors), rule_groups(rules))
         _say("Prometheus: http://127.0.0.1:30090 (namespace monitoring)")
     return done.returncode
 
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--keda", action="store_true", help="also KEDA, built from source")
     up.add_argument("--metrics-server", action="store_true", help="also metrics-server")
-    up.add_argument("--monitoring", action="store_true", help="also the Prometheus image")
+    up.add_argument("--monitoring", action="store_true", help="also Prometheus, built from source")
     up.set_defaults(run=cmd_up)
     install = sub.add_parser("install")
     install.add_argument("--release", default="tasklab")

@@ -194,6 +194,14 @@ MODULES = (
         outputs=("metrics-server",),
         optional=True,
     ),
+    GoModule(
+        "prometheus",
+        packages=("tool",),
+        # Kubernetes service discovery only (the other providers' SDKs stay out).
+        tags=("remove_all_sd", "enable_kubernetes_sd"),
+        outputs=("prometheus",),
+        optional=True,
+    ),
 )
 
 
@@ -240,33 +248,27 @@ def build_all(log_dir: Path, extras: tuple[str, ...] = ()) -> dict[str, Path]:
     """Build (or find in the cache) every module but the optional ones not in
     ``extras``; ``{module name: its bin folder}``.
 
-    One build at a time per cache (a lock file): a second caller, e.g. the cluster
-    tier while ``make test``'s early background build still runs, waits for it and
-    then finds its programs."""
+    One build of a module at a time per cache (a lock file per module): a second
+    caller, e.g. the cluster tier while ``make test``'s early background build still
+    runs, waits for the module being built and then finds it; so the tier can start
+    its node once the modules it needs first are built, while the background build
+    goes on with the optional ones (KEDA, metrics-server, Prometheus)."""
     root = repo_root()
     go_version = _go_version()
     log_dir.mkdir(parents=True, exist_ok=True)
     cache_root().mkdir(parents=True, exist_ok=True)
-    with (cache_root() / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build_locked(root, go_version, log_dir, extras)
-
-
-def _build_locked(
-    root: Path, go_version: str, log_dir: Path, extras: tuple[str, ...]
-) -> dict[str, Path]:
     found = {}
     for module in MODULES:
         if module.optional and module.name not in extras:
             continue
         target = cache_root() / f"{module.name}-{module.key(root, go_version)}"
-        if (target / module.outputs[0]).is_file():
-            found[module.name] = target
-            continue
-        log = log_dir / f"build-{module.name}.log"
-        _say(f"building tools/cluster/{module.name} with {go_version} (log: {log})")
-        started = time.monotonic()
-        _build_one(module, root, target, log)
-        _say(f"built tools/cluster/{module.name} in {time.monotonic() - started:.0f} s")
+        with (cache_root() / f".lock-{module.name}").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / module.outputs[0]).is_file():
+                log = log_dir / f"build-{module.name}.log"
+                _say(f"building tools/cluster/{module.name} with {go_version} (log: {log})")
+                started = time.monotonic()
+                _build_one(module, root, target, log)
+                _say(f"built tools/cluster/{module.name} in {time.monotonic() - started:.0f} s")
         found[module.name] = target
     return found

@@ -29,10 +29,16 @@ from tasklab_devtools.images import (
     pinned_base_image,
 )
 
-__all__ = ["BROKER_IMAGE", "BROKER_VALUES", "PROMETHEUS_IMAGE", "addon_images", "build_and_save"]
+__all__ = ["BROKER_IMAGE", "BROKER_VALUES", "addon_images", "build_and_save", "prometheus_image"]
 
-#: Prometheus for the test cluster (Debian's package).
-PROMETHEUS_IMAGE = "tasklab.local/prometheus:2.42-bookworm"
+
+def prometheus_image() -> str:
+    """Prometheus for the test cluster (tools/cluster/prometheus), by its module version."""
+    from tasklab_devtools.cluster.build import module_version
+
+    folder = repo_root() / "tools" / "cluster" / "prometheus"
+    return f"tasklab.local/prometheus:{module_version(folder, 'github.com/prometheus/prometheus')}"
+
 
 #: The broker stand-in and the chart values that select it.
 BROKER_IMAGE = "tasklab.local/rabbitmq:3.10-bookworm"
@@ -81,6 +87,8 @@ def addon_images(bins: dict[str, Path]) -> dict[str, tuple[str, Path]]:
             f"tasklab.local/metrics-server:{version}",
             bins["metrics-server"] / "metrics-server",
         )
+    if "prometheus" in bins:
+        images["prometheus"] = (prometheus_image(), bins["prometheus"] / "prometheus")
     return images
 
 
@@ -104,11 +112,10 @@ def build_and_save(
     out: Path,
     log_dir: Path,
     *,
-    prometheus: bool = False,
     present: frozenset[str] = frozenset(),
 ) -> Path | None:
     """Build the cluster's images (the services' at ``service_tag`` unless they are
-    there; Prometheus's when asked); save those the node does not have yet (``present``)
+    there); save those the node does not have yet (``present``)
     into ``out`` (a docker archive); None when it has them all."""
     ensure_debian_packages({"busybox": "busybox-static"})
     static = subprocess.run(["ldd", str(_BUSYBOX)], capture_output=True, text=True, check=False)
@@ -140,19 +147,6 @@ def build_and_save(
                 f"BASE={STANDIN_IMAGE}",
             )
         refs.append(BROKER_IMAGE)
-        if prometheus:
-            if not image_exists(PROMETHEUS_IMAGE):
-                _say(f"building {PROMETHEUS_IMAGE} (Debian's prometheus)")
-                if not image_exists(STANDIN_IMAGE):
-                    ensure_base_image(pinned_base_image(root), allow_standin=True)
-                _docker_build(
-                    root / "tools" / "cluster" / "images" / "prometheus",
-                    PROMETHEUS_IMAGE,
-                    log,
-                    "--build-arg",
-                    f"BASE={STANDIN_IMAGE}",
-                )
-            refs.append(PROMETHEUS_IMAGE)
         if service_tag is not None:
             services = [f"tasklab/{s}:{service_tag}" for s in ("api", "celery-worker", "consumer")]
             if not all(image_exists(ref) for ref in services):
