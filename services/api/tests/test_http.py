@@ -61,6 +61,35 @@ def test_non_finite_and_broken_json_are_422(client: TestClient, raw: str) -> Non
     assert resp.status_code == 422, resp.text
 
 
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # (within the fixture's 4 KiB body limit; a 5000-digit number: fault scenario 12)
+        (b'{"method": "celery", "label": ' + b"[" * 2000 + b"]" * 2000 + b"}", "nested"),
+        (b'{"method": "celery", "label": "\xff\xfe"}', "UTF-8"),
+    ],
+)
+def test_json_the_parser_gives_up_on_is_422_with_the_reason(
+    client: TestClient, raw: bytes, reason: str
+) -> None:
+    """(FastAPI answers these with a bare 400 "There was an error parsing the body".)"""
+    resp = client.post("/api/tasks", content=raw, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 422, resp.text
+    assert reason in _details(resp), resp.text
+
+
+def test_unknown_query_parameters_are_422(client: TestClient) -> None:
+    """A misspelt filter (?stauts=DONE) is named, not ignored (which listed everything)."""
+    resp = client.get("/api/tasks", params={"stauts": "DONE"})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"] == ["query", "stauts"]
+    assert "status" in resp.json()["detail"][0]["msg"]  # what the route does take
+    assert client.get("/api/overview", params={"x": "1"}).status_code == 422
+    assert client.get("/api/tasks/nope", params={"verbose": "1"}).status_code == 422
+    assert client.get("/api/tasks", params={"status": "DONE", "limit": 5}).status_code == 200
+    assert client.get("/healthz", params={"probe": "k8s"}).status_code == 200  # not the API
+
+
 def test_oversized_body_is_413(client: TestClient) -> None:
     body = {"method": "celery", "kind": "process_data", "numbers": [1.5] * 5000}
     resp = client.post("/api/tasks", json=body)

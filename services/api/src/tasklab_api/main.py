@@ -11,13 +11,16 @@ from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tasklab_api.auth import Authenticator
 from tasklab_api.brokerstats import BrokerStats
 from tasklab_api.config import Settings, get_settings
 from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
+from tasklab_api.deps import KnownQuery
 from tasklab_api.events import EventHub
 from tasklab_api.headers import SecurityHeadersMiddleware
 from tasklab_api.httpmetrics import HttpMetricsMiddleware
@@ -61,6 +64,29 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+#: FastAPI's answer when the JSON parser itself fails (not a JSONDecodeError).
+_UNPARSABLE = "There was an error parsing the body"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own handler, but a body its JSON parser gives up on (nested too deep,
+    a number too long, not UTF-8) is a 422 with the reason, like any other bad JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE:
+        cause = exc.__cause__
+        if isinstance(cause, RecursionError):
+            why = "JSON nested too deeply"
+        elif isinstance(cause, UnicodeDecodeError):
+            why = "the body is not UTF-8"
+        elif isinstance(cause, ValueError):
+            why = f"JSON the parser refuses: {str(cause)[:120]}"
+        else:
+            why = "the body could not be parsed as JSON"
+        detail = [{"loc": ["body"], "msg": why, "type": "json_invalid"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+    return await http_exception_handler(request, exc)
 
 
 def authenticator(settings: Settings) -> Authenticator:
@@ -140,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(OriginCheckMiddleware, allowed_origins=settings.allowed_origins)
     app.add_middleware(HttpMetricsMiddleware)
@@ -159,9 +186,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             401: {"model": ErrorOut, "description": "Missing or invalid credentials"},
             429: {"model": ErrorOut, "description": "Too many wrong credentials"},
         }
-    app.include_router(tasks.router, **protected)
-    app.include_router(overview.router, **protected)
-    app.include_router(cluster.router, **protected)
+    # The JSON API also refuses query parameters its routes do not take (422).
+    api = {**protected, "dependencies": [*protected["dependencies"], KnownQuery]}
+    app.include_router(tasks.router, **api)
+    app.include_router(overview.router, **api)
+    app.include_router(cluster.router, **api)
     app.include_router(ui.router, **protected)
     app.include_router(docs.router, **protected)
     app.include_router(callbacks.router)  # HMAC-signed, like housekeeping
