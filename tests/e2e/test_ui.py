@@ -117,6 +117,18 @@ def test_sync_shows_its_result_inline(page: Page, shots: Path) -> None:
     page.screenshot(path=str(shots / "sync-result.png"), full_page=True)
 
 
+def test_the_numbers_field_shows_only_for_a_data_job(page: Page) -> None:
+    """(``label { display: flex }`` used to beat the ``hidden`` attribute.)"""
+    for method in ("celery", "rabbitmq", "sync"):
+        form = card(page, method)
+        numbers = form.get_by_label("Numbers")
+        expect(numbers).to_be_hidden()
+        form.get_by_label("Kind").select_option("process_data")
+        expect(numbers).to_be_visible()
+        form.get_by_label("Kind").select_option("process_task")
+        expect(numbers).to_be_hidden()
+
+
 def test_errors_are_shown_plainly(page: Page) -> None:
     form = card(page, "celery")
     form.get_by_label("Duration, s").fill("-3")
