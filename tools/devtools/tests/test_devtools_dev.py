@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from tasklab_devtools.dev import make_private, read_dotenv, update_dotenv
+import pytest
+
+from tasklab_devtools.dev import hold_instance_lock, main, make_private, read_dotenv, update_dotenv
 
 
 def test_dotenv_is_read_and_updated_in_place(tmp_path: Path) -> None:
@@ -52,3 +55,25 @@ def test_the_dev_state_is_the_users_alone(tmp_path: Path) -> None:
              for p in [state, *state.rglob("*"), env]}  # fmt: skip
     assert modes == {".dev": 0o700, ".dev/rabbitmq": 0o700, ".dev/tasklab.db": 0o600,
                      ".dev/rabbitmq/users": 0o600, ".env": 0o600}  # fmt: skip
+
+
+def test_a_second_make_dev_leaves_the_running_one_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to stop the first one's broker as a leftover, then die on the port in
+    use; now it says so and exits before touching anything."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dev").mkdir()
+    first = hold_instance_lock(tmp_path / ".dev" / "dev.lock")
+    assert first is not None
+    umask = os.umask(0o022)  # main() sets the process's umask: give it back after
+    try:
+        assert main([]) == 1
+        assert "already running" in capsys.readouterr().err
+        assert not (tmp_path / ".dev" / "rabbitmq").exists()
+    finally:
+        os.umask(umask)
+        first.close()
+    again = hold_instance_lock(tmp_path / ".dev" / "dev.lock")
+    assert again is not None  # free once the first one ends
+    again.close()

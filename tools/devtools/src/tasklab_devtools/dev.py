@@ -19,12 +19,14 @@ Run it from the repository root. It
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import secrets
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
 from tasklab_common.settings import CALLBACK_PATH
@@ -186,6 +188,21 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def hold_instance_lock(path: Path) -> IO[str] | None:
+    """An exclusive lock on ``path`` held until the process ends (the open file is
+    returned: keep it); None when another process holds it."""
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def make_private(state: Path, *files: Path) -> None:
     """``state`` (created if missing) and everything in it, and ``files``: owner only."""
     state.mkdir(mode=0o700, exist_ok=True)
@@ -238,6 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     update_dotenv(env_file, missing)
     settings.update(missing)
     make_private(root / ".dev", env_file)
+    # One make dev per checkout: a second one would take the first one's broker for a
+    # leftover and stop it, then fail on the port in use, leaving the first broken.
+    instance = hold_instance_lock(root / ".dev" / "dev.lock")
+    if instance is None:
+        _say(
+            "tasklab is already running from this folder (another make dev): use it, or "
+            "stop it first (Ctrl-C in its terminal)"
+        )
+        return 1
 
     signal.signal(signal.SIGTERM, _interrupt)
     node: RabbitNode | None = None
