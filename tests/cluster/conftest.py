@@ -4,9 +4,12 @@ cluster-up`'s own command, tasklab installed on it with the helm arguments of `m
 kind-up`, then what users do there; the cluster is stopped at the end of the session,
 also when a test fails (its logs are kept in artifacts/cluster-logs/).
 
-The files run in order (test_00 ... test_90) on one release; each leaves the release as
-it found it (one worker, all Deployments at the image of the install), but the last,
-which uninstalls it.
+The files run in order (test_00 ... test_90) on one release. Up to test_35 they use
+the install of make kind-up as it is, each leaving it as it found it (one worker, all
+Deployments at the image of the install); from test_40 on each module installs the
+values it needs at its start (KEDA, HPA mode, a short grace, monitoring), without
+restoring the previous ones (a reinstall and its rollout cost a minute); the last
+uninstalls the release.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,11 @@ FAST = ["--set", "celeryWorker.autoscaling.scaleDownStabilizationSeconds=30",
 
 
 @pytest.fixture(scope="module")
-def keda(installed: Cluster, release: Release) -> Iterator[Cluster]:
+def keda(installed: Cluster, release: Release) -> Cluster:
     installed.cli("up", "--keda", "--no-service-images", timeout=3600)
     installed.cli("install", "--keda", "--", *FAST, timeout=900)
     release.wait_rollouts()
-    yield installed
-    installed.cli("install", timeout=900)
-    release.wait_rollouts()
+    return installed
 
 
 def _annotate(cluster: Cluster, value: str | None) -> None:

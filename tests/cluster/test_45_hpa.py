@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ NUMBERS = [float(i % 997) for i in range(10_000)]  # the most process_data takes
 
 
 @pytest.fixture(scope="module")
-def hpa(installed: Cluster, release: Release) -> Iterator[Cluster]:
+def hpa(installed: Cluster, release: Release) -> Cluster:
     installed.cli("up", "--metrics-server", "--no-service-images", timeout=3600)
     installed.cli(
         "install", "--",
@@ -34,9 +33,7 @@ def hpa(installed: Cluster, release: Release) -> Iterator[Cluster]:
         timeout=900,
     )  # fmt: skip
     release.wait_rollouts()
-    yield installed
-    installed.cli("install", timeout=900)
-    release.wait_rollouts()
+    return installed
 
 
 def _cpu_known(cluster: Cluster) -> bool:
