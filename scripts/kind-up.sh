@@ -76,6 +76,7 @@ require docker "Install Docker Engine or Docker Desktop: https://docs.docker.com
 require kind "Install kind v0.30 or later: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
 require kubectl "Install kubectl 1.33-1.35: https://kubernetes.io/docs/tasks/tools/#kubectl"
 require helm "Install helm 3.14+ or 4: https://helm.sh/docs/intro/install/"
+require "${UV:-uv}" "make images builds with uv (and Python 3.11+, which uv can fetch): https://docs.astral.sh/uv/getting-started/installation/"
 if [ "$missing" = 1 ]; then exit 1; fi
 if ! docker info >/dev/null 2>&1; then
   echo "kind-up: docker is installed but its daemon does not answer (is it running, may you use it?)" >&2

@@ -590,9 +590,10 @@ def test_urls_ports_and_selectors_agree(rendered: dict[str, list[Obj]], name: st
                 "callback_secret": "x" * 32,
                 "rmq_url": "amqp://u:p@rabbitmq/",
                 "allowed_hosts": envs["api"]["ALLOWED_HOSTS"],
-            }  # fmt: skip
+            }
         )
-        assert HostCheckMiddleware(None, allowed.allowed_hosts).allowed(host), (host, allowed)  # type: ignore[arg-type]
+        check = HostCheckMiddleware(None, allowed.allowed_hosts)  # type: ignore[arg-type]
+        assert check.allowed(host), (host, allowed.allowed_hosts)
     # Every service reaches the same broker.
     urls = {env["RMQ_URL"] for env in envs.values()}
     assert len(urls) == 1

@@ -173,7 +173,7 @@ def test_kind_up_switches(tmp_path: Path, rendered: dict[str, list[Obj]]) -> Non
     assert "monitoring.enabled=false" in install
 
 
-@pytest.mark.parametrize("missing", ["docker", "kind", "kubectl", "helm"])
+@pytest.mark.parametrize("missing", ["docker", "kind", "kubectl", "helm", "uv"])
 def test_kind_up_names_each_missing_tool(tmp_path: Path, missing: str) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -181,7 +181,7 @@ def test_kind_up_names_each_missing_tool(tmp_path: Path, missing: str) -> None:
         target = shutil.which(name)
         assert target
         (bin_dir / name).symlink_to(target)
-    for name in {"docker", "kind", "kubectl", "helm"} - {missing}:
+    for name in {"docker", "kind", "kubectl", "helm", "uv"} - {missing}:
         (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
         (bin_dir / name).chmod(0o755)
     done = subprocess.run(

@@ -848,10 +848,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             if not docker_answers():
+                # (Not the flags make verify-images starts its own engine with: without a
+                # bridge and iptables, kind's node containers would have no network.)
                 raise RuntimeError(
-                    "no Docker engine answers. Start one (here only as `dockerd "
-                    f"{' '.join(SAFE_DOCKERD_FLAGS)}`), or run `make verify-images`, "
-                    "which starts and stops one itself"
+                    "no Docker engine answers: start Docker (Docker Desktop, or `sudo "
+                    "systemctl start docker`) and try again; `docker info` must work"
                 )
             if args.base:
                 if not image_exists(args.base):
