@@ -181,6 +181,42 @@ def test_language_switch_is_remembered(page: Page) -> None:
     expect(page.get_by_role("heading", name="Task status")).to_be_visible()
 
 
+def test_the_language_switch_says_everything_again(page: Page, target: Target) -> None:
+    """Messages already shown, the method badges, the seconds and the statuses follow the
+    switch (they stayed in English)."""
+    form = card(page, "sync")
+    form.get_by_label("Duration, s").fill("0")
+    form.get_by_role("button", name="Send synchronously").click()
+    num = submitted_num(form)
+    expect(form.locator(".msg")).to_contain_text(f"Task {num}: DONE")
+    # (by its number's text: the row's accessible names change with the language)
+    r = page.locator(
+        "#tasks tbody tr", has=page.locator("button.num-btn", has_text=re.compile(rf"^{num}$"))
+    )
+    expect(r.locator(".badge")).to_have_text("Sync")
+    expect(r.locator("td").nth(7)).to_contain_text(" s")
+    page.get_by_role("button", name="Русский").click()
+    try:
+        expect(form.locator(".msg")).to_have_text(f"Задача {num}: готово")
+        expect(r.locator(".badge")).to_have_text("Синхронно")
+        expect(r.locator("td.st")).to_have_text("готово")
+        expect(r.locator("td").nth(7)).to_contain_text(" с")  # noqa: RUF001 (Cyrillic)
+        expect(page.locator("#f-status option[value=DONE]")).to_have_text("готово")
+    finally:
+        page.get_by_role("button", name="English").click()
+    expect(form.locator(".msg")).to_have_text(f"Task {num}: DONE")
+
+
+def test_a_sync_call_shows_that_it_waits(page: Page) -> None:
+    form = card(page, "sync")
+    form.get_by_label("Duration, s").fill("3")
+    form.get_by_role("button", name="Send synchronously").click()
+    expect(form.locator(".msg.busy")).to_have_text("Waiting for the result…")
+    expect(form.locator("button")).to_be_disabled()
+    expect(form.locator(".msg")).to_contain_text("DONE", timeout=15_000)
+    expect(form.locator(".msg.busy")).to_have_count(0)
+
+
 def test_script_payloads_render_as_text(page: Page, target: Target) -> None:
     payload = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
     form = card(page, "celery")
@@ -214,6 +250,45 @@ def test_header_strip_shows_queues_and_workers(page: Page) -> None:
     expect(strip.locator("#s-queues-value")).to_contain_text("direct_tasks:")
     expect(strip.locator("#s-workers li.online", has_text="celery@")).to_have_count(1)
     expect(strip.locator("#s-workers li.online", has_text="consumer@")).to_have_count(1)
+
+
+def test_the_header_counts_agree_with_the_table(page: Page, target: Target) -> None:
+    """Waiting and running come from the task store, as the table's rows do: they never
+    lag it (the broker's queue figures did, by 5-10 s), and the broker's figures are
+    labelled as the broker's, with their age."""
+    tasks = [target.submit_ok(method="rabbitmq", duration=3) for _ in range(6)]
+    first = target.wait_status(tasks[0]["id"], {"IN_PROGRESS"})
+    expect(row(page, first["num"]).locator("td.st")).to_have_text("IN_PROGRESS")
+
+    def store() -> tuple[str, str]:
+        o = target.http.get("/api/overview").json()
+        return str(o["in_progress"]), str(o["waiting"])
+
+    def shown() -> tuple[str, str]:
+        return page.locator("#s-inprogress").inner_text(), page.locator("#s-waiting").inner_text()
+
+    # While tasks start and end, the strip shows the store's figures (checked while the
+    # store holds still around the reading; it follows each task event in under a second).
+    seen = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        before = store()
+        time.sleep(0.8)
+        now = shown()
+        if store() == before:
+            seen.append((before, now))
+            if before == now and before != ("0", "0"):
+                break
+    assert seen and seen[-1][0] == seen[-1][1] != ("0", "0"), seen
+    for task in tasks:
+        target.wait_status(task["id"])
+    expect(row(page, tasks[-1]["num"]).locator("td.st")).to_have_text("DONE")
+    expect(page.locator("#s-inprogress")).to_have_text("0", timeout=2_000)
+    expect(page.locator("#s-waiting")).to_have_text("0", timeout=2_000)
+    expect(page.locator("#s-queues .stat-label")).to_have_text("Broker queues (ready / unacked)")
+    expect(page.locator("#s-queues-value")).to_have_attribute(
+        "title", re.compile(r"as the broker counted them \d+ s ago")
+    )
 
 
 def test_narrow_screen(browser: Browser, target: Target, shots: Path) -> None:

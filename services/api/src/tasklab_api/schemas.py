@@ -164,8 +164,15 @@ class ScaleIn(BaseModel):
 
 class OverviewOut(BaseModel):
     counts: dict[TaskStatus, int]
-    in_progress: int
-    queues: list[QueueOut] | None = Field(description="None when the broker's stats are unknown.")
+    in_progress: int = Field(description="Tasks running or retrying, from the task store.")
+    waiting: int = Field(description="Tasks accepted and not started (PENDING), from the store.")
+    queues: list[QueueOut] | None = Field(
+        description="The broker's own figures (its statistics lag a few seconds); None when "
+        "they are unknown."
+    )
+    broker_stats_age: float | None = Field(
+        None, description="Seconds since the broker's figures were read."
+    )
     broker_stats_error: str | None = None
     workers: list[WorkerOut]
 

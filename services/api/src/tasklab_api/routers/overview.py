@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from fastapi import APIRouter
@@ -20,8 +21,10 @@ RECENT = timedelta(hours=1)
 
 @router.get("/overview", response_model=OverviewOut)
 async def overview(state: State) -> OverviewOut:
-    """Tasks by status, queue depth (ready / unacked) and consumers per queue, and
-    workers with the tasks each has run. A worker is online while it consumes."""
+    """Tasks by status (waiting and running: the task store's, so they agree with the
+    task list), the broker's queue depth (ready / unacked, with the figures' age: the
+    broker's statistics lag a few seconds) and consumers per queue, and workers with the
+    tasks each has run. A worker is online while it consumes."""
     counts = await state.store.status_counts()
     snap = await state.broker_stats.snapshot()
     online: dict[str, str] = {}
@@ -44,6 +47,8 @@ async def overview(state: State) -> OverviewOut:
     return OverviewOut(
         counts={s: counts.get(s, 0) for s in TaskStatus},
         in_progress=counts.get(TaskStatus.IN_PROGRESS, 0) + counts.get(TaskStatus.RETRYING, 0),
+        waiting=counts.get(TaskStatus.PENDING, 0),
+        broker_stats_age=round(time.monotonic() - snap.taken_at, 1) if snap.ok else None,
         queues=[
             QueueOut(name=q.name, ready=q.ready, unacked=q.unacked, consumers=q.consumers)
             for q in snap.queues

@@ -7,7 +7,8 @@ const I18N = {
   en: {
     skip: "Skip to the task table", subtitle: "Asynchronous tasks through Celery, RabbitMQ (direct) or synchronously",
     connecting: "connecting…", live: "live", reconnecting: "reconnecting…", overview: "Overview",
-    inProgress: "In progress", queues: "Queues (ready / unacked)", workers: "Workers and consumers",
+    inProgress: "In progress", waiting: "Waiting", queues: "Broker queues (ready / unacked)", workers: "Workers and consumers",
+    brokerAge: "as the broker counted them {s} s ago (its figures lag a few seconds)",
     celeryTitle: "Celery", recommended: "recommended", rabbitTitle: "RabbitMQ", direct: "direct",
     syncTitle: "Sync", waits: "waits for the result", sendCelery: "Send via Celery",
     sendRabbit: "Send via RabbitMQ", sendSync: "Send synchronously", duration: "Duration, s", kind: "Kind",
@@ -30,11 +31,15 @@ const I18N = {
     k8sFixed: "fixed count (kubectl scale)", k8sRestarts: "{n} restarts",
     k8sOwned: "an autoscaler owns the count", k8sNoScale: "scaling from the UI is off (api.kubernetes.scaleFromUi)",
     k8sLess: "One pod fewer", k8sMore: "One pod more", k8sTerminating: "terminating",
+    sec: "s", syncBadge: "Sync", waitingSync: "Waiting for the result…",
+    st_PENDING: "PENDING", st_IN_PROGRESS: "IN_PROGRESS", st_RETRYING: "RETRYING",
+    st_DONE: "DONE", st_FAILED: "FAILED", st_CANCELLED: "CANCELLED",
   },
   ru: {
     skip: "Перейти к таблице задач", subtitle: "Асинхронные задачи через Celery, RabbitMQ (напрямую) или синхронно",
     connecting: "подключение…", live: "онлайн", reconnecting: "переподключение…", overview: "Обзор",
-    inProgress: "В работе", queues: "Очереди (готово / без подтверждения)", workers: "Воркеры и консьюмеры",
+    inProgress: "В работе", waiting: "В ожидании", queues: "Очереди брокера (готово / без подтверждения)", workers: "Воркеры и консьюмеры",
+    brokerAge: "по подсчёту брокера {s} с назад (его данные отстают на несколько секунд)",
     celeryTitle: "Celery", recommended: "рекомендуется", rabbitTitle: "RabbitMQ", direct: "напрямую",
     syncTitle: "Синхронно", waits: "ждёт результат", sendCelery: "Отправить через Celery",
     sendRabbit: "Отправить через RabbitMQ", sendSync: "Отправить синхронно", duration: "Длительность, с", kind: "Тип",
@@ -57,6 +62,9 @@ const I18N = {
     k8sFixed: "число задано вручную (kubectl scale)", k8sRestarts: "перезапусков: {n}",
     k8sOwned: "числом подов управляет автоскейлер", k8sNoScale: "масштабирование из интерфейса выключено (api.kubernetes.scaleFromUi)",
     k8sLess: "На один под меньше", k8sMore: "На один под больше", k8sTerminating: "завершается",
+    sec: "с", syncBadge: "Синхронно", waitingSync: "Ждём результат…",
+    st_PENDING: "ожидает", st_IN_PROGRESS: "выполняется", st_RETRYING: "повтор",
+    st_DONE: "готово", st_FAILED: "ошибка", st_CANCELLED: "отменена",
   },
 };
 const LANG_KEY = "tasklab.lang";
@@ -79,7 +87,17 @@ function el(tag, text, cls) {
   if (text != null) e.textContent = String(text);
   return e;
 }
-function secs(v) { return v == null ? "" : `${v.toFixed(2)} s`; }
+function secs(v) { return v == null ? "" : `${v.toFixed(2)} ${t("sec")}`; }
+// A status as shown (the code itself in English); its code stays in the class names.
+function stText(status) { return t(`st_${status}`); }
+function methodLabel(method) { return method === "sync" ? t("syncBadge") : (LABEL[method] || method); }
+// A message element remembers what it says (a key and its values), so that the
+// language switch can say it again in the other language.
+function say(node, key, vars = {}) {
+  node.dataset.key = key; node.dataset.vars = JSON.stringify(vars);
+  node.textContent = t(key, vars.status ? { ...vars, status: stText(vars.status) } : vars);
+}
+function unsay(node) { delete node.dataset.key; delete node.dataset.vars; node.textContent = ""; }
 function when(iso) { return iso ? new Date(iso).toLocaleString(lang) : ""; }
 
 // ---- language
@@ -91,6 +109,7 @@ function applyLang() {
   btn.setAttribute("aria-label", lang === "en" ? "Русский" : "English");
   const conn = $("#conn");
   conn.textContent = t(conn.dataset.state);
+  document.querySelectorAll("[data-key]").forEach((n) => say(n, n.dataset.key, JSON.parse(n.dataset.vars || "{}")));
   render(); renderOverview(lastOverview); renderCluster(lastCluster);
 }
 $("#lang").addEventListener("click", () => {
@@ -105,10 +124,10 @@ async function describe(resp) {
   let detail = body && body.detail;
   if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".") || "body"}: ${d.msg}`).join("; ");
   else if (typeof detail !== "string") detail = resp.statusText || "error";
-  if (resp.status === 422) return t("invalid", { detail });
-  if (resp.status === 429) return t("rateLimited", { s: resp.headers.get("Retry-After") || "1" });
-  if (resp.status === 503) return t("brokerDown", { detail });
-  return t("failedReq", { code: resp.status, detail });
+  if (resp.status === 422) return ["invalid", { detail }];
+  if (resp.status === 429) return ["rateLimited", { s: resp.headers.get("Retry-After") || "1" }];
+  if (resp.status === 503) return ["brokerDown", { detail }];
+  return ["failedReq", { code: resp.status, detail }];
 }
 
 // ---- forms
@@ -125,7 +144,7 @@ document.querySelectorAll("form.card").forEach((form) => {
 
 async function submit(form) {
   const msg = form.querySelector(".msg"), res = form.querySelector(".result"), btn = form.querySelector("button");
-  msg.className = "msg"; msg.textContent = ""; if (res) res.textContent = "";
+  msg.className = "msg"; unsay(msg); if (res) res.textContent = "";
   const f = form.elements;
   const body = { method: form.dataset.method, kind: f.kind.value };
   if (f.duration.value !== "") body.duration = Number(f.duration.value);
@@ -133,17 +152,18 @@ async function submit(form) {
   if (f.label.value.trim()) body.label = f.label.value.trim();
   if (f.kind.value === "process_data") body.numbers = f.numbers.value.split(/[\s,;]+/).filter(Boolean).map(Number);
   btn.disabled = true; form.setAttribute("aria-busy", "true");
+  if (body.method === "sync") { msg.className = "msg busy"; say(msg, "waitingSync"); }
   try {
     const r = await fetch("/api/tasks", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    if (!r.ok && r.status !== 504) { msg.textContent = await describe(r); return; }
+    if (!r.ok && r.status !== 504) { msg.className = "msg"; say(msg, ...(await describe(r))); return; }
     const task = await r.json();
     upsert(task);
     msg.className = "msg ok";
-    if (r.status === 504) msg.textContent = t("stillRunning", { num: task.num });
-    else msg.textContent = t(FINAL.has(task.status) ? "finished" : "accepted", { num: task.num, status: task.status });
+    if (r.status === 504) say(msg, "stillRunning", { num: task.num });
+    else say(msg, FINAL.has(task.status) ? "finished" : "accepted", { num: task.num, status: task.status });
     if (res && FINAL.has(task.status)) res.textContent = JSON.stringify(task.result ?? { error: task.error }, null, 2);
   } catch (e) {
-    msg.textContent = t("network", { detail: e.message });
+    msg.className = "msg"; say(msg, "network", { detail: e.message });
   } finally {
     btn.disabled = false; form.removeAttribute("aria-busy");
   }
@@ -202,8 +222,8 @@ function row(task) {
   nb.type = "button"; nb.setAttribute("aria-label", `${t("details")} ${task.num}`);
   nb.addEventListener("click", () => detail(task.id)); num.append(nb);
   if (task.params && task.params.label) num.append(" ", el("span", task.params.label, "label"));
-  const m = el("td"); m.append(el("span", LABEL[task.method] || task.method, `badge ${task.method}`));
-  tr.append(num, m, el("td", task.kind), el("td", task.status, `st ${task.status}`), el("td", task.worker),
+  const m = el("td"); m.append(el("span", methodLabel(task.method), `badge ${task.method}`));
+  tr.append(num, m, el("td", task.kind), el("td", stText(task.status), `st ${task.status}`), el("td", task.worker),
     el("td", task.attempts), el("td", secs(task.queue_wait_seconds)), el("td", secs(task.run_seconds)),
     el("td", new Date(task.created_at).toLocaleTimeString(lang)));
   const act = el("td");
@@ -218,25 +238,27 @@ function row(task) {
 }
 async function cancel(task) {
   const r = await fetch(`/api/tasks/${encodeURIComponent(task.id)}/cancel`, { method: "POST" });
-  if (r.ok) upsert(await r.json()); else tableMessage(await describe(r));
+  if (r.ok) upsert(await r.json()); else tableMessage(...(await describe(r)));
 }
-function tableMessage(text) {
+function tableMessage(key, vars) {
   let p = $("#table-msg");
   if (!p) { p = el("p", null, "msg"); p.id = "table-msg"; p.setAttribute("role", "alert"); $(".table-head").after(p); }
-  p.textContent = text;
+  say(p, key, vars);
 }
 async function detail(id) {
   const r = await fetch(`/api/tasks/${encodeURIComponent(id)}`);
-  if (!r.ok) { tableMessage(await describe(r)); return; }
+  if (!r.ok) { tableMessage(...(await describe(r))); return; }
   const task = await r.json();
   $("#detail-title").textContent = `${t("details")} ${task.num}`;
   const dl = $("#detail-body");
-  const fields = [["fId", task.id], ["fLabel", task.params && task.params.label], ["method", LABEL[task.method]],
-    ["kind", task.kind], ["status", task.status], ["fWorker", task.worker], ["fAttempts", task.attempts],
+  const fields = [["fId", task.id], ["fLabel", task.params && task.params.label], ["method", methodLabel(task.method)],
+    ["kind", task.kind], ["status", stText(task.status)], ["fWorker", task.worker], ["fAttempts", task.attempts],
     ["fParams", JSON.stringify(task.params, null, 2)], ["fResult", task.result ? JSON.stringify(task.result, null, 2) : ""],
     ["fError", task.error], ["fCreated", when(task.created_at)], ["fStarted", when(task.started_at)],
     ["fFinished", when(task.finished_at)], ["fUpdated", when(task.updated_at)]];
-  dl.replaceChildren(...fields.flatMap(([k, v]) => [el("dt", t(k)), el("dd", v ?? "")]));
+  // Only what the task has (no empty rows: a pending task has no worker, result or times yet).
+  const shown = fields.filter(([, v]) => v != null && v !== "");
+  dl.replaceChildren(...shown.flatMap(([k, v]) => [el("dt", t(k)), el("dd", v)]));
   $("#detail").showModal();
 }
 $("#f-method").addEventListener("change", () => { view.offset = 0; load(); });
@@ -255,10 +277,13 @@ async function overview() {
 function soonOverview() { clearTimeout(overviewTimer); overviewTimer = setTimeout(overview, 300); }
 function renderOverview(o) {
   if (!o) return;
+  // Waiting and running: the task store's counts, the same as the table's. The
+  // broker's queue figures are labelled as its own, with their age.
   $("#s-inprogress").textContent = String(o.in_progress);
+  $("#s-waiting").textContent = String(o.waiting);
   const qv = $("#s-queues-value");
   qv.textContent = o.queues ? o.queues.map((q) => `${q.name}: ${q.ready} / ${q.unacked}`).join("  ·  ") : t("statsUnknown");
-  if (o.broker_stats_error) qv.title = o.broker_stats_error;
+  qv.title = o.broker_stats_error || (o.broker_stats_age != null ? t("brokerAge", { s: Math.round(o.broker_stats_age) }) : "");
   const ul = $("#s-workers");
   // Who consumes comes from the broker's management API: without it, say so rather
   // than call every worker offline.
