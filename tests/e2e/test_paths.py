@@ -122,6 +122,25 @@ def test_the_guides_python_call_runs_untracked(target: Target) -> None:
     assert target.http.get(f"/api/tasks/{sent.id}").status_code == 404
 
 
+def test_the_guides_call_with_a_bad_argument_fails_at_once_with_the_reason(
+    target: Target,
+) -> None:
+    """``process_task.delay(9, -1).get(timeout=30)`` waited the 30 s and raised a
+    TimeoutError; the reason (a negative duration) was only in the worker's log."""
+    if target.broker is None:
+        pytest.skip("sends to the local broker")
+    from celery import Celery
+
+    app = Celery("guide", broker=target.broker.amqp_url, backend="rpc://", set_as_current=False)
+    try:
+        sent = app.send_task("process_task", args=(9, -1, "celery"))
+        # (a caller left waiting would get a TimeoutError, which does not match)
+        with pytest.raises(Exception, match=r"invalid task arguments.*duration"):
+            sent.get(timeout=30)
+    finally:
+        app.close()
+
+
 def test_a_second_local_worker_shows_online_under_its_own_name(target: Target) -> None:
     """The guide's "more workers", locally: ``celery ... worker -n w2@%h``. Its broker
     connection carries its node name, so the overview lists it online and apart."""

@@ -187,6 +187,11 @@ def rebuild(
             report(
                 request.id, TaskStatus.FAILED, request.retries + 1, request.hostname, error=error
             )
+        if request.id and request.reply_to:
+            # A caller waits for the result (the guide's .delay(...).get()): a rejected
+            # message stores none, so it would wait out its timeout; tell it why now.
+            with contextlib.suppress(Exception):
+                task.backend.mark_as_failure(request.id, ValueError(error), request=request)
         raise Reject(error, requeue=False) from exc
 
 
