@@ -52,7 +52,10 @@ def _ok(url: str) -> bool:
 
 
 def _workload(target: Target) -> None:
-    """Every method and kind, a retry, a failure, a cancel."""
+    """Every method and kind, a retry, a failure, a cancel, and a refused submission (the
+    api's errors panel counts 4xx answers: the reinstall above started a fresh api pod)."""
+    refused = target.submit(method="celery", duration=-1)
+    assert refused.status_code == 422, refused.text
     bodies: list[dict[str, Any]] = [
         {"method": "celery", "duration": 1},
         {"method": "rabbitmq", "duration": 1},
