@@ -21,6 +21,13 @@ from tasklab_devtools.kube import Release
 from .scaling import ready_pods, replicas
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _plain_install(installed: Cluster, release: Release) -> None:
+    """make kind-up's install as it is: no autoscaler (the module before used KEDA)."""
+    installed.cli("install", timeout=900)
+    release.wait_rollouts()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:

@@ -23,18 +23,13 @@ import yaml
 
 from tasklab_devtools.chart import kind_up_args
 from tasklab_devtools.cluster.addons import apply_addons, kubectl
-from tasklab_devtools.cluster.build import MODULES, build_all, repo_root
+from tasklab_devtools.cluster.build import EXTRAS, MODULES, build_all, repo_root
 from tasklab_devtools.cluster.config import Layout, default_state
-from tasklab_devtools.cluster.extras import apply_keda, apply_metrics_server, apply_prometheus
+from tasklab_devtools.cluster.extras import apply_keda, apply_metrics_server
 from tasklab_devtools.cluster.handle import CLUSTER_NAME
-from tasklab_devtools.cluster.images import (
-    BROKER_VALUES,
-    addon_images,
-    build_and_save,
-    prometheus_image,
-)
+from tasklab_devtools.cluster.images import BROKER_VALUES, addon_images, build_and_save
+from tasklab_devtools.cluster.monitoring import apply_monitoring
 from tasklab_devtools.cluster.node import Node
-from tasklab_devtools.cluster.scrape import chart_monitoring, rule_groups, scrape_configs
 
 
 def _say(message: str) -> None:
@@ -83,16 +78,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     running = node.running()
     if not running:
         node.reset_state()
-    extras = tuple(
+    addons = tuple(
         name
         for name, wanted in (
             ("keda", args.keda),
             ("metrics-server", args.metrics_server),
-            ("prometheus", args.monitoring),
+            ("monitoring", args.monitoring),
         )
         if wanted
     )
-    bins = build_all(lay.logs, extras)
+    bins = build_all(lay.logs, tuple(m for a in addons for m in EXTRAS[a]))
     built = time.monotonic()
     tag = None if args.no_service_images else (args.tag or image_tag())
     with tempfile.TemporaryDirectory(prefix="tasklab-cluster-", dir="/var/tmp") as tmp:
@@ -120,6 +115,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         apply_keda(lay, refs)
     if args.metrics_server:
         apply_metrics_server(lay, refs["metrics-server"])
+    if args.monitoring:
+        apply_monitoring(lay, refs)
     done = time.monotonic()
     timings = {
         "programs": built - began,
@@ -135,7 +132,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ports = node.ports()
     print(
         f"\nThe cluster {CLUSTER_NAME} is up (Kubernetes built from source; one node)"
-        + (", with " + " and ".join(extras) if extras else "")
+        + (", with " + " and ".join(addons) if addons else "")
         + f".\n  export KUBECONFIG={lay.kubeconfig}\n"
         f"  apiserver https://127.0.0.1:{ports['api']}; NodePorts on 127.0.0.1: "
         + ", ".join(f"{host}" for host in kind_port_mappings())
@@ -186,12 +183,6 @@ def cmd_install(args: argparse.Namespace) -> int:
     began = time.monotonic()
     done = subprocess.run(argv, check=False)
     _say(f"helm upgrade --install: exit {done.returncode} after {time.monotonic() - began:.0f} s")
-    if done.returncode == 0 and args.monitoring:
-        # Prometheus in place of kube-prometheus-stack: the chart's ServiceMonitors and
-        # PrometheusRule, as the operator would load them.
-        monitors, rules = chart_monitoring(helm_args, namespace)
-        apply_prometheus(lay, prometheus_image(), scrape_configs(monitors), rule_groups(rules))
-        _say("Prometheus: http://127.0.0.1:30090 (namespace monitoring)")
     return done.returncode
 
 
@@ -220,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build")
-    build.add_argument("--all", action="store_true", help="also KEDA and metrics-server")
+    build.add_argument("--all", action="store_true", help="also every add-on's programs")
     build.add_argument("--log-dir", help="where the build logs go (default: the state's logs)")
     build.set_defaults(run=cmd_build)
     up = sub.add_parser("up")
@@ -230,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--keda", action="store_true", help="also KEDA, built from source")
     up.add_argument("--metrics-server", action="store_true", help="also metrics-server")
-    up.add_argument("--monitoring", action="store_true", help="also Prometheus, built from source")
+    up.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also the Prometheus Operator, a Prometheus and kube-state-metrics, built from source",
+    )
     up.set_defaults(run=cmd_up)
     install = sub.add_parser("install")
     install.add_argument("--release", default="tasklab")
@@ -239,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--tag", help="image tag (default: the one cluster up imported)")
     install.add_argument("--keda", action="store_true", help="workers autoscaled by KEDA (KEDA=1)")
     install.add_argument(
-        "--monitoring", action="store_true", help="the chart's monitoring, scraped by a Prometheus"
+        "--monitoring",
+        action="store_true",
+        help="the chart's ServiceMonitors and PrometheusRule (MONITORING=1; needs up --monitoring)",
     )
     install.add_argument("extra", nargs="*", help="more helm arguments (after --)")
     install.set_defaults(run=cmd_install)

@@ -9,16 +9,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 import string
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tasklab_devtools.cluster.build import repo_root
+from tasklab_devtools.cluster.build import module_source, repo_root
 from tasklab_devtools.cluster.config import DNS_IP, Layout
 
 __all__ = ["apply_addons", "kubectl"]
@@ -52,23 +49,10 @@ def kubectl(
     return done
 
 
-def _module_dir(module: str) -> Path:
-    addons = repo_root() / "tools" / "cluster" / "addons"
-    done = subprocess.run(
-        ["go", "list", "-m", "-json", module],
-        cwd=addons,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "GOTOOLCHAIN": "local"},
-    )
-    return Path(json.loads(done.stdout)["Dir"])
-
-
 def local_path_objects(provisioner_image: str, helper_image: str) -> list[dict[str, Any]]:
     """The provisioner's upstream manifest, with kind's StorageClass and our images."""
     source = (
-        _module_dir("github.com/rancher/local-path-provisioner")
+        module_source("addons", "github.com/rancher/local-path-provisioner")
         / "deploy"
         / "local-path-storage.yaml"
     )

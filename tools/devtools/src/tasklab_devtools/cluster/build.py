@@ -1,6 +1,6 @@
 """Build the test cluster's programs from the Go module proxy, cached by version.
 
-Four small Go modules under ``tools/cluster/`` pin every version (``go.mod`` and
+Small Go modules under ``tools/cluster/`` pin every version (``go.mod`` and
 ``go.sum`` are committed); each is built with the machine's Go (``GOTOOLCHAIN=local``):
 
 ``kube``
@@ -14,13 +14,20 @@ Four small Go modules under ``tools/cluster/`` pin every version (``go.mod`` and
     runc, with seccomp (cgo and Debian's libseccomp; the pods' ``RuntimeDefault``
     profile needs it), in a module of its own because it needs an older
     runtime-spec than containerd;
+``netpol``
+    kube-router (2.1.0, the only version the module proxy serves), run as the node's
+    NetworkPolicy engine only (its firewall; no routing, no Service proxy);
 ``addons``
     what runs in pods: CoreDNS (its Kubernetes plugin set), the local-path
     provisioner and the sandbox (``pause``) program, all static;
 ``keda``, ``metrics-server``
     built only for ``cluster up --keda`` / ``--metrics-server``: KEDA's operator and
     metrics apiserver (2.17.3: 2.18's scaler dependencies are not all served by the
-    module proxy), and metrics-server 0.8.0 (for the HPA on CPU).
+    module proxy), and metrics-server 0.8.0 (for the HPA on CPU);
+``prometheus``, ``prometheus-operator``, ``kube-state-metrics``
+    built only for ``cluster up --monitoring``: Prometheus (Kubernetes discovery only),
+    the Prometheus Operator with its config reloader, and kube-state-metrics, each in a
+    module of its own (their Kubernetes libraries' versions do not agree).
 
 The output of a module goes to ``~/.cache/tasklab/cluster/<module>-<key>/`` (or
 ``$TASKLAB_CLUSTER_CACHE``), where the key hashes the module's files, the Go version
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -42,7 +50,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MODULES", "GoModule", "build_all", "cache_root", "module_version"]
+__all__ = [
+    "EXTRAS",
+    "MODULES",
+    "GoModule",
+    "build_all",
+    "cache_root",
+    "module_source",
+    "module_version",
+]
 
 
 def _say(message: str) -> None:
@@ -73,6 +89,20 @@ def module_version(module_dir: Path, path: str) -> str:
     if match is None:
         raise RuntimeError(f"{module_dir}/go.mod does not require {path}")
     return match.group(1)
+
+
+def module_source(where: str, path: str) -> Path:
+    """The folder of module ``path`` (as ``tools/cluster/<where>/go.mod`` pins it) in the
+    Go module cache: its manifests are read from there."""
+    done = subprocess.run(
+        ["go", "list", "-m", "-json", path],
+        cwd=repo_root() / "tools" / "cluster" / where,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "GOTOOLCHAIN": "local"},
+    )
+    return Path(json.loads(done.stdout)["Dir"])
 
 
 @dataclass(frozen=True)
@@ -177,6 +207,14 @@ MODULES = (
         outputs=("runc",),
     ),
     GoModule(
+        "netpol",
+        packages=("tool",),
+        version_vars=(
+            "github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={github.com/cloudnativelabs/kube-router/v2}",
+        ),
+        outputs=("kube-router",),
+    ),
+    GoModule(
         "addons",
         packages=("./cmd/...", "tool"),
         outputs=("coredns", "local-path-provisioner", "pause"),
@@ -202,7 +240,32 @@ MODULES = (
         outputs=("prometheus",),
         optional=True,
     ),
+    GoModule(
+        "prometheus-operator",
+        packages=("tool",),
+        version_vars=(
+            "github.com/prometheus/common/version.Version={github.com/prometheus-operator/prometheus-operator}",
+        ),
+        outputs=("operator", "prometheus-config-reloader"),
+        optional=True,
+    ),
+    GoModule(
+        "kube-state-metrics",
+        packages=("tool",),
+        version_vars=(
+            "github.com/prometheus/common/version.Version={k8s.io/kube-state-metrics/v2}",
+        ),
+        outputs=("kube-state-metrics",),
+        optional=True,
+    ),
 )
+
+#: The modules each add-on of ``cluster up`` needs besides the node's.
+EXTRAS = {
+    "keda": ("keda",),
+    "metrics-server": ("metrics-server",),
+    "monitoring": ("prometheus", "prometheus-operator", "kube-state-metrics"),
+}
 
 
 def _go_version() -> str:

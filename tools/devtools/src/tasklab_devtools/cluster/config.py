@@ -98,6 +98,7 @@ class Layout:
             ("controller-manager", "system:kube-controller-manager"),
             ("scheduler", "system:kube-scheduler"),
             ("kube-proxy", "system:kube-proxy"),
+            ("kube-router", "tasklab:kube-router"),
             ("node", f"system:node:{self.node_name}"),
         ):
             write_kubeconfig(
@@ -329,6 +330,23 @@ class Layout:
 
     def proxy_argv(self) -> list[str]:
         return ["kube-proxy", f"--config={self.etc / 'kube-proxy.yaml'}"]
+
+    def network_policy_argv(self) -> list[str]:
+        """kube-router as a NetworkPolicy engine only (no routing, no Service proxy:
+        the bridge CNI and kube-proxy do those), as its firewall DaemonSet runs it."""
+        return [
+            "kube-router",
+            f"--kubeconfig={self.etc / 'kube-router.kubeconfig'}",
+            f"--hostname-override={self.node_name}",
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--enable-ipv6=false",
+            "--health-port=20244",
+            "--metrics-port=0",
+            "--v=1",
+        ]
 
 
 def default_state() -> Path:

@@ -89,6 +89,27 @@ def addon_images(bins: dict[str, Path]) -> dict[str, tuple[str, Path]]:
         )
     if "prometheus" in bins:
         images["prometheus"] = (prometheus_image(), bins["prometheus"] / "prometheus")
+    if "prometheus-operator" in bins:
+        operator = module_version(
+            repo_root() / "tools" / "cluster" / "prometheus-operator",
+            "github.com/prometheus-operator/prometheus-operator",
+        )
+        images["prometheus-operator"] = (
+            f"tasklab.local/prometheus-operator:{operator}",
+            bins["prometheus-operator"] / "operator",
+        )
+        images["prometheus-config-reloader"] = (
+            f"tasklab.local/prometheus-config-reloader:{operator}",
+            bins["prometheus-operator"] / "prometheus-config-reloader",
+        )
+    if "kube-state-metrics" in bins:
+        version = module_version(
+            repo_root() / "tools" / "cluster" / "kube-state-metrics", "k8s.io/kube-state-metrics/v2"
+        )
+        images["kube-state-metrics"] = (
+            f"tasklab.local/kube-state-metrics:{version}",
+            bins["kube-state-metrics"] / "kube-state-metrics",
+        )
     return images
 
 

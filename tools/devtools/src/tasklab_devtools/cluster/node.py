@@ -3,7 +3,8 @@
 Order, as a kubeadm node starts: the namespaces (:mod:`.netns`) and their mounts;
 etcd; kube-apiserver (and the relay that publishes it on the host's loopback);
 kube-controller-manager and kube-scheduler; containerd (with the sandbox image
-imported); the kubelet; kube-proxy. Each daemon is started detached, inside the
+imported); the kubelet; kube-proxy; kube-router's NetworkPolicy controller
+(:mod:`.netpol`). Each daemon is started detached, inside the
 node, logging to ``<state>/logs/<name>.log``; the cluster outlives the command that
 started it and ``down`` stops it (every process of the node's cgroup), so nothing of
 it survives, on the host, but the state folder's logs.
@@ -21,12 +22,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tasklab_devtools.cluster.build import build_all
 from tasklab_devtools.cluster.config import API_PORT, CONTAINERD_SOCKET, NODE_IP, Layout
 from tasklab_devtools.cluster.netns import KUBELET_SYSCTLS, NodeNamespace, in_netns
+from tasklab_devtools.cluster.netpol import network_policy_rbac
+from tasklab_devtools.images import ensure_debian_packages
 from tasklab_devtools.procs import free_port
 
 __all__ = ["Node"]
@@ -90,7 +94,7 @@ class Node:
         return build_all(self.layout.logs)
 
     def _env(self, bins: dict[str, Path]) -> dict[str, str]:
-        path = ":".join(str(bins[m]) for m in ("kube", "runtime", "runc"))
+        path = ":".join(str(bins[m]) for m in ("kube", "runtime", "runc", "netpol"))
         return {
             "PATH": f"{path}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(self.layout.state),
@@ -106,6 +110,8 @@ class Node:
             _say(f"cluster {self.layout.name} is running (state: {self.layout.state})")
             return
         began = time.monotonic()
+        # kube-router's NetworkPolicy rules are iptables sets (Debian's ipset).
+        ensure_debian_packages({"ipset": "ipset"})
         bins = self._bins()
         self.timings["build"] = time.monotonic() - began
         env = self._env(bins)
@@ -151,6 +157,17 @@ class Node:
         self._spawn("kube-proxy", layout.proxy_argv(), env)
         _wait("node Ready", self._node_ready, 180, self._log("kubelet"))
         self.timings["kubelet Ready"] = time.monotonic() - step
+
+        step = time.monotonic()
+        self._api_apply(network_policy_rbac())
+        self._spawn("kube-router", layout.network_policy_argv(), env)
+        _wait(
+            "kube-router (NetworkPolicies)",
+            lambda: self._node_http("http://127.0.0.1:20244/healthz"),
+            120,
+            self._log("kube-router"),
+        )
+        self.timings["NetworkPolicy engine"] = time.monotonic() - step
         self.timings["up"] = time.monotonic() - began
 
     def reset_state(self) -> None:
@@ -263,6 +280,22 @@ class Node:
         return httpx.Client(
             base_url=f"https://127.0.0.1:{self.ports()['api']}", verify=tls, timeout=5
         )
+
+    def _api_apply(self, objects: list[dict[str, Any]]) -> None:
+        """Create or update cluster-scoped objects (server-side apply) as the admin."""
+        with self._api_client() as client:
+            for obj in objects:
+                group, _, version = obj["apiVersion"].rpartition("/")
+                plural = obj["kind"].lower() + "s"
+                base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+                answer = client.patch(
+                    f"{base}/{plural}/{obj['metadata']['name']}",
+                    params={"fieldManager": "tasklab-cluster", "force": "true"},
+                    content=json.dumps(obj),
+                    headers={"Content-Type": "application/apply-patch+yaml"},
+                )
+                if answer.status_code >= 300:
+                    raise RuntimeError(f"apply {obj['kind']}: {answer.status_code} {answer.text}")
 
     def _api_ready(self) -> bool:
         with self._api_client() as client:

@@ -42,6 +42,8 @@ CLIENTS = (
     ClientIdentity("controller-manager", "system:kube-controller-manager"),
     ClientIdentity("scheduler", "system:kube-scheduler"),
     ClientIdentity("kube-proxy", "system:kube-proxy"),
+    # kube-router's network policy controller (its ClusterRole: .netpol).
+    ClientIdentity("kube-router", "tasklab:kube-router"),
     # The apiserver's client to the kubelets (logs, exec, port-forward, metrics).
     ClientIdentity(
         "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
