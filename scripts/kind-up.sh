@@ -158,7 +158,8 @@ cat <<EOF
 tasklab is up on kind cluster '$KIND_CLUSTER'; kubectl now uses namespace '$NAMESPACE'.
 
   Web UI and API       http://localhost:30080          (OpenAPI: http://localhost:30080/docs)
-  RabbitMQ management  http://localhost:31672
+  RabbitMQ management  make port-forward, then http://localhost:15672 (not published:
+                       its NetworkPolicy admits only the api and KEDA)
       user:      kubectl get secret rabbitmq -o jsonpath='{.data.username}' | base64 -d
       password:  kubectl get secret rabbitmq -o jsonpath='{.data.password}' | base64 -d
 EOF

@@ -1,11 +1,14 @@
 """The broker as the chart configures it, on a real RabbitMQ node, with the real services.
 
-The subchart's rendered rabbitmq.conf, definitions.json and enabled_plugins are loaded
-into a private local node (only its listeners, user and file paths are its own, see
-tasklab_devtools.rabbitmq_conf); the api, the Celery worker and the consumer then run
-against it and take a task of each method to DONE, the helm test pod's script passes
-against them, the Celery beat as the chart runs it gets its housekeeping task run, and
-every broker and api metric the alerts and dashboards use exists.
+The subchart's rendered rabbitmq.conf, definitions.json and enabled_plugins, with the
+users the setup script writes from the rendered Secrets, are loaded into a private
+local node (only its listeners and file paths are its own, see
+tasklab_devtools.rabbitmq_conf; fixtures in conftest.py). The api, the Celery worker,
+the consumer and the beat then run against it each as its own broker user, the workers
+reporting to the api's internal port: a task of each method goes to DONE (with
+retries), the helm test pod's script passes, a rejected message is dead-lettered, the
+beat as rendered gets its housekeeping run, and every broker and api metric the alerts
+and dashboards use exists. What each user may and may not do: test_broker_users.py.
 """
 
 from __future__ import annotations
@@ -17,126 +20,87 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pika
 import pytest
+from e2eclient import Target
 
 from tasklab_common import queues
 from tasklab_devtools import chart
 from tasklab_devtools.chart import Obj
-from tasklab_devtools.procs import ManagedProcess, free_port, wait_http_ok
-from tasklab_devtools.rabbitmq import ensure_rabbitmq_server
+from tasklab_devtools.procs import ManagedProcess, wait_http_ok
 from tasklab_devtools.rabbitmq_conf import ConfiguredRabbitNode
 from tasklab_devtools.stack import LocalStack, StackConfig, venv_command
 
 
-@pytest.fixture(scope="module")
-def setup_output(
-    default_docs: list[Obj], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
-    """Runs the broker pod's setup script (its init container) on the rendered files.
-
-    It writes the node's configuration, its definitions with the user's password hash,
-    and the Erlang cookie; here into temporary directories, for a known user.
-    """
-    base = tmp_path_factory.mktemp("setup")
-    dirs = {name: base / name for name in ("config", "secret", "etc", "data")}
-    for path in dirs.values():
-        path.mkdir()
-    (config,) = chart.find(default_docs, "ConfigMap", "rabbitmq-config")
-    for key, text in config["data"].items():
-        (dirs["config"] / key).write_text(text)
-    (dirs["secret"] / "erlang-cookie").write_text("COOKIE" * 8)
-    (sts,) = chart.find(default_docs, "StatefulSet", "rabbitmq")
-    (setup,) = sts["spec"]["template"]["spec"]["initContainers"]
-    assert setup["command"][:2] == ["bash", "-ec"]
-    env = {
-        **os.environ,
-        **{f"{name.upper()}_DIR": str(path) for name, path in dirs.items()},
-        "RABBITMQ_USERNAME": "tasklab",
-        "RABBITMQ_PASSWORD": PASSWORD,
-    }
-    subprocess.run(["bash", "-ec", setup["command"][2]], env=env, check=True, timeout=30)
-    return dirs
-
-
-#: The password the node's user gets (URL-safe, as the chart generates them).
-PASSWORD = secrets.token_hex(16)
-
-
-def test_setup_script_output(setup_output: dict[str, Path]) -> None:
+def test_setup_script_output(
+    setup_output: dict[str, Path], broker_logins: dict[str, tuple[str, str]]
+) -> None:
     etc, data = setup_output["etc"], setup_output["data"]
     cookie = data / ".erlang.cookie"
-    assert cookie.read_text() == "COOKIE" * 8
+    assert cookie.read_text() == (setup_output["secret"] / "erlang-cookie").read_text()
     assert cookie.stat().st_mode & 0o777 == 0o400
     definitions = (etc / "definitions.json").read_text()
-    assert "__RABBITMQ" not in definitions
+    assert "__RABBITMQ" not in definitions and "__USER_" not in definitions
     assert (etc / "definitions.json").stat().st_mode & 0o077 == 0
-    assert f"default_pass = {PASSWORD}" in (etc / "conf.d" / "20-default-user.conf").read_text()
+    users = {u["name"]: u for u in json.loads(definitions)["users"]}
+    assert set(users) == {user for user, _ in broker_logins.values()}
+    for user, password in broker_logins.values():
+        assert password not in definitions  # hashed
+        assert users[user]["password_hash"]
+    admin_user, admin_password = broker_logins["admin"]
+    default_user = (etc / "conf.d" / "20-default-user.conf").read_text()
+    assert f"default_user = {admin_user}" in default_user
+    assert f"default_pass = {admin_password}" in default_user
 
 
-@pytest.fixture(scope="module")
-def node(
-    setup_output: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ConfiguredRabbitNode]:
-    ensure_rabbitmq_server()
-    etc = setup_output["etc"]
-    conf_d = sorted((etc / "conf.d").glob("*.conf"))
-    broker = ConfiguredRabbitNode.allocate_configured(
-        "tasklab-chart",
-        tmp_path_factory.mktemp("rabbitmq"),
-        conf="\n".join(p.read_text() for p in conf_d),
-        definitions=(etc / "definitions.json").read_text(),
-        enabled_plugins=(etc / "enabled_plugins").read_text(),
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("bad user", "use letters, digits and . _ ~ - only"), ("tasklab", "is used twice")],
+)
+def test_setup_script_refuses_bad_user_names(
+    default_docs: list[Obj], tmp_path: Path, name: str, problem: str
+) -> None:
+    """A user name from an existing Secret goes into JSON and URLs: the setup script
+    refuses one it cannot put there safely, or one given twice (the administrator's)."""
+    (sts,) = chart.find(default_docs, "StatefulSet", "rabbitmq")
+    (setup,) = sts["spec"]["template"]["spec"]["initContainers"]
+    (config,) = chart.find(default_docs, "ConfigMap", "rabbitmq-config")
+    dirs = {n: tmp_path / n for n in ("config", "secret", "etc", "data")}
+    for path in dirs.values():
+        path.mkdir()
+    for key, text in config["data"].items():
+        (dirs["config"] / key).write_text(text)
+    env = {
+        **os.environ,
+        **{f"{n.upper()}_DIR": str(path) for n, path in dirs.items()},
+        **chart.container_env(default_docs, setup),
+        "USER_CONSUMER_NAME": name,
+    }
+    done = subprocess.run(
+        ["bash", "-ec", setup["command"][2]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
-    # The user and password the setup script put into the definitions.
-    broker.user, broker.password = "tasklab", PASSWORD
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert problem in done.stderr and "(CONSUMER)" in done.stderr, done.stderr
+    assert not (dirs["etc"] / "definitions.json").exists()
 
 
-@pytest.fixture(scope="module")
-def local_stack(
-    node: ConfiguredRabbitNode, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalStack]:
-    data = tmp_path_factory.mktemp("stack")
-    logs = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts")) / "logs-chart"
-    cfg = StackConfig(
-        rmq_url=node.amqp_url,
-        database_url=f"sqlite:///{data}/tasklab.db",
-        callback_secret=secrets.token_urlsafe(32),
-        api_port=free_port(),
-        log_dir=logs,
-        rmq_management_url=node.management_url,
-    )
-    local = LocalStack(cfg)
-    local.start()
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(local_stack: LocalStack) -> StackConfig:
-    return local_stack.cfg
-
-
-def _list(node: ConfiguredRabbitNode, *args: str) -> list[dict[str, object]]:
+def _list(node: ConfiguredRabbitNode, *args: str) -> list[dict[str, Any]]:
     out = node.rabbitmqctl(*args, "--quiet", "--formatter", "json")
-    rows: list[dict[str, object]] = json.loads(out)
+    rows: list[dict[str, Any]] = json.loads(out)
     return rows
 
 
 def test_the_node_runs_the_rendered_configuration(
-    node: ConfiguredRabbitNode, default_docs: list[Obj]
+    node: ConfiguredRabbitNode, default_docs: list[Obj], broker_logins: dict[str, tuple[str, str]]
 ) -> None:
     (config,) = chart.find(default_docs, "ConfigMap", "rabbitmq-config")
     conf = config["data"]["rabbitmq.conf"]
@@ -167,28 +131,44 @@ def test_the_node_runs_the_rendered_configuration(
         str(r["name"]): r for r in _list(node, "list_exchanges", "name", "type", "durable")
     }
     assert exchanges[queues.DEAD_LETTER_EXCHANGE]["type"] == "fanout"
-    users = _list(node, "list_users")
-    assert [u["user"] for u in users] == [node.user]  # no guest
-    # The definitions created the user, with the password hashed by the setup script.
+    # The definitions created the users (no guest), with the passwords hashed by the
+    # setup script, their tags and their permissions on "/".
     assert not node.reconciled
+    definitions = json.loads(config["data"]["definitions.json"])
+    services = {k: user for k, (user, _) in broker_logins.items() if k != "admin"}
+    tags = {str(u["user"]): sorted(u["tags"]) for u in _list(node, "list_users")}
+    assert tags == {
+        node.user: ["administrator"],
+        services["api"]: ["monitoring"],
+        services["keda"]: ["monitoring"],
+        # No management API at all for the others.
+        **{services[k]: [] for k in ("celery-worker", "consumer", "celery-beat")},
+    }
+    granted = {str(p["user"]): p for p in _list(node, "list_permissions", "-p", "/")}
+    assert set(granted) == {node.user, *services.values()}
+    for key, user in services.items():
+        placeholder = f"__USER_{key.upper().replace('-', '_')}_NAME__"
+        (wanted,) = [p for p in definitions["permissions"] if p["user"] == placeholder]
+        for kind in ("configure", "write", "read"):
+            assert granted[user][kind] == wanted[kind], (key, kind)
 
 
-def test_a_task_of_each_method_is_done(stack: StackConfig) -> None:
-    with httpx.Client(base_url=stack.api_base_url, timeout=30) as http:
-        sync = http.post("/api/tasks", json={"method": "sync", "duration": 0})
-        assert sync.status_code == 200, sync.text
-        assert sync.json()["status"] == "DONE"
-        ids = []
-        for method in ("celery", "rabbitmq"):
-            resp = http.post("/api/tasks", json={"method": method, "duration": 0.2})
-            assert resp.status_code == 202, resp.text
-            ids.append(resp.json()["id"])
-        deadline = time.monotonic() + 30
-        for task_id in ids:
-            while (task := http.get(f"/api/tasks/{task_id}").json())["status"] != "DONE":
-                assert task["status"] in ("PENDING", "IN_PROGRESS"), task
-                assert time.monotonic() < deadline, task
-                time.sleep(0.1)
+def test_a_task_of_each_method_is_done_with_retries(stack: StackConfig) -> None:
+    """Every service as its own user: the api publishes (and declares the queues), the
+    worker consumes, acknowledges and publishes its retry, the consumer consumes and
+    retries in place, both report to the api's internal port."""
+    target = Target(stack.api_base_url, stack.callback_secret)
+    sync = target.submit_ok(method="sync", duration=0)
+    assert sync["status"] == "DONE", sync
+    submitted = [
+        (target.submit_ok(method=method, duration=0.2, fail_times=fail_times), fail_times)
+        for method in ("celery", "rabbitmq")
+        for fail_times in (0, 1)
+    ]
+    for task, fail_times in submitted:
+        done = target.wait_status(task["id"], timeout=60)
+        assert done["status"] == "DONE", done
+        assert done["attempts"] == fail_times + 1, done
 
 
 def test_the_helm_test_pod_script_passes(stack: StackConfig, default_docs: list[Obj]) -> None:
@@ -214,7 +194,7 @@ def test_a_rejected_message_is_dead_lettered(
 ) -> None:
     """The consumer rejects a malformed message for good; the policy dead-letters it."""
     before = node.queue_counts(queues.DEAD_LETTER_QUEUE)[0]
-    params = pika.URLParameters(stack.rmq_url)
+    params = pika.URLParameters(stack.rmq_urls["api"])  # as the api publishes
     with pika.BlockingConnection(params) as connection:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -234,10 +214,10 @@ def _housekeeping_runs(stack: StackConfig) -> float:
 def test_the_beat_gets_housekeeping_run(
     stack: StackConfig, default_docs: list[Obj], tmp_path: Path
 ) -> None:
-    """The beat with the chart's command and environment (this node's broker URL, the
-    schedule file in a temporary directory, a 1 s interval) sends the housekeeping
-    task through the rendered broker configuration; the stack's worker runs it, and
-    the api counts the run."""
+    """The beat with the chart's command and environment (its own broker user on this
+    node, the schedule file in a temporary directory, a 1 s interval) sends the
+    housekeeping task through the rendered broker configuration; the stack's worker
+    runs it and asks the api's internal port, and the api counts the run."""
     (beat,) = chart.find(default_docs, "Deployment", "celery-beat")
     container = beat["spec"]["template"]["spec"]["containers"][0]
     schedule = "/tmp/celerybeat-schedule"
@@ -250,7 +230,7 @@ def test_the_beat_gets_housekeeping_run(
     env |= {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
-        "RMQ_URL": stack.rmq_url,
+        "RMQ_URL": stack.rmq_urls["celery-beat"],
         "HOUSEKEEPING_INTERVAL": "1",
     }
     before = _housekeeping_runs(stack)

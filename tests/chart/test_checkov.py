@@ -43,12 +43,6 @@ def test_checkov_passes(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
     # Every skip is one of the documented ones.
     skipped = {c["check_id"] for c in report["results"]["skipped_checks"]}
     documented = {"CKV_K8S_43", "CKV_K8S_15", "CKV_K8S_35"}  # checkov.yaml
-    annotated = {
-        "CKV_K8S_40",
-        "CKV_K8S_8",
-        "CKV_K8S_9",
-        "CKV2_K8S_6",
-        "CKV_K8S_38",
-    }  # one object each
+    annotated = {"CKV_K8S_40", "CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_38"}  # one object each
     assert skipped <= documented | annotated, skipped - documented - annotated
     assert report["summary"]["parsing_errors"] == 0

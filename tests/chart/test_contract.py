@@ -9,7 +9,6 @@ accepts no value the code would refuse.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import importlib.metadata
 import importlib.util
@@ -65,6 +64,13 @@ HELPER_VARS = {"RMQ_USERNAME", "RMQ_PASSWORD", "PYTHONDONTWRITEBYTECODE"}
 #: Values of the Secrets that the external value set expects to exist already.
 EXTERNAL_SECRETS = {
     ("tasklab-broker", "url"): "amqp://tasklab:secret@mq.example.com:5672/tasklab",
+    **{
+        (
+            "tasklab-broker",
+            f"{name}-url",
+        ): f"amqp://tasklab-{name}:s-{name}@mq.example.com:5672/tasklab"
+        for name in chart.BROKER_CLIENTS
+    },
     ("tasklab-broker", "username"): "tasklab",
     ("tasklab-broker", "password"): "secret",
     ("tasklab-db", "database-url"): "postgresql://tasklab:secret@db.example.com:5432/tasklab",
@@ -78,32 +84,12 @@ AUTH_VARS = {"API_KEYS", "AUTH_BASIC_USER", "AUTH_BASIC_PASSWORD"}
 
 
 def _secret_value(docs: list[Obj], name: str, key: str) -> str:
-    for secret in chart.find(docs, "Secret", name):
-        data = secret.get("data", {})
-        assert key in data, f"Secret {name} has no key {key}"
-        return base64.b64decode(data[key]).decode()
-    assert (name, key) in EXTERNAL_SECRETS, (
-        f"Secret {name} (key {key}) is neither rendered nor given"
-    )
-    return EXTERNAL_SECRETS[(name, key)]
+    return chart.secret_value(docs, name, key, EXTERNAL_SECRETS)
 
 
 def container_env(docs: list[Obj], container: Obj) -> dict[str, str]:
     """A container's environment as the kubelet builds it."""
-    env: dict[str, str] = {}
-    for item in container.get("env", []):
-        if "value" in item:
-            env[item["name"]] = re.sub(
-                r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), str(item["value"])
-            )
-        elif "fieldRef" in item["valueFrom"]:
-            # The downward API: the only field the chart reads is the pod's namespace.
-            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-            env[item["name"]] = chart.NAMESPACE
-        else:
-            ref = item["valueFrom"]["secretKeyRef"]
-            env[item["name"]] = _secret_value(docs, ref["name"], ref["key"])
-    return env
+    return chart.container_env(docs, container, EXTERNAL_SECRETS)
 
 
 @contextlib.contextmanager
@@ -575,14 +561,21 @@ def _rabbitmq_conf(docs: list[Obj]) -> dict[str, str]:
 def test_urls_ports_and_selectors_agree(rendered: dict[str, list[Obj]], name: str) -> None:
     docs = rendered[name]
     envs = {c["name"]: container_env(docs, c) for _, c in workload_containers(docs)}
-    # The workers call the api's callback route on the api Service.
+    # The workers call the api's callback route on its internal port (Service
+    # api-internal), where the api serves the signed routes; its public Service does
+    # not lead there.
     callback = [r for r in _api_routes(docs) if r.startswith("/update_task_status")]
+    (public,) = chart.find(docs, "Service", "api")
+    assert [_backing_container_port(docs, public, p) for p in public["spec"]["ports"]] == [
+        int(envs["api"]["API_PORT"])
+    ]
     for worker in ("celery-worker", "consumer"):
         url = envs[worker]["API_URL"]
         service, port = _service_target(docs, url)
-        assert service["metadata"]["name"] == "api"
+        assert service["metadata"]["name"] == "api-internal"
+        assert service["spec"]["type"] == "ClusterIP"
         assert urlsplit(url).path in callback
-        assert _backing_container_port(docs, service, port) == int(envs["api"]["API_PORT"])
+        assert _backing_container_port(docs, service, port) == int(envs["api"]["API_INTERNAL_PORT"])
         # ... under a Host name the api answers to (its DNS-rebinding check).
         host = urlsplit(url).netloc
         allowed = ApiSettings.model_validate(
@@ -594,12 +587,15 @@ def test_urls_ports_and_selectors_agree(rendered: dict[str, list[Obj]], name: st
         )
         check = HostCheckMiddleware(None, allowed.allowed_hosts)  # type: ignore[arg-type]
         assert check.allowed(host), (host, allowed.allowed_hosts)
-    # Every service reaches the same broker.
-    urls = {env["RMQ_URL"] for env in envs.values()}
-    assert len(urls) == 1
+    # Every service reaches the same broker and vhost, each as a user of its own.
+    broker_urls = {name: urlsplit(env["RMQ_URL"]) for name, env in envs.items()}
+    assert len({(u.hostname, u.port, u.path) for u in broker_urls.values()}) == 1
+    users = {name: u.username for name, u in broker_urls.items() if name != "migrate"}
+    assert broker_urls["migrate"].username == users["api"]  # the api's init container
+    assert len(set(users.values())) == len(users) == len(envs) - 1, users
     if chart.find(docs, "StatefulSet", "rabbitmq"):
         conf = _rabbitmq_conf(docs)
-        service, port = _service_target(docs, urls.pop())
+        service, port = _service_target(docs, envs["api"]["RMQ_URL"])
         assert _backing_container_port(docs, service, port) == int(conf["listeners.tcp.default"])
         management = envs["api"]["RMQ_MANAGEMENT_URL"]
         service, port = _service_target(docs, management)
@@ -709,6 +705,123 @@ def test_broker_definitions_declare_the_code_queues(default_docs: list[Obj]) -> 
     dead = policies["tasklab-dead-letters"]
     assert {q for q in queues.ALL_QUEUES if re.fullmatch(dead["pattern"], q)} == {
         queues.DEAD_LETTER_QUEUE
+    }
+
+
+def _permissions(docs: list[Obj]) -> dict[str, dict[str, str]]:
+    """The broker users' permissions on "/" by service key (api, celery-worker...)."""
+    d = _definitions(docs)
+    out = {}
+    for key in (*chart.BROKER_CLIENTS, "keda"):
+        placeholder = f"__USER_{key.upper().replace('-', '_')}_NAME__"
+        (granted,) = [p for p in d["permissions"] if p["user"] == placeholder]
+        out[key] = granted
+    return out
+
+
+def _matches(pattern: str, names: set[str]) -> set[str]:
+    return {n for n in names if re.search(pattern, n)}
+
+
+def test_broker_permissions_fit_the_names_the_code_uses(default_docs: list[Obj]) -> None:
+    """Each service's user may touch exactly the broker names its code uses (queues and
+    exchanges of tasklab_common.queues, Celery's own from the app's configuration), so a
+    renamed queue or a new one fails here, not with a 403 in a pod. (What the users can
+    and cannot do on a real node: test_broker_users.py.)"""
+    perms = _permissions(default_docs)
+    conf = celery_app.celery_app.conf
+    control, events = conf.control_exchange, conf.event_exchange
+    uuid = "0f0e1d2c-3b4a-5968-8776-a5b4c3d2e1f0"
+    pidbox = f"{control}.pidbox"
+    celery_names = {
+        queues.CELERY_QUEUE,  # its queue and exchange
+        pidbox,  # remote control: broadcast exchange
+        f"reply.{pidbox}",  # ... replies' exchange
+        f"celery@celery-worker-5d9c7b-x2k4q.{pidbox}",  # a worker pod's mailbox queue
+        f"{uuid}.reply.{pidbox}",  # a reply queue (inspect, mingle)
+        events,  # heartbeats
+        f"{events}.{uuid}",  # a worker's gossip queue
+    }
+    tasklab_names = {*queues.ALL_QUEUES, queues.DEAD_LETTER_EXCHANGE}
+    default = "amq.default"
+    every = celery_names | tasklab_names | {default, uuid, "anything-else"}
+    assert _matches(perms["api"]["configure"], every) == set(queues.QUEUE_OF_METHOD.values()) | {
+        pidbox  # (a cancel's revoke)
+    }
+    assert _matches(perms["api"]["write"], every) == {default, pidbox}
+    assert _matches(perms["api"]["read"], every) == set()
+    worker = perms["celery-worker"]
+    assert _matches(worker["configure"], every) == celery_names | {uuid}  # (rpc:// replies)
+    assert _matches(worker["write"], every) == celery_names | {default}
+    assert _matches(worker["read"], every) == celery_names | {uuid}
+    consumer = perms["consumer"]
+    assert _matches(consumer["configure"], every) == {queues.DIRECT_QUEUE}
+    assert _matches(consumer["write"], every) == set()
+    assert _matches(consumer["read"], every) == {queues.DIRECT_QUEUE}
+    beat = perms["celery-beat"]
+    assert _matches(beat["configure"], every) == {queues.CELERY_QUEUE}
+    assert _matches(beat["write"], every) == {queues.CELERY_QUEUE}
+    assert _matches(beat["read"], every) == {queues.CELERY_QUEUE}
+    # The beat publishes through exchange celery (celery_app's schedule): it may not
+    # write to the default exchange, through which any queue is reached.
+    options = conf.beat_schedule["housekeeping"]["options"]
+    assert options["exchange"] == options["routing_key"] == queues.CELERY_QUEUE
+    keda = perms["keda"]  # vhost access only (the management API needs it)
+    assert not any(_matches(keda[kind], every) for kind in ("configure", "write", "read"))
+
+
+@pytest.mark.parametrize("name", [n for n in SET_NAMES if n != "external"])
+def test_each_service_logs_in_as_its_own_broker_user(
+    rendered: dict[str, list[Obj]], name: str
+) -> None:
+    """RMQ_URL of each Deployment is composed from its own user in the bundled broker's
+    Secret rabbitmq-users, and KEDA reads the management API as its own."""
+    docs = rendered[name]
+    for _, c in workload_containers(docs):
+        service = "api" if c["name"] == "migrate" else c["name"]
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in c["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert refs["RMQ_USERNAME"] == {"name": "rabbitmq-users", "key": f"{service}-username"}
+        assert refs["RMQ_PASSWORD"] == {"name": "rabbitmq-users", "key": f"{service}-password"}
+    for auth in chart.find(docs, "TriggerAuthentication"):
+        refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+        assert (refs["username"]["name"], refs["username"]["key"]) == (
+            "rabbitmq-users",
+            "keda-username",
+        )
+        assert refs["password"]["key"] == "keda-password"
+
+
+def test_an_external_brokers_url_is_shared_or_each_services_own(tools: None) -> None:
+    """externalRabbitmq.urlKeys names a service's own URL (its own user) in the Secret;
+    a service without one uses urlKey."""
+
+    def url_keys(*args: str) -> dict[str, str]:
+        external = [
+            "--set",
+            "rabbitmq.enabled=false",
+            "--set",
+            "externalRabbitmq.existingSecret=mq",
+        ]
+        docs = chart.render([*external, *args])
+        return {
+            c["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+            for _, c in workload_containers(docs)
+            for e in c["env"]
+            if e["name"] == "RMQ_URL"
+        }
+
+    assert set(url_keys().values()) == {"url"}
+    own = url_keys("--set", "externalRabbitmq.urlKeys.celeryWorker=worker-url")
+    assert own == {
+        "api": "url",
+        "migrate": "url",
+        "celery-worker": "worker-url",
+        "consumer": "url",
+        "celery-beat": "url",
     }
 
 

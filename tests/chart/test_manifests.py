@@ -10,6 +10,7 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from tasklab_devtools import chart
 from tasklab_devtools.chart import CHART_DIR, Obj
+from tasklab_devtools.netpol import selects
 
 SET_NAMES = [s.name for s in chart.value_sets()]
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and kind's node.
@@ -228,43 +229,6 @@ def test_the_workers_view_can_be_turned_off(tools: None) -> None:
     assert api["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
-def _selects(selector: Obj, labels: dict[str, str]) -> bool:
-    match = selector.get("matchLabels", {})
-    assert not selector.get("matchExpressions"), "matchExpressions are not evaluated here"
-    return all(labels.get(k) == v for k, v in match.items())
-
-
-@pytest.mark.parametrize("name", SET_NAMES)
-def test_network_policies(rendered: dict[str, list[Obj]], name: str) -> None:
-    """Every workload's pods are selected by a NetworkPolicy; the broker's AMQP port is
-    open only to tasklab's pods, the api's port to the whole namespace."""
-    docs = rendered[name]
-    policies = chart.find(docs, "NetworkPolicy")
-    for obj, _ in chart.pod_specs(docs):
-        if obj["kind"] == "Pod":
-            continue
-        labels = chart.pod_labels(obj)
-        assert any(_selects(p["spec"]["podSelector"], labels) for p in policies), chart.label(obj)
-    for policy in chart.find(docs, "NetworkPolicy", "rabbitmq"):
-        for rule in policy["spec"]["ingress"]:
-            ports = {p["port"] for p in rule["ports"]}
-            if "amqp" in ports:
-                assert rule["from"] == [
-                    {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "tasklab"}}}
-                ]
-    (api,) = chart.find(docs, "NetworkPolicy", "api")
-    assert {"podSelector": {}} in api["spec"]["ingress"][0]["from"]
-    closed = ["celery-worker", "consumer"]
-    if chart.find(docs, "Deployment", "celery-beat"):
-        closed.append("celery-beat")
-    for worker in closed:
-        (policy,) = chart.find(docs, "NetworkPolicy", worker)
-        assert policy["spec"]["policyTypes"] == ["Ingress"]
-        assert not policy["spec"].get("ingress")
-        (deployment,) = chart.find(docs, "Deployment", worker)
-        assert _selects(policy["spec"]["podSelector"], chart.pod_labels(deployment))
-
-
 # --------------------------------------------------------------------- the Celery beat
 
 #: Value sets without the Celery beat (celeryBeat.enabled=false).
@@ -299,12 +263,12 @@ def test_exactly_one_beat(rendered: dict[str, list[Obj]], name: str) -> None:
     assert labels["app.kubernetes.io/component"] == "celery-beat"
     assert beat["spec"]["selector"]["matchLabels"].items() <= labels.items()
     for pdb in chart.find(docs, "PodDisruptionBudget"):
-        assert not _selects(pdb["spec"]["selector"], labels), chart.label(pdb)
+        assert not selects(pdb["spec"]["selector"], labels), chart.label(pdb)
     # No other workload's selector takes the beat's pods, and the beat's none of theirs.
     for obj, _ in chart.pod_specs(docs):
         if obj["kind"] in ("Deployment", "StatefulSet") and obj is not beat:
-            assert not _selects(obj["spec"]["selector"], labels), chart.label(obj)
-            assert not _selects(beat["spec"]["selector"], chart.pod_labels(obj))
+            assert not selects(obj["spec"]["selector"], labels), chart.label(obj)
+            assert not selects(beat["spec"]["selector"], chart.pod_labels(obj))
 
 
 @pytest.mark.parametrize("name", [n for n in SET_NAMES if n not in WITHOUT_BEAT])

@@ -178,6 +178,32 @@ BAD_VALUES: list[tuple[str, list[str], str]] = [
         ["--set", "celeryBeat.extraEnv.HOUSEKEEPING_INTERVAL=5"],
         "propertyName 'HOUSEKEEPING_INTERVAL'",
     ),
+    # The broker admits components by the chart's labels, not by any label set.
+    ("broker-peer-unknown", ["--set", "rabbitmq.networkPolicy.amqpFrom[0]=debug"], "amqpFrom"),
+    (
+        "broker-client-labels",
+        ["--set", "rabbitmq.networkPolicy.clientPodLabels.a=b"],
+        "'clientPodLabels' not allowed",
+    ),
+    ("users-secret-bad-name", ["--set", "rabbitmq.auth.users.existingSecret=Bad_Name"], "users"),
+    ("url-key-bad", ["--set", "externalRabbitmq.urlKeys.api=a b"], "/externalRabbitmq/urlKeys/api"),
+    ("url-key-unknown", ["--set", "externalRabbitmq.urlKeys.flower=x"], "'flower' not allowed"),
+    ("egress-port-zero", ["--set-json", "networkPolicy.egress.database.ports=[0]"], "ports"),
+    (
+        "egress-to-nowhere",
+        ["--set-json", "networkPolicy.egress.kubernetesApi.to=[]"],
+        "/networkPolicy/egress/kubernetesApi/to",
+    ),
+    (
+        "dns-bad-protocol",
+        ["--set-json", 'networkPolicy.egress.dns.ports=[{"port":53,"protocol":"ICMP"}]'],
+        "protocol",
+    ),
+    (
+        "keda-operator-nowhere",
+        ["--set-json", "celeryWorker.autoscaling.keda.operatorFrom=[]"],
+        "operatorFrom",
+    ),
     (
         "beat-long-grace",
         ["--set", "celeryBeat.terminationGracePeriodSeconds=3900"],
@@ -222,6 +248,10 @@ def test_notes_show_the_port_forwards(tools: None) -> None:
             assert "port-forward svc/rabbitmq 15672:15672" in text, name
         assert "helm test tasklab" in text, name
         assert ("Authentication is on" in text) == (name == "external"), name
+        # The Secrets the chart generates, and what a GitOps render needs instead.
+        assert ("Generated Secrets: tasklab-callback, rabbitmq, rabbitmq-users." in text) == (
+            name != "external"
+        ), name
 
 
 def test_monitoring_objects_need_the_prometheus_operator(default_docs: list[Obj]) -> None:
@@ -247,3 +277,31 @@ def test_monitoring_objects_need_the_prometheus_operator(default_docs: list[Obj]
     assert missing not in notes(
         "--set=monitoring.enabled=false", "--set=rabbitmq.metrics.serviceMonitor.enabled=false"
     )
+
+
+def test_with_existing_secrets_every_render_is_the_same(tools: None) -> None:
+    """GitOps tools render with `helm template`, where lookup sees no cluster: the
+    generated Secrets would get new values on every render. With every existingSecret
+    set the chart generates none, and two renders are identical."""
+    existing = [
+        "--set", "callbackSecret.existingSecret=tasklab-callback-gitops",
+        "--set", "rabbitmq.auth.existingSecret=rabbitmq-gitops",
+        "--set", "rabbitmq.auth.users.existingSecret=rabbitmq-users-gitops",
+    ]  # fmt: skip
+    first, second = chart.render(existing), chart.render(existing)
+    assert first == second
+    assert not chart.find(first, "Secret")
+    names = {
+        ref["name"]
+        for _, spec in chart.pod_specs(first)
+        for c in chart.containers(spec)
+        for e in c.get("env", [])
+        if (ref := e.get("valueFrom", {}).get("secretKeyRef"))
+    }
+    assert names == {"tasklab-callback-gitops", "rabbitmq-gitops", "rabbitmq-users-gitops"}
+    # Without them, only the generated Secrets' values differ between two renders.
+    plain, again = chart.render(), chart.render()
+    generated = {"tasklab-callback", "rabbitmq", "rabbitmq-users"}
+    changed = {d["metadata"]["name"] for d, e in zip(plain, again, strict=True) if d != e}
+    assert changed == generated
+    assert {d["metadata"]["name"] for d in chart.find(plain, "Secret")} == generated

@@ -5,7 +5,8 @@ stack on this machine: a private RabbitMQ node (own name, ports and data dir), t
 api on SQLite, a Celery worker and the consumer, each with the same command as its
 container image. ``kind`` (``make e2e-kind``) drives the release on the current
 kubeconfig context instead (namespace ``TASKLAB_E2E_NAMESPACE``, default tasklab),
-through a ``kubectl port-forward`` to the api Service; there the tests that stop the
+through ``kubectl port-forward``s to the api's Services (api, and api-internal for the
+workers' signed routes); there the tests that stop the
 broker or read local process logs skip themselves (``broker`` and ``stack`` are None).
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from e2eclient import Target
 
+from tasklab_common.settings import CALLBACK_PATH
 from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import RabbitNode, private_node
@@ -66,8 +68,13 @@ def target(
     artifacts: Path,
 ) -> Iterator[Target]:
     if release is not None:
-        with release.port_forward("api", 8080, log_dir=artifacts / "logs-kind") as url:
-            yield Target(base_url=url, secret=release.callback_secret())
+        logs = artifacts / "logs-kind"
+        with (
+            release.port_forward("api", 8080, log_dir=logs) as url,
+            # The signed routes, on the api's internal port (as a worker pod calls them).
+            release.port_forward("api-internal", 8081, log_dir=logs, ready_path=None) as internal,
+        ):
+            yield Target(base_url=url, secret=release.callback_secret(), callback_url=internal)
         return
     broker: RabbitNode = request.getfixturevalue("broker")
     data = tmp_path_factory.mktemp("stack")
@@ -76,6 +83,8 @@ def target(
         database_url=f"sqlite:///{data}/tasklab.db",
         callback_secret=secrets.token_urlsafe(32),
         api_port=free_port(),
+        # As in the chart: the workers' signed routes on a port of their own.
+        api_internal_port=free_port(),
         log_dir=artifacts / "logs",
         rmq_management_url=broker.management_url,
         extra_env=dict(FAST_RETRIES),
@@ -84,7 +93,11 @@ def target(
     stack.start()
     try:
         yield Target(
-            base_url=cfg.api_base_url, secret=cfg.callback_secret, broker=broker, stack=stack
+            base_url=cfg.api_base_url,
+            secret=cfg.callback_secret,
+            broker=broker,
+            stack=stack,
+            callback_url=cfg.api_callback_url.removesuffix(CALLBACK_PATH),
         )
     finally:
         stack.stop()

@@ -25,6 +25,9 @@ class Target:
     secret: str
     broker: RabbitNode | None = None  # set when the test may stop and kill it
     stack: LocalStack | None = None  # set when processes run locally
+    #: Where the workers' signed routes are served, when not at base_url (the chart's
+    #: api serves them on its internal port only).
+    callback_url: str | None = None
     _http: httpx.Client | None = field(default=None, repr=False)
 
     @property
@@ -32,6 +35,14 @@ class Target:
         if self._http is None:
             self._http = httpx.Client(base_url=self.base_url, timeout=60)
         return self._http
+
+    def post_signed_route(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST to a workers' route (the status callback, housekeeping), as a worker does."""
+        return self.http.post(
+            f"{self.callback_url or self.base_url}{path}",
+            content=body,
+            headers={"Content-Type": "application/json", **headers},
+        )
 
     def submit(self, **body: Any) -> httpx.Response:
         return self.http.post("/api/tasks", json=body)

@@ -104,11 +104,7 @@ def test_invalid_input_is_422_and_nothing_is_published(target: Target) -> None:
 
 
 def _post_callback(target: Target, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return target.http.post(
-        "/update_task_status_api/",
-        content=body,
-        headers={"Content-Type": "application/json", **headers},
-    )
+    return target.post_signed_route("/update_task_status_api/", body, headers)
 
 
 def test_forged_and_replayed_callbacks_change_nothing(target: Target) -> None:

@@ -233,11 +233,7 @@ def test_script_payloads_render_as_text(page: Page, target: Target) -> None:
         .model_dump_json()
         .encode()
     )
-    target.http.post(
-        "/update_task_status_api/",
-        content=body,
-        headers={"Content-Type": "application/json", **sign_headers(target.secret, body)},
-    )
+    target.post_signed_route("/update_task_status_api/", body, sign_headers(target.secret, body))
     page.get_by_role("button", name=f"Details of task {num}", exact=True).click()
     expect(page.locator("#detail")).to_contain_text("<script>")
     assert page.evaluate("window.__xss") is None
@@ -319,10 +315,8 @@ def test_callback_to_screen_latency(page: Page, target: Target, artifacts: Path)
             .encode()
         )
         started = time.perf_counter()
-        resp = target.http.post(
-            "/update_task_status_api/",
-            content=body,
-            headers={"Content-Type": "application/json", **sign_headers(target.secret, body)},
+        resp = target.post_signed_route(
+            "/update_task_status_api/", body, sign_headers(target.secret, body)
         )
         assert resp.json()["applied"], resp.text
         page.wait_for_function(

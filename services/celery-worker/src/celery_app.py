@@ -140,13 +140,21 @@ celery_app.conf.update(
 )
 
 #: ``celery -A celery_app beat``: one beat process in the whole system sends the
-#: housekeeping task; a run that no worker took before the next one is due expires.
+#: housekeeping task; a run that no worker took before the next one is due expires. It
+#: goes through exchange ``celery`` (Celery would use the default exchange, through
+#: which a publisher reaches every queue): in the chart the beat's broker user may
+#: write to ``celery`` alone.
 _interval = _housekeeping_interval()
 celery_app.conf.beat_schedule = {
     "housekeeping": {
         "task": HOUSEKEEPING_TASK,
         "schedule": _interval,
-        "options": {"expires": _interval},
+        "options": {
+            "expires": _interval,
+            "queue": CELERY_QUEUE,
+            "exchange": CELERY_QUEUE,
+            "routing_key": CELERY_QUEUE,
+        },
     }
 }
 

@@ -73,6 +73,10 @@ def test_beat_schedules_housekeeping_that_expires() -> None:
     assert entry["task"] in celery_app.celery_app.tasks
     assert entry["schedule"] == celery_app.BeatSettings().housekeeping_interval
     assert entry["options"]["expires"] == entry["schedule"]
+    # Through the celery exchange, not the default one (the beat's broker user may
+    # write to nothing else: tests/chart/test_broker_users.py).
+    exchange, key, queue = (entry["options"][k] for k in ("exchange", "routing_key", "queue"))
+    assert (exchange, key, queue) == (CELERY_QUEUE, CELERY_QUEUE, CELERY_QUEUE)
 
 
 def test_registered_tasks_have_the_guides_names_and_signatures() -> None:

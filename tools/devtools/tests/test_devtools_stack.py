@@ -41,6 +41,20 @@ def test_urls_and_environment(tmp_path: Path) -> None:
     assert env["LOG_LEVEL"] == "DEBUG"
     assert "PATH" in env  # our environment is inherited
     assert config(extra_env={"RMQ_URL": "amqp://x@h/"}).env()["RMQ_URL"] == "amqp://x@h/"
+    assert "API_INTERNAL_PORT" not in env
+
+
+def test_the_chart_layout_internal_port_and_a_broker_user_per_service() -> None:
+    """As the chart runs them: the workers call the api's internal port, and each
+    service logs in to the broker as its own user."""
+    own = {"celery-worker": "amqp://w:p@h/", "consumer": "amqp://c:p@h/"}
+    cfg = config(api_port=9123, api_internal_port=9124, rmq_urls=own)
+    assert cfg.api_callback_url == "http://127.0.0.1:9124/update_task_status_api/"
+    assert cfg.env()["API_INTERNAL_PORT"] == "9124"
+    assert api_process(cfg).env["RMQ_URL"] == cfg.rmq_url  # no URL of its own: the shared one
+    assert celery_process(cfg).env["RMQ_URL"] == own["celery-worker"]
+    assert consumer_process(cfg).env["RMQ_URL"] == own["consumer"]
+    assert consumer_process(cfg).env["API_URL"] == cfg.api_callback_url
 
 
 def test_service_commands_are_the_image_commands(tmp_path: Path) -> None:

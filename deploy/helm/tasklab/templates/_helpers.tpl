@@ -35,9 +35,15 @@ app.kubernetes.io/part-of: tasklab
 {{- .Values.callbackSecret.existingSecret | default "tasklab-callback" -}}
 {{- end -}}
 
-{{/* The api's callback URL, as the workers call it (API_URL). */}}
+{{/*
+The api's port for the workers' signed routes (the status callback and housekeeping),
+served by Service api-internal; the api refuses those routes on its public port 8080.
+*/}}
+{{- define "tasklab.internalPort" -}}8081{{- end -}}
+
+{{/* The api's callback URL, as the workers call it (API_URL): its internal port. */}}
 {{- define "tasklab.apiUrl" -}}
-http://api.{{ .Release.Namespace }}.svc:8080/update_task_status_api/
+http://api-internal.{{ .Release.Namespace }}.svc:{{ include "tasklab.internalPort" . }}/update_task_status_api/
 {{- end -}}
 
 {{/* The broker's management API base URL, or "" when there is none. */}}
@@ -49,31 +55,40 @@ http://rabbitmq.{{ .Release.Namespace }}.svc:15672/
 {{- end -}}
 {{- end -}}
 
+{{/* The bundled broker's Secret of service users (keys <user>-username, <user>-password). */}}
+{{- define "tasklab.brokerUsersSecret" -}}
+{{- .Values.rabbitmq.auth.users.existingSecret | default "rabbitmq-users" -}}
+{{- end -}}
+
 {{/*
-RMQ_URL: composed from the bundled broker's Secret, or read whole from the external
-broker's Secret.
+RMQ_URL of one service, with its own broker user: (dict "root" $ "user" "celery-worker").
+Bundled broker: composed from that user's name and password in the users Secret.
+External broker: read whole from the external Secret, under the service's key in
+externalRabbitmq.urlKeys (default: urlKey, one URL shared by every service).
 */}}
 {{- define "tasklab.rmqEnv" -}}
-{{- if .Values.rabbitmq.enabled }}
-{{- $secret := .Values.rabbitmq.auth.existingSecret | default "rabbitmq" }}
+{{- $root := .root }}
+{{- if $root.Values.rabbitmq.enabled }}
+{{- $secret := include "tasklab.brokerUsersSecret" $root }}
 - name: RMQ_USERNAME
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
-      key: username
+      key: {{ .user }}-username
 - name: RMQ_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
-      key: password
+      key: {{ .user }}-password
 - name: RMQ_URL
-  value: amqp://$(RMQ_USERNAME):$(RMQ_PASSWORD)@rabbitmq.{{ .Release.Namespace }}.svc:5672/
+  value: amqp://$(RMQ_USERNAME):$(RMQ_PASSWORD)@rabbitmq.{{ $root.Release.Namespace }}.svc:5672/
 {{- else }}
+{{- $ext := $root.Values.externalRabbitmq }}
 - name: RMQ_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.externalRabbitmq.existingSecret }}
-      key: {{ .Values.externalRabbitmq.urlKey }}
+      name: {{ $ext.existingSecret }}
+      key: {{ get $ext.urlKeys (get (dict "api" "api" "celery-worker" "celeryWorker" "consumer" "consumer" "celery-beat" "celeryBeat") .user) | default $ext.urlKey }}
 {{- end }}
 {{- end -}}
 
@@ -88,17 +103,18 @@ broker's Secret.
 {{- end -}}
 
 {{/*
-Environment every service needs: RMQ_URL, CALLBACK_SECRET, logging. (The Celery beat
-gets only the broker and logging: tasklab.rmqEnv and tasklab.logEnv.)
+Environment of the api and the workers: RMQ_URL (the service's own broker user),
+CALLBACK_SECRET, logging: (dict "root" $ "user" "api"). (The Celery beat gets only the
+broker and logging: tasklab.rmqEnv and tasklab.logEnv.)
 */}}
 {{- define "tasklab.commonEnv" -}}
 {{ include "tasklab.rmqEnv" . }}
 - name: CALLBACK_SECRET
   valueFrom:
     secretKeyRef:
-      name: {{ include "tasklab.callbackSecretName" . }}
+      name: {{ include "tasklab.callbackSecretName" .root }}
       key: callback-secret
-{{ include "tasklab.logEnv" . }}
+{{ include "tasklab.logEnv" .root }}
 {{- end -}}
 
 {{/* Environment of the two workers (on top of tasklab.commonEnv). */}}

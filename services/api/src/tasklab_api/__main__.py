@@ -61,9 +61,18 @@ def main(argv: list[str] | None = None) -> None:
         limit_concurrency=settings.max_connections,
     )
     server = Server(config)
-    server.run()
+    server.run(sockets=_listeners(config, settings))
     if not server.started:
         sys.exit(3)  # as uvicorn.run: the app did not start
+
+
+def _listeners(config: uvicorn.Config, settings: Settings) -> list[socket.socket] | None:
+    """The public and the internal port's sockets (API_INTERNAL_PORT), served by one
+    server (tasklab_api.internalport splits the routes); None: the one port of config."""
+    if settings.api_internal_port is None:
+        return None
+    internal = uvicorn.Config(config.app, host=config.host, port=settings.api_internal_port)
+    return [config.bind_socket(), internal.bind_socket()]
 
 
 class Server(uvicorn.Server):

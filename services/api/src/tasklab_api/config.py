@@ -26,6 +26,16 @@ class Settings(CommonSettings):
     )
     api_host: str = Field("0.0.0.0", description="Address uvicorn binds (API_HOST).")
     api_port: int = Field(8080, ge=1, le=65535, description="Port uvicorn binds (API_PORT).")
+    api_internal_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description=(
+            "A second port, on API_HOST, that serves the workers' signed routes (the "
+            "status callback and housekeeping) and nothing else; the api then refuses "
+            "those routes on API_PORT (API_INTERNAL_PORT). Unset: every route on API_PORT."
+        ),
+    )
     sync_wait_seconds: float = Field(
         30.0, gt=0, description="How long a sync submission waits for its result by default."
     )
@@ -263,6 +273,12 @@ class Settings(CommonSettings):
                 "only printable ASCII characters (no control characters; a trailing newline?)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> Self:
+        if self.api_internal_port == self.api_port:
+            raise ValueError("API_INTERNAL_PORT must differ from API_PORT")
+        return self
 
     @model_validator(mode="after")
     def _basic_pair(self) -> Self:

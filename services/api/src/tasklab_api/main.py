@@ -24,6 +24,7 @@ from tasklab_api.deps import KnownQuery
 from tasklab_api.events import EventHub
 from tasklab_api.headers import SecurityHeadersMiddleware
 from tasklab_api.httpmetrics import HttpMetricsMiddleware
+from tasklab_api.internalport import InternalPortMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
 from tasklab_api.origin import HostCheckMiddleware, OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
@@ -171,9 +172,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(OriginCheckMiddleware, allowed_origins=settings.allowed_origins)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
-    # Outermost: a request for a host the api does not serve (DNS rebinding) goes no
-    # further.
+    # A request for a host the api does not serve (DNS rebinding) goes no further.
     app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.allowed_hosts)
+    # With an internal port, the workers' signed routes are served there alone.
+    signed = {route.path for r in (callbacks.router, maintenance.router) for route in r.routes}  # type: ignore[attr-defined]
+    app.add_middleware(
+        InternalPortMiddleware, internal_port=settings.api_internal_port, signed_paths=signed
+    )
     # Authentication (when configured) is a dependency of every router but the open
     # ones: health, readiness and metrics, and the workers' callback (HMAC-signed).
     # As a dependency it runs after the middlewares above: a cross-origin write is

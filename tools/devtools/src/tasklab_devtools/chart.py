@@ -10,12 +10,13 @@ strict check of their field names (read from the packages' type declarations).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shlex
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -25,12 +26,14 @@ from typing import Any
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
 __all__ = [
+    "BROKER_CLIENTS",
     "CHART_DIR",
     "REPO_ROOT",
     "ChartError",
     "Obj",
     "ToolsMissing",
     "ValueSet",
+    "container_env",
     "containers",
     "crd_errors",
     "find",
@@ -39,6 +42,7 @@ __all__ = [
     "pod_specs",
     "render",
     "render_all",
+    "secret_value",
     "tool",
     "value_sets",
 ]
@@ -51,6 +55,10 @@ RELEASE = "tasklab"
 
 Obj = dict[str, Any]
 """A rendered Kubernetes object."""
+
+#: The chart's Deployments that log in to the broker, each as its own user (the keys of
+#: their users in the bundled broker's Secret rabbitmq-users; KEDA's is "keda").
+BROKER_CLIENTS = ("api", "celery-worker", "consumer", "celery-beat")
 
 
 class ToolsMissing(RuntimeError):
@@ -204,6 +212,44 @@ def containers(spec: Obj) -> list[Obj]:
 
 def label(obj: Obj) -> str:
     return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def secret_value(
+    docs: Iterable[Obj], name: str, key: str, given: Mapping[tuple[str, str], str] = {}
+) -> str:
+    """A key of a Secret: rendered by the chart, or else one of ``given`` (the Secrets a
+    value set expects to exist, by ``(name, key)``); AssertionError when neither has it."""
+    for secret in find(docs, "Secret", name):
+        data = secret.get("data", {})
+        assert key in data, f"Secret {name} has no key {key}"
+        return base64.b64decode(data[key]).decode()
+    assert (name, key) in given, f"Secret {name} (key {key}) is neither rendered nor given"
+    return given[(name, key)]
+
+
+def container_env(
+    docs: Iterable[Obj],
+    container: Obj,
+    given: Mapping[tuple[str, str], str] = {},
+    namespace: str = NAMESPACE,
+) -> dict[str, str]:
+    """A container's environment as the kubelet builds it: Secrets resolved (see
+    :func:`secret_value`), ``$(VAR)`` references expanded, the pod's namespace."""
+    docs = list(docs)
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = re.sub(
+                r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), str(item["value"])
+            )
+        elif "fieldRef" in item["valueFrom"]:
+            # The downward API: the only field the chart reads is the pod's namespace.
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+            env[item["name"]] = namespace
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secret_value(docs, ref["name"], ref["key"], given)
+    return env
 
 
 # --------------------------------------------------------------------- Kubernetes schemas

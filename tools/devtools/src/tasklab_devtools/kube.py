@@ -116,9 +116,14 @@ class Release:
 
     @contextlib.contextmanager
     def port_forward(
-        self, service: str = "api", port: int = 8080, log_dir: Path | None = None
+        self,
+        service: str = "api",
+        port: int = 8080,
+        log_dir: Path | None = None,
+        ready_path: str | None = "/readyz",
     ) -> Iterator[str]:
-        """``kubectl port-forward svc/<service>`` on a free local port; yields its URL.
+        """``kubectl port-forward svc/<service>`` on a free local port; yields its URL
+        once ``ready_path`` answers 200 there (None: once the port accepts).
 
         kubectl's output goes to ``log_dir/port-forward-<service>.log`` when given.
         """
@@ -144,7 +149,8 @@ class Release:
         try:
             _wait_port(local, 30, proc)
             url = f"http://127.0.0.1:{local}"
-            wait_http_ok(f"{url}/readyz", 60, process=proc)
+            if ready_path is not None:
+                wait_http_ok(f"{url}{ready_path}", 60, process=proc)
             yield url
         finally:
             proc.terminate(5)

@@ -648,6 +648,12 @@ class RabbitNode:
                 parts.append(f"--- {path.name}\n" + "\n".join(tail))
         return "\n".join(parts)
 
+    def log_text(self) -> str:
+        """Everything the node logged: its console output (where a node configured with
+        ``log.console`` writes) and its log file."""
+        paths = (self._server_log, self.base_dir / "log" / f"{self.name}.log")
+        return "\n".join(p.read_text(errors="replace") for p in paths if p.exists())
+
     def rabbitmqctl(self, *args: str, timeout: float = 60) -> str:
         """Run ``rabbitmqctl -n NODE ARGS``; its output, or RuntimeError with it."""
         script = rabbitmq_server_path()

@@ -40,6 +40,12 @@ class StackConfig:
     database_url: str
     callback_secret: str
     api_port: int = 8080
+    #: The api's port for the workers' signed routes (API_INTERNAL_PORT), which the
+    #: workers then call; None: every route on api_port.
+    api_internal_port: int | None = None
+    #: A service's own RMQ_URL (by process name: api, celery-worker, consumer,
+    #: celery-beat), as the chart gives each its own broker user; others use rmq_url.
+    rmq_urls: dict[str, str] = field(default_factory=dict)
     api_host: str = "127.0.0.1"
     celery_concurrency: int = 3
     consumer_concurrency: int = 3
@@ -64,20 +70,25 @@ class StackConfig:
 
     @property
     def api_callback_url(self) -> str:
-        """The workers' status callback URL (``API_URL``)."""
-        return f"{self.api_base_url}{CALLBACK_PATH}"
+        """The workers' status callback URL (``API_URL``): on the internal port if any."""
+        if self.api_internal_port is None:
+            return f"{self.api_base_url}{CALLBACK_PATH}"
+        return f"http://{self._client_host}:{self.api_internal_port}{CALLBACK_PATH}"
 
-    def env(self) -> dict[str, str]:
-        """Environment of every service: ours, then the stack's settings, then extra_env."""
+    def env(self, service: str | None = None) -> dict[str, str]:
+        """Environment of a service (by process name; None: the stack's common one):
+        ours, then the stack's settings, then extra_env."""
+        internal = self.api_internal_port
         return {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
-            "RMQ_URL": self.rmq_url,
+            "RMQ_URL": self.rmq_urls.get(service or "", self.rmq_url),
             "API_URL": self.api_callback_url,
             "CALLBACK_SECRET": self.callback_secret,
             "DATABASE_URL": self.database_url,
             "API_HOST": self.api_host,
             "API_PORT": str(self.api_port),
+            **({"API_INTERNAL_PORT": str(internal)} if internal is not None else {}),
             "CONSUMER_CONCURRENCY": str(self.consumer_concurrency),
             **({"RMQ_MANAGEMENT_URL": self.rmq_management_url} if self.rmq_management_url else {}),
             **self.extra_env,
@@ -104,7 +115,7 @@ def venv_command(name: str) -> str:
 
 def api_process(cfg: StackConfig, name: str = "api", port: int | None = None) -> ManagedProcess:
     """The api (``tasklab-api``) on ``port`` (default ``cfg.api_port``)."""
-    env = cfg.env()
+    env = cfg.env("api")
     if port is not None:
         env["API_PORT"] = str(port)
     return ManagedProcess(
@@ -133,7 +144,9 @@ def celery_process(
     ]
     if node_name is not None:
         argv += ["-n", f"{node_name}@%h"]
-    return ManagedProcess(name, argv, cfg.env(), cwd=cfg.cwd, log_path=cfg.log_path(name))
+    return ManagedProcess(
+        name, argv, cfg.env("celery-worker"), cwd=cfg.cwd, log_path=cfg.log_path(name)
+    )
 
 
 def beat_process(cfg: StackConfig, name: str = "celery-beat") -> ManagedProcess:
@@ -149,7 +162,9 @@ def beat_process(cfg: StackConfig, name: str = "celery-beat") -> ManagedProcess:
         "--loglevel=info",
         f"--schedule={cfg.beat_schedule}",
     ]
-    return ManagedProcess(name, argv, cfg.env(), cwd=cfg.cwd, log_path=cfg.log_path(name))
+    return ManagedProcess(
+        name, argv, cfg.env("celery-beat"), cwd=cfg.cwd, log_path=cfg.log_path(name)
+    )
 
 
 def consumer_process(cfg: StackConfig, name: str = "consumer") -> ManagedProcess:
@@ -157,7 +172,7 @@ def consumer_process(cfg: StackConfig, name: str = "consumer") -> ManagedProcess
     return ManagedProcess(
         name,
         [venv_command("tasklab-consumer")],
-        cfg.env(),
+        cfg.env("consumer"),
         cwd=cfg.cwd,
         log_path=cfg.log_path(name),
     )

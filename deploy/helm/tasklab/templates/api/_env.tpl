@@ -1,11 +1,16 @@
 {{/* The api container's own environment (tasklab.env adds extraEnv). */}}
 {{- define "tasklab.api.env" -}}
-{{ include "tasklab.commonEnv" . }}
+{{ include "tasklab.commonEnv" (dict "root" . "user" "api") }}
 {{ include "tasklab.databaseEnv" . }}
 - name: API_HOST
   value: 0.0.0.0
 - name: API_PORT
   value: "8080"
+# The workers' signed routes (status callbacks, housekeeping) on a port of their own,
+# which only the worker pods may reach (Service api-internal, NetworkPolicy api); the
+# api refuses them on API_PORT.
+- name: API_INTERNAL_PORT
+  value: {{ include "tasklab.internalPort" . | quote }}
 - name: SYNC_WAIT_SECONDS
   value: {{ .Values.api.syncWaitSeconds | quote }}
 - name: DELIVERY_LIMIT
@@ -47,9 +52,12 @@
 {{- end -}}
 
 
-{{/* ALLOWED_HOSTS: the api Service's DNS names and api.allowedHosts. */}}
+{{/* ALLOWED_HOSTS: the DNS names of the api's Services (api, api-internal) and api.allowedHosts. */}}
 {{- define "tasklab.api.allowedHosts" -}}
 {{- $ns := .Release.Namespace -}}
-{{- $names := list "api" (printf "api.%s" $ns) (printf "api.%s.svc" $ns) (printf "api.%s.svc.cluster.local" $ns) -}}
+{{- $names := list -}}
+{{- range list "api" "api-internal" -}}
+{{- $names = concat $names (list . (printf "%s.%s" . $ns) (printf "%s.%s.svc" . $ns) (printf "%s.%s.svc.cluster.local" . $ns)) -}}
+{{- end -}}
 {{- join "," (concat $names (.Values.api.allowedHosts | default list)) -}}
 {{- end -}}

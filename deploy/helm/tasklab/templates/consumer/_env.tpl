@@ -1,6 +1,6 @@
 {{/* The consumer container's own environment (tasklab.env adds extraEnv). */}}
 {{- define "tasklab.consumer.env" -}}
-{{ include "tasklab.commonEnv" . }}
+{{ include "tasklab.commonEnv" (dict "root" . "user" "consumer") }}
 {{ include "tasklab.workerEnv" . }}
 - name: HAND_BACK_AFTER
   value: {{ include "tasklab.handBackAfter" .Values.consumer | quote }}
