@@ -25,6 +25,10 @@ install: ## Install uv, the Python environment and RabbitMQ server (as needed)
 dev: install ## Run api (http://localhost:8080), celery-worker and consumer locally (MONITORING=1: + Prometheus)
 	$(UV) run tasklab-dev $(if $(filter 1,$(MONITORING)),--monitoring)
 
+.PHONY: ui-assets
+ui-assets: ## Build the UI's chart library (npm ci from services/api/ui's lockfile) into the api's static files
+	$(UV) run python -m tasklab_devtools.uiassets
+
 .PHONY: lint
 lint: ## ruff (lint and format check) and mypy --strict
 	$(UV) run ruff check .

@@ -38,6 +38,7 @@ from tasklab_devtools.rabbitmq import (
     ensure_rabbitmq_server,
 )
 from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.uiassets import ensure as ensure_ui_assets
 
 __all__ = ["main", "read_dotenv", "update_dotenv"]
 
@@ -270,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     stack: LocalStack | None = None
     prometheus: LocalPrometheus | None = None
     try:
+        ensure_ui_assets()  # the UI's chart library (npm), when its lockfile changed
         rmq_url, node = _broker(settings, dotenv, env_file, not args.no_broker_start)
         if "RMQ_URL" in os.environ and os.environ["RMQ_URL"] != rmq_url:
             _say("note: RMQ_URL in your shell overrides .env for the celery command below")
