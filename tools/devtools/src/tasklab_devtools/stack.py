@@ -121,7 +121,7 @@ def celery_process(
     """A Celery worker: ``celery -A celery_app worker --loglevel=info --concurrency=N``.
 
     ``node_name`` gives the worker the name ``NODE@<host>`` (``-n``), needed when
-    several workers run on one machine.
+    several workers run on one machine; a name with its own ``@host`` is taken as is.
     """
     argv = [
         venv_command("celery"),
@@ -132,7 +132,7 @@ def celery_process(
         f"--concurrency={concurrency if concurrency is not None else cfg.celery_concurrency}",
     ]
     if node_name is not None:
-        argv += ["-n", f"{node_name}@%h"]
+        argv += ["-n", node_name if "@" in node_name else f"{node_name}@%h"]
     return ManagedProcess(name, argv, cfg.env(), cwd=cfg.cwd, log_path=cfg.log_path(name))
 
 
