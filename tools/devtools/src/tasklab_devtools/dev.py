@@ -12,7 +12,8 @@ Run it from the repository root. It
    ``DEV_RMQ_DIST_PORT``) and writes its ``RMQ_URL`` (with the generated password) to
    ``.env``, so the next run reuses the node's data and credentials;
 3. runs the api (port 8080), a Celery worker (concurrency 3), the consumer and the
-   Celery beat (housekeeping, schedule state in ``.dev/``) with prefixed output until
+   Celery beat (housekeeping, schedule state in ``.dev/``) with prefixed output (also
+   written per service to ``.dev/logs/<service>.log``: ``make logs SERVICE=...``) until
    Ctrl-C or until one of them dies, then stops everything, the private node included.
 """
 
@@ -30,6 +31,7 @@ from typing import IO
 from urllib.parse import unquote, urlsplit
 
 from tasklab_common.settings import CALLBACK_PATH
+from tasklab_devtools.devlogs import LOG_DIR
 from tasklab_devtools.prometheus import LocalPrometheus
 from tasklab_devtools.rabbitmq import (
     AmqpLoginError,
@@ -174,6 +176,10 @@ def _banner(
         ("API docs", f"{ui}/docs"),
         ("RabbitMQ", broker),
         ("Celery", "uv run celery -A celery_app inspect registered   (from the repo root)"),
+        (
+            "Logs",
+            "make logs SERVICE=celery-worker   (or api, consumer, celery-beat; all: make logs)",
+        ),
         *(
             [("Prometheus", f"{prometheus.url}  (metrics of the api and the broker)")]
             if prometheus is not None
@@ -287,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             cwd=root,
             beat_schedule=root / ".dev" / "celerybeat-schedule",
+            log_copy_dir=root / LOG_DIR,  # what make logs follows
         )
         stack = LocalStack(cfg)
         stack.start(beat=True)
