@@ -22,7 +22,14 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tasklab_devtools.images import IMAGE_UID, SERVICES, network_snapshot, pinned_base_image
+from tasklab_devtools.images import (
+    IMAGE_UID,
+    SAFE_DOCKERD_FLAGS,
+    SERVICES,
+    network_snapshot,
+    pinned_base_image,
+)
+from tasklab_devtools.images import main as images_main
 from tasklab_devtools.procs import ManagedProcess
 from tasklab_devtools.stack import StackConfig, api_process, celery_process, consumer_process
 
@@ -400,3 +407,19 @@ def test_network_snapshot_is_stable() -> None:
     first = network_snapshot()
     assert first == network_snapshot()
     assert "127.0.0.1" in first
+
+
+def test_make_images_without_an_engine_says_to_start_docker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(It suggested the flags of the engine make verify-images starts, which would leave
+    kind's node containers on a user's machine without a network.)"""
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert images_main(["build", "--tag", "t", "--log-dir", str(tmp_path / "logs")]) == 1
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "start Docker" in text and "docker info" in text, text
+    assert not any(flag in text for flag in SAFE_DOCKERD_FLAGS), text
