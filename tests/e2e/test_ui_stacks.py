@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, HttpCredentials, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from tasklab_devtools.browser import card, open_board, submitted_num, task_row
+from tasklab_devtools.browser import card, chart_data, open_board, submitted_num, task_row
 from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import RabbitNode
@@ -268,3 +269,30 @@ def test_one_page_of_tasks_has_no_pager_and_the_detail_no_empty_rows(
     expect(p.locator("#pager")).to_be_hidden()
     expect(p.locator("#count")).to_have_text(re.compile(r"^\d+ tasks?$"))
     p.context.close()
+
+
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_tasks_no_worker_takes_wait_in_their_queues_lane(
+    browser: Browser, fresh: StackConfig, width: str
+) -> None:
+    """Celery tasks (no Celery worker here) wait on the timeline in a lane of their queue,
+    growing with the time they wait, and the chart counts them as the queue's depth."""
+    http = httpx.Client(base_url=fresh.api_base_url, timeout=30)
+    nums = [http.post("/api/tasks", json={"method": "celery"}).json()["num"] for _ in range(2)]
+    http.close()
+    for lang, lane in (("en", "queue: celery"), ("ru", "очередь: celery")):
+        p = open_board(browser, fresh.api_base_url, width, lang=lang)
+        p.wait_for_function("() => Chart.getChart(document.querySelector('#timeline'))")
+        data = chart_data(p, "#timeline")
+        waiting = [b for b in data["datasets"][1]["data"] if b["y"] == "q:celery"]
+        assert set(nums) <= {b["num"] for b in waiting}, waiting
+        assert all(
+            b["status"] == "PENDING" and b["x"][1] == pytest.approx(0, abs=1.5) for b in waiting
+        )
+        assert lane in data["ticks"]["y"]
+        expect(p.locator("#timeline-summary")).to_contain_text(lane)
+        p.wait_for_function("() => Chart.getChart(document.querySelector('#throughput'))")
+        depth = chart_data(p, "#throughput")["datasets"][2]["data"]
+        assert depth[-1] >= len(nums), depth
+        assert p.evaluate("window.__csp") == []
+        p.context.close()

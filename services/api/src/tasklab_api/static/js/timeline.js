@@ -92,7 +92,7 @@ function options(c, span, rows, to, narrow) {
       y: {
         type: "category", labels: rows.map((r) => r.key),
         ticks: { autoSkip: false, color: c.ink, font: { family: c.font, size: 11 },
-          callback: (_, i) => (rows[i] && rows[i].first ? clip(rows[i].label, narrow ? 14 : 26) : "") },
+          callback: (_, i) => (rows[i] && rows[i].first ? clip(rows[i].label, narrow ? 16 : 26) : "") },
         grid: { offset: true, color: (ctx) => (laneStart.has(ctx.index) ? c.line : "transparent") },
         border: { display: false },
       },
@@ -129,7 +129,7 @@ export function renderTimeline(state, to) {
   $("#timeline-shown").hidden = state.total <= state.tasks.size;
   $("#timeline-shown").textContent = t("tasksShown", { n: state.tasks.size, total: state.total });
   summary(lanes);
-  if (!window.Chart || empty) return;
+  if (!window.Chart || empty || !state.loaded) return;   // (drawn once the first read is in)
   $("#timeline-box").style.height = `${Math.max(4, rows.length) * ROW_PX + 40}px`;
   const c = palette();
   const datasets = [
