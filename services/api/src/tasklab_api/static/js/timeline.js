@@ -8,7 +8,7 @@ import { palette } from "./colors.js";
 import { $, el, FINAL, short } from "./util.js";
 
 const QUEUE_OF = { celery: "celery", sync: "celery", rabbitmq: "direct_tasks" };
-const ROW_PX = 22;
+const ROW_PX = 26;
 let chart = null;
 
 const ms = (iso) => (iso ? Date.parse(iso) : null);
@@ -33,7 +33,8 @@ export function layout(tasks, from, to) {
   const rows = [], queued = [], waiting = [], runs = [], lanes = [];
   for (const [q, items] of [...queues].sort()) {
     const key = `q:${q}`;
-    rows.push({ key, label: t("queueLane", { name: q }), first: true });
+    const n = items.filter((it) => !FINAL.has(it.task.status)).length;
+    rows.push({ key, label: `${t("queueLane", { name: q })} · ${n}`, first: true });
     for (const it of items) waiting.push({ x: [it.created, it.end], y: key, task: it.task });
     lanes.push({ name: t("queueLane", { name: q }), queue: true, tasks: items.map((i) => i.task) });
   }
@@ -82,7 +83,6 @@ function options(c, span, rows, to, narrow) {
   const laneStart = new Set(rows.map((r, i) => (r.first ? i : -1)));
   return {
     indexAxis: "y", animation: false, responsive: true, maintainAspectRatio: false,
-    datasets: { bar: { grouped: false } },
     scales: {
       x: {
         type: "linear", min: -span, max: 0, position: "top",
@@ -92,7 +92,7 @@ function options(c, span, rows, to, narrow) {
       y: {
         type: "category", labels: rows.map((r) => r.key),
         ticks: { autoSkip: false, color: c.ink, font: { family: c.font, size: 11 },
-          callback: (_, i) => (rows[i] && rows[i].first ? clip(rows[i].label, narrow ? 16 : 26) : "") },
+          callback: (_, i) => (rows[i] && rows[i].first ? clip(rows[i].label, narrow ? 20 : 28) : "") },
         grid: { offset: true, color: (ctx) => (laneStart.has(ctx.index) ? c.line : "transparent") },
         border: { display: false },
       },
@@ -133,10 +133,14 @@ export function renderTimeline(state, to) {
   $("#timeline-box").style.height = `${Math.max(4, rows.length) * ROW_PX + 40}px`;
   const c = palette();
   const datasets = [
-    { label: t("legendQueued"), data: rel(queued, to), backgroundColor: c.queued, barPercentage: 0.3, categoryPercentage: 1, order: 2 },
-    { label: t("st_PENDING"), data: rel(waiting, to), backgroundColor: c.waitingBar, barPercentage: 0.7, categoryPercentage: 1, minBarLength: 2, order: 1 },
-    { label: t("runTime"), data: rel(runs, to), backgroundColor: runs.map((p) => c.status[p.task.status]),
-      borderRadius: 3, borderSkipped: false, barPercentage: 0.78, categoryPercentage: 1, minBarLength: 3, order: 0 },
+    // A row's band is shared by its tasks' time in the queue (a thin line on top) and
+    // their runs (below it), so a wait that overlapped the previous task stays visible.
+    { label: t("legendQueued"), data: rel(queued, to), backgroundColor: c.queued, grouped: true,
+      barPercentage: 0.45, categoryPercentage: 0.9, order: 1 },
+    { label: t("st_PENDING"), data: rel(waiting, to), backgroundColor: c.waitingBar, grouped: false,
+      barPercentage: 0.7, categoryPercentage: 1, minBarLength: 2, order: 2 },
+    { label: t("runTime"), data: rel(runs, to), backgroundColor: runs.map((p) => c.status[p.task.status]), grouped: true,
+      borderRadius: 3, borderSkipped: false, barPercentage: 1, categoryPercentage: 0.9, minBarLength: 3, order: 0 },
   ];
   const opts = options(c, span, rows, to, $("#timeline-box").clientWidth < 520);
   if (!chart) {
