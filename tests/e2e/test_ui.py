@@ -167,6 +167,39 @@ def test_the_language_switch_says_everything_again(page: Page, target: Target) -
 
 
 @WIDTHS
+def test_everything_the_page_says_is_in_both_languages(page: Page) -> None:
+    """Every text key has its Russian, and in Russian no text of the page (static or
+    rendered: charts' legends, empty states, spans) is left in English."""
+    missing = page.evaluate(
+        """async () => {
+          const { STRINGS } = await import('/static/js/i18n.js');
+          const en = Object.keys(STRINGS.en), ru = Object.keys(STRINGS.ru);
+          return [en.filter((k) => !ru.includes(k)), ru.filter((k) => !en.includes(k))];
+        }"""
+    )
+    assert missing == [[], []], missing
+    page.get_by_role("button", name="Русский").click()
+    try:
+        english = page.evaluate(
+            """async () => {
+              const { STRINGS } = await import('/static/js/i18n.js');
+              const { en, ru } = STRINGS;
+              const same = new Set(Object.keys(en).filter((k) => en[k] === ru[k]));
+              return [...document.querySelectorAll('[data-i18n]')]
+                .map((n) => n.dataset.i18n)
+                .filter((k, i, all) => !same.has(k) && all.indexOf(k) === i)
+                .filter((k) => [...document.querySelectorAll(`[data-i18n="${k}"]`)]
+                  .some((n) => n.textContent === en[k]));
+            }"""
+        )
+        assert english == [], english
+        expect(page.locator("#window-switch button[data-window='300']")).to_have_text("5 мин")
+        expect(page.locator("#h-timeline")).to_have_text("Хронология")
+    finally:
+        page.get_by_role("button", name="English").click()
+
+
+@WIDTHS
 def test_a_sync_call_shows_that_it_waits(page: Page) -> None:
     form = card(page, "sync")
     form.get_by_label("Duration, s").fill("3")

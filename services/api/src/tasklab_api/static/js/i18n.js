@@ -1,6 +1,6 @@
 // The UI's two languages. Every text the page shows has a key here; a message element
 // remembers its key and values (say), so that the switch says it again.
-const STRINGS = {
+export const STRINGS = {
   en: {
     skip: "Skip to the task table", subtitle: "Background tasks through Celery, RabbitMQ (direct) or synchronously",
     connecting: "connecting…", live: "live", reconnecting: "reconnecting…", overview: "Overview",
