@@ -191,3 +191,17 @@ def test_the_time_span_is_chosen_and_remembered(
     )
     p.locator("#window-switch button[data-window='60']").click()
     p.context.close()
+
+
+def test_without_the_chart_library_the_board_still_works(browser: Browser, target: Target) -> None:
+    """(An api started without `make ui-assets`.) The charts say they could not load; the
+    table, the forms and the live stream work on."""
+    ctx = browser.new_context(base_url=target.base_url)
+    ctx.route("**/static/vendor/chart.umd.min.js", lambda route: route.abort())
+    p = ctx.new_page()
+    p.goto("/")
+    expect(p.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(p.locator("#charts-off")).to_contain_text("The charts could not load")
+    task = target.submit_ok(method="rabbitmq", duration=0)
+    expect(p.locator(f"#tasks tbody tr[data-id='{task['id']}'] td.st")).to_have_text("DONE")
+    ctx.close()

@@ -277,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     stack: LocalStack | None = None
     prometheus: LocalPrometheus | None = None
     try:
-        ensure_ui_assets()  # the UI's chart library (npm), when its lockfile changed
+        try:
+            ensure_ui_assets()  # the UI's chart library (npm), when its lockfile changed
+        except RuntimeError as exc:  # the board works without it, its charts off
+            _say(f"warning: {exc}; until then the board shows no charts")
         rmq_url, node = _broker(settings, dotenv, env_file, not args.no_broker_start)
         if "RMQ_URL" in os.environ and os.environ["RMQ_URL"] != rmq_url:
             _say("note: RMQ_URL in your shell overrides .env for the celery command below")
