@@ -25,6 +25,18 @@ install: ## Install uv, the Python environment and RabbitMQ server (as needed)
 dev: install ## Run api (http://localhost:8080), celery-worker and consumer locally (MONITORING=1: + Prometheus)
 	$(UV) run tasklab-dev $(if $(filter 1,$(MONITORING)),--monitoring)
 
+.PHONY: logs
+logs: ## Follow the log of one service of a running make dev (SERVICE=celery-worker|api|consumer|celery-beat; all without)
+	@$(UV) run python -m tasklab_devtools.devlogs $(SERVICE)
+
+.PHONY: screenshots
+screenshots: ## Make the README's screenshots again (docs/screenshots/; a stack and Chromium of their own)
+	$(UV) run python -m tasklab_devtools.screenshots
+
+.PHONY: ui-assets
+ui-assets: ## Build the UI's chart library (npm ci from services/api/ui's lockfile) into the api's static files
+	$(UV) run python -m tasklab_devtools.uiassets
+
 .PHONY: lint
 lint: ## ruff (lint and format check) and mypy --strict
 	$(UV) run ruff check .

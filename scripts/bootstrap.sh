@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests and `make dev` need, on a fresh Debian/Ubuntu machine:
-# uv, the locked Python environment, RabbitMQ server (for private broker nodes) and,
+# uv, the locked Python environment, the UI's chart library (npm), RabbitMQ server (for
+# private broker nodes) and,
 # for the tests, PostgreSQL (binaries: the tests run a private server), Chromium and
 # Prometheus. Idempotent; quick when all is there.
 #   scripts/bootstrap.sh         Python deps + RabbitMQ (what `make dev` needs)
@@ -53,6 +54,14 @@ fi
 
 say "syncing the Python environment (uv.lock)"
 uv sync --frozen --quiet
+
+# The web UI's chart library: an npm package (services/api/ui/package-lock.json) built
+# into the api's static files; rebuilt only when the lockfile changed.
+if ! command -v npm >/dev/null; then
+  say "installing nodejs and npm (to build the UI's chart library)"
+  apt_install nodejs npm
+fi
+uv run --frozen --quiet python -m tasklab_devtools.uiassets
 
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
   say "installing rabbitmq-server"

@@ -19,12 +19,15 @@ from pathlib import Path
 
 import pytest
 from e2eclient import Target
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tasklab_common.settings import CALLBACK_PATH
+from tasklab_devtools.browser import launch_chromium, open_board
 from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import RabbitNode, private_node
 from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.uiassets import ensure as ensure_ui_assets
 
 #: Short retry delays so retry scenarios take seconds, not minutes.
 FAST_RETRIES = {"RETRY_BACKOFF": "0.2", "RETRY_BACKOFF_MAX": "1", "MAX_RETRIES": "3"}
@@ -101,3 +104,31 @@ def target(
         )
     finally:
         stack.stop()
+
+
+# ------------------------------------------------------------------ the browser tests
+
+#: Browser assertions wait this long (the default 5 s is short on a loaded machine, e.g.
+#: for an api restarting).
+expect.set_options(timeout=15_000)
+
+
+@pytest.fixture(scope="session")
+def browser(release: Release | None) -> Iterator[Browser]:
+    """Debian's Chromium; locally, the UI's chart library is built first if stale."""
+    if release is None:
+        ensure_ui_assets(quiet=True)
+    with sync_playwright() as pw:
+        b = launch_chromium(pw)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest, browser: Browser, target: Target) -> Iterator[Page]:
+    """The board, live, at the width ``request.param`` names ('desktop' unless a test
+    parametrizes it indirectly: ``@pytest.mark.parametrize("page", [...], indirect=True)``)."""
+    p = open_board(browser, target.base_url, getattr(request, "param", "desktop"))
+    p.evaluate("window.__noReload = true")
+    yield p
+    p.context.close()

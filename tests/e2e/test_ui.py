@@ -6,51 +6,23 @@ against a stack of its own with authentication on (HTTP Basic).
 
 from __future__ import annotations
 
-import contextlib
 import re
-import secrets
 import statistics
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from e2eclient import Target
-from playwright.sync_api import Browser, HttpCredentials, Page, expect, sync_playwright
-from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
-from tasklab_devtools.browser import launch_chromium
-from tasklab_devtools.kube import Release
-from tasklab_devtools.procs import free_port
-from tasklab_devtools.rabbitmq import RabbitNode
-from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.browser import card, open_board, submitted_num, task_row
 
 TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, target: Target) -> Iterator[Page]:
-    ctx = browser.new_context(base_url=target.base_url, viewport={"width": 1280, "height": 900})
-    ctx.set_default_timeout(TIMEOUT_MS)
-    p = ctx.new_page()
-    p.goto("/")
-    expect(p.locator("#conn")).to_have_attribute("data-state", "live")
-    p.evaluate("window.__noReload = true")
-    yield p
-    ctx.close()
+#: The board at both widths (for a test of the layout, or of a defect seen on both).
+WIDTHS = pytest.mark.parametrize("page", ["desktop", "phone"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +32,8 @@ def shots(artifacts: Path) -> Path:
     return path
 
 
-def row(page: Page, num: int):  # type: ignore[no-untyped-def]
-    return page.locator(
-        "#tasks tbody tr", has=page.get_by_role("button", name=f"Details of task {num}", exact=True)
-    )
-
-
-def submitted_num(form) -> int:  # type: ignore[no-untyped-def]
-    """The number of the task a form just submitted, from its confirmation line."""
-    msg = form.locator(".msg.ok")
-    expect(msg).to_contain_text("Task ")
-    match = re.search(r"Task (\d+)", msg.inner_text())
-    assert match, msg.inner_text()
-    return int(match.group(1))
-
-
-def card(page: Page, method: str):  # type: ignore[no-untyped-def]
-    return page.locator(f"form.card[data-method={method}]")
+def row(page: Page, num: int) -> Locator:
+    return task_row(page, num)
 
 
 def assert_not_reloaded(page: Page) -> None:
@@ -117,6 +74,7 @@ def test_sync_shows_its_result_inline(page: Page, shots: Path) -> None:
     page.screenshot(path=str(shots / "sync-result.png"), full_page=True)
 
 
+@WIDTHS
 def test_the_numbers_field_shows_only_for_a_data_job(page: Page) -> None:
     """(``label { display: flex }`` used to beat the ``hidden`` attribute.)"""
     for method in ("celery", "rabbitmq", "sync"):
@@ -181,6 +139,7 @@ def test_language_switch_is_remembered(page: Page) -> None:
     expect(page.get_by_role("heading", name="Task status")).to_be_visible()
 
 
+@WIDTHS
 def test_the_language_switch_says_everything_again(page: Page, target: Target) -> None:
     """Messages already shown, the method badges, the seconds and the statuses follow the
     switch (they stayed in English)."""
@@ -207,14 +166,53 @@ def test_the_language_switch_says_everything_again(page: Page, target: Target) -
     expect(form.locator(".msg")).to_have_text(f"Task {num}: DONE")
 
 
+@WIDTHS
+def test_everything_the_page_says_is_in_both_languages(page: Page) -> None:
+    """Every text key has its Russian, and in Russian no text of the page (static or
+    rendered: charts' legends, empty states, spans) is left in English."""
+    missing = page.evaluate(
+        """async () => {
+          const { STRINGS } = await import('/static/js/i18n.js');
+          const en = Object.keys(STRINGS.en), ru = Object.keys(STRINGS.ru);
+          return [en.filter((k) => !ru.includes(k)), ru.filter((k) => !en.includes(k))];
+        }"""
+    )
+    assert missing == [[], []], missing
+    page.get_by_role("button", name="Русский").click()
+    try:
+        english = page.evaluate(
+            """async () => {
+              const { STRINGS } = await import('/static/js/i18n.js');
+              const { en, ru } = STRINGS;
+              const same = new Set(Object.keys(en).filter((k) => en[k] === ru[k]));
+              return [...document.querySelectorAll('[data-i18n]')]
+                .map((n) => n.dataset.i18n)
+                .filter((k, i, all) => !same.has(k) && all.indexOf(k) === i)
+                .filter((k) => [...document.querySelectorAll(`[data-i18n="${k}"]`)]
+                  .some((n) => n.textContent === en[k]));
+            }"""
+        )
+        assert english == [], english
+        expect(page.locator("#window-switch button[data-window='300']")).to_have_text("5 мин")
+        expect(page.locator("#h-timeline")).to_have_text("Хронология")
+    finally:
+        page.get_by_role("button", name="English").click()
+
+
+@WIDTHS
 def test_a_sync_call_shows_that_it_waits(page: Page) -> None:
     form = card(page, "sync")
     form.get_by_label("Duration, s").fill("3")
     form.get_by_role("button", name="Send synchronously").click()
     expect(form.locator(".msg.busy")).to_have_text("Waiting for the result…")
-    expect(form.locator("button")).to_be_disabled()
+    expect(form.locator("button[type=submit]")).to_be_disabled()
+    # A bar fills over the task's duration, with the seconds so far.
+    expect(form.locator(".wait progress")).to_be_visible()
+    expect(form.locator(".wait-text")).to_contain_text("of 3.0 s")
+    assert 0 < float(form.locator(".wait progress").get_attribute("max") or 0) == 3
     expect(form.locator(".msg")).to_contain_text("DONE", timeout=15_000)
     expect(form.locator(".msg.busy")).to_have_count(0)
+    expect(form.locator(".wait")).to_be_hidden()
 
 
 def test_script_payloads_render_as_text(page: Page, target: Target) -> None:
@@ -248,6 +246,7 @@ def test_header_strip_shows_queues_and_workers(page: Page) -> None:
     expect(strip.locator("#s-workers li.online", has_text="consumer@")).to_have_count(1)
 
 
+@WIDTHS
 def test_the_header_counts_agree_with_the_table(page: Page, target: Target) -> None:
     """Waiting and running come from the task store, as the table's rows do: they never
     lag it (the broker's queue figures did, by 5-10 s), and the broker's figures are
@@ -287,16 +286,55 @@ def test_the_header_counts_agree_with_the_table(page: Page, target: Target) -> N
     )
 
 
-def test_narrow_screen(browser: Browser, target: Target, shots: Path) -> None:
-    ctx = browser.new_context(base_url=target.base_url, viewport={"width": 390, "height": 844})
-    p = ctx.new_page()
-    p.goto("/")
-    expect(p.locator("#conn")).to_have_attribute("data-state", "live")
-    width = p.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
+def test_on_a_phone_every_row_shows_its_status_and_worker(
+    browser: Browser, target: Target, shots: Path
+) -> None:
+    """At 390 px the table's rows are compact cards: the Status and Worker of each are on
+    screen (they were columns scrolled off to the right), and nothing scrolls sideways."""
+    done = [target.submit_ok(method=m, duration=0) for m in ("celery", "rabbitmq")]
+    for task in done:
+        target.wait_status(task["id"])
+    p = open_board(browser, target.base_url, "phone")
     expect(card(p, "celery").get_by_role("button", name="Send via Celery")).to_be_in_viewport()
+    for task in done:
+        r = row(p, task["num"])
+        for cell in (r.locator("td.st"), r.locator("td").nth(4)):
+            expect(cell).to_be_visible()
+            box = cell.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        expect(r.locator("td").nth(4)).to_contain_text("@")
+    sideways = p.evaluate(
+        "(w => [document.documentElement.scrollWidth, w.scrollWidth - w.clientWidth])"
+        "(document.querySelector('.table-wrap'))"
+    )
+    assert sideways[0] <= 390 and sideways[1] <= 0, f"scrolls sideways: {sideways}"
     p.screenshot(path=str(shots / "narrow.png"), full_page=True)
-    ctx.close()
+    p.context.close()
+
+
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_the_api_docs_render_offline(browser: Browser, target: Target, width: str) -> None:
+    """/docs and /redoc draw the API from the api's own assets: with every other host
+    unreachable (offline, behind a port-forward) they are not blank."""
+    p = open_board(browser, target.base_url, width)
+    elsewhere: list[str] = []
+
+    def only_the_api(route: Route) -> None:
+        if route.request.url.startswith(target.base_url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    p.route("**/*", only_the_api)
+    p.goto("/docs")
+    expect(
+        p.locator(".swagger-ui .opblock-summary-path", has_text="/api/tasks").first
+    ).to_be_visible()
+    p.goto("/redoc")
+    expect(p.get_by_text("Submit a task").first).to_be_visible()
+    assert elsewhere == []
+    p.context.close()
 
 
 def test_callback_to_screen_latency(page: Page, target: Target, artifacts: Path) -> None:
@@ -346,158 +384,3 @@ def test_page_recovers_after_api_restart(page: Page, target: Target) -> None:
     task = target.submit_ok(method="celery", duration=0)
     expect(row(page, task["num"]).locator("td.st")).to_have_text("DONE")
     assert_not_reloaded(page)
-
-
-# ------------------------------------------------------------------ with authentication
-
-AUTH_VHOST = "ui-auth"
-
-
-@dataclass
-class AuthStack:
-    base_url: str
-    user: str
-    password: str
-
-
-@contextlib.contextmanager
-def vhost_stack(
-    broker: RabbitNode, vhost: str, data: Path, log_dir: Path, **settings: Any
-) -> Iterator[StackConfig]:
-    """An api and a consumer of their own (no Celery worker) on a vhost of their own of
-    the session's broker, so that the session stack's workers never see their tasks."""
-    with broker.vhost(vhost) as rmq_url:
-        cfg = StackConfig(
-            rmq_url=rmq_url,
-            database_url=f"sqlite:///{data}/tasklab.db",
-            callback_secret=secrets.token_urlsafe(32),
-            api_port=free_port(),
-            log_dir=log_dir,
-            **settings,
-        )
-        stack = LocalStack(cfg)
-        try:
-            stack.start(celery=False)
-            yield cfg
-        finally:
-            stack.stop()
-
-
-@pytest.fixture(scope="module")
-def auth_stack(
-    request: pytest.FixtureRequest,
-    release: Release | None,
-    artifacts: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[AuthStack]:
-    """An api with a Basic login and a consumer, on a vhost of their own (so that the
-    session stack's workers never see these tasks). Local runs only."""
-    if release is not None:
-        pytest.skip("starts an api with authentication on this machine")
-    broker: RabbitNode = request.getfixturevalue("broker")
-    user, password = "operator", secrets.token_urlsafe(18)
-    with vhost_stack(
-        broker,
-        AUTH_VHOST,
-        tmp_path_factory.mktemp("auth-stack"),
-        artifacts / "logs-auth",
-        consumer_concurrency=2,
-        rmq_management_url=broker.management_url,
-        extra_env={"AUTH_BASIC_USER": user, "AUTH_BASIC_PASSWORD": password},
-    ) as cfg:  # (readiness, /readyz, needs no login)
-        yield AuthStack(base_url=cfg.api_base_url, user=user, password=password)
-
-
-def test_with_basic_auth_the_page_needs_the_login(browser: Browser, auth_stack: AuthStack) -> None:
-    """Without a login, or with a wrong one, the page is answered 401 with the challenge."""
-    challenge = 'Basic realm="tasklab"'
-    # No login: headless Chromium has no one to ask, and fails the navigation.
-    ctx = browser.new_context(base_url=auth_stack.base_url)
-    p = ctx.new_page()
-    with (
-        p.expect_response(auth_stack.base_url + "/") as answer,
-        pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"),
-    ):
-        p.goto("/")
-    assert answer.value.status == 401
-    assert answer.value.headers["www-authenticate"] == challenge
-    ctx.close()
-    # A wrong login: tried once, refused again; the browser shows the 401.
-    wrong: HttpCredentials = {"username": auth_stack.user, "password": "not-the-password"}
-    ctx = browser.new_context(base_url=auth_stack.base_url, http_credentials=wrong)
-    p = ctx.new_page()
-    resp = p.goto("/")
-    assert resp is not None and resp.status == 401
-    assert resp.headers["www-authenticate"] == challenge
-    assert resp.json()["detail"].startswith("invalid credentials")
-    expect(p.locator("body")).not_to_contain_text("Send via Celery")
-    ctx.close()
-
-
-def test_with_basic_auth_the_board_works(
-    browser: Browser, auth_stack: AuthStack, shots: Path
-) -> None:
-    """The browser sends the login with the page, its assets, its fetch() calls and
-    the live stream (EventSource): a submitted task goes DONE on the open page."""
-    ctx = browser.new_context(
-        base_url=auth_stack.base_url,
-        viewport={"width": 1280, "height": 900},
-        http_credentials={"username": auth_stack.user, "password": auth_stack.password},
-    )
-    ctx.set_default_timeout(TIMEOUT_MS)
-    p = ctx.new_page()
-    refused: list[str] = []  # requests that ended in a 401 (not the challenge round trips)
-    p.on("response", lambda r: refused.append(r.url) if r.status == 401 else None)
-    resp = p.goto("/")
-    assert resp is not None and resp.status == 200
-    expect(p.locator("#conn")).to_have_attribute("data-state", "live")  # the live stream
-    p.evaluate("window.__noReload = true")
-    form = card(p, "rabbitmq")
-    form.get_by_label("Duration, s").fill("1")
-    form.get_by_role("button", name="Send via RabbitMQ").click()
-    expect(form.locator(".msg")).to_contain_text("accepted")
-    num = submitted_num(form)
-    r = row(p, num)
-    expect(r.locator("td.st")).to_have_text("IN_PROGRESS")
-    expect(r.locator("td.st")).to_have_text("DONE")
-    expect(r.locator("td").nth(4)).to_contain_text("consumer@")
-    expect(p.locator("#s-workers li.online", has_text="consumer@")).to_have_count(1)  # overview
-    assert_not_reloaded(p)
-    p.screenshot(path=str(shots / "board-basic-auth.png"), full_page=True)
-    assert refused == [], refused
-    ctx.close()
-
-
-NO_STATS_VHOST = "ui-no-stats"
-
-
-def test_without_broker_stats_workers_are_not_called_offline(
-    request: pytest.FixtureRequest,
-    browser: Browser,
-    release: Release | None,
-    artifacts: Path,
-    tmp_path: Path,
-) -> None:
-    """An api without RMQ_MANAGEMENT_URL cannot tell who consumes: the header strip says
-    so ("unknown") instead of listing a busy worker as offline."""
-    if release is not None:
-        pytest.skip("starts an api on this machine")
-    broker: RabbitNode = request.getfixturevalue("broker")
-    with vhost_stack(
-        broker, NO_STATS_VHOST, tmp_path, artifacts / "logs-no-stats", consumer_concurrency=1
-    ) as cfg:
-        ctx = browser.new_context(base_url=cfg.api_base_url)
-        ctx.set_default_timeout(TIMEOUT_MS)
-        p = ctx.new_page()
-        p.goto("/")
-        expect(p.locator("#conn")).to_have_attribute("data-state", "live")
-        expect(p.locator("#s-workers")).to_contain_text("none seen")
-        form = card(p, "rabbitmq")
-        form.get_by_label("Duration, s").fill("0")
-        form.get_by_role("button", name="Send via RabbitMQ").click()
-        expect(row(p, submitted_num(form)).locator("td.st")).to_have_text("DONE")
-        worker = p.locator("#s-workers li", has_text="consumer@")
-        expect(worker).to_contain_text("online status unknown")
-        expect(p.locator("#s-workers li.online")).to_have_count(0)
-        expect(p.locator("#s-queues-value")).to_have_text("unknown")
-        ctx.close()

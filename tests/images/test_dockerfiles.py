@@ -22,7 +22,14 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tasklab_devtools.images import IMAGE_UID, SERVICES, network_snapshot, pinned_base_image
+from tasklab_devtools.images import (
+    IMAGE_UID,
+    SAFE_DOCKERD_FLAGS,
+    SERVICES,
+    network_snapshot,
+    pinned_base_image,
+)
+from tasklab_devtools.images import main as images_main
 from tasklab_devtools.procs import ManagedProcess
 from tasklab_devtools.stack import StackConfig, api_process, celery_process, consumer_process
 
@@ -88,6 +95,29 @@ def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
     return result
 
 
+def named(instructions: list[Instruction], name: str) -> list[Instruction]:
+    """The stage ``FROM ... AS name`` ([] when there is none)."""
+    found = [st for st in stages(instructions) if st[0].args.endswith(f" AS {name}")]
+    return found[0] if found else []
+
+
+def builder_and_final(text: str) -> tuple[list[Instruction], list[Instruction]]:
+    """The builder stage and the final (unnamed, last) one."""
+    instructions = parse(text)
+    return named(instructions, "builder"), stages(instructions)[-1]
+
+
+#: Stages a service has before its builder: the api's UI libraries (npm).
+EXTRA_STAGES = {"api": ["ui"]}
+#: What the api's UI stage copies in, and where its output goes.
+UI_SOURCES = {
+    "services/api/ui/package.json",
+    "services/api/ui/package-lock.json",
+    "services/api/ui/build.mjs",
+}
+UI_COPY = ("COPY", "--from=ui", "/ui/vendor")
+
+
 def exec_form(ins: Instruction | None) -> list[str]:
     """The JSON array of an exec-form ENTRYPOINT/CMD ([] when absent)."""
     if ins is None:
@@ -133,7 +163,8 @@ def stack_command(service: str) -> list[str]:
 
 
 def rule_pinned_base(service: str, text: str) -> list[str]:
-    """ARG PYTHON_IMAGE comes first, pins a full version, and every FROM uses it."""
+    """ARG PYTHON_IMAGE comes first, pins a full version, and every FROM uses it: the
+    builder, then the runtime (the api: a UI stage before them)."""
     instructions = parse(text)
     problems = []
     first = instructions[0] if instructions else None
@@ -141,17 +172,19 @@ def rule_pinned_base(service: str, text: str) -> list[str]:
         problems.append("the first instruction must be ARG PYTHON_IMAGE=<pinned base>")
     elif not PINNED_BASE.fullmatch(first.args.removeprefix("PYTHON_IMAGE=")):
         problems.append(f"base {first.args!r} is not pinned to python:3.11.<patch>-slim-bookworm")
-    froms = [ins for ins in instructions if ins.keyword == "FROM"]
-    if [f.args.split()[0] for f in froms] != ["${PYTHON_IMAGE}"] * 2:
-        problems.append("expected two stages, both FROM ${PYTHON_IMAGE}")
-    if froms and froms[0].args != "${PYTHON_IMAGE} AS builder":
-        problems.append("the first stage must be `FROM ${PYTHON_IMAGE} AS builder`")
+    froms = [ins.args for ins in instructions if ins.keyword == "FROM"]
+    extra = EXTRA_STAGES.get(service, [])
+    expected = [f"${{PYTHON_IMAGE}} AS {name}" for name in [*extra, "builder"]] + [
+        "${PYTHON_IMAGE}"
+    ]
+    if froms != expected:
+        problems.append(f"expected the stages {expected}, all FROM ${{PYTHON_IMAGE}}: {froms}")
     return problems
 
 
 def rule_uv_install(service: str, text: str) -> list[str]:
     """The builder installs a pinned uv, then the service's locked dependencies only."""
-    builder = stages(parse(text))[0]
+    builder = named(parse(text), "builder")
     problems = []
     args = {
         i.args.partition("=")[0]: i.args.partition("=")[2] for i in builder if i.keyword == "ARG"
@@ -177,11 +210,25 @@ def rule_uv_install(service: str, text: str) -> list[str]:
 def rule_copies(service: str, text: str) -> list[str]:
     """The builder copies the lock, every member's pyproject and only the code it needs;
     the final stage copies only the venv."""
-    builder, final = stages(parse(text))
+    builder, final = builder_and_final(text)
     problems = []
-    sources = [src for copy in copy_sources(builder) for src in copy[1:]]
+    own = [c for c in copy_sources(builder) if not c[1].startswith("--from=")]
+    sources = [src for copy in own for src in copy[1:]]
     if any(copy[0] == "ADD" for copy in copy_sources(builder) + copy_sources(final)):
         problems.append("use COPY, not ADD")
+    from_stages = [c for c in copy_sources(builder) if c[1].startswith("--from=")]
+    if from_stages != ([UI_COPY] if service == "api" else []):
+        problems.append(f"the builder's copies from other stages: {from_stages}")
+    if service == "api":
+        ui = named(parse(text), "ui")
+        ui_sources = {src for copy in copy_sources(ui) for src in copy[1:]}
+        if ui_sources != UI_SOURCES:
+            problems.append(
+                f"the UI stage copies {sorted(ui_sources)}; expected {sorted(UI_SOURCES)}"
+            )
+        runs = " ".join(i.args for i in ui if i.keyword == "RUN")
+        if "npm ci --ignore-scripts" not in runs:
+            problems.append("the UI stage must install from the lockfile: npm ci --ignore-scripts")
     wanted = {"pyproject.toml", "uv.lock"}
     wanted |= {f"{member}/pyproject.toml" for member in workspace_members()}
     wanted |= {"libs/common/src", f"services/{service}/src"}
@@ -197,7 +244,7 @@ def rule_copies(service: str, text: str) -> list[str]:
 def rule_runtime(service: str, text: str) -> list[str]:
     """The final stage: a fixed non-root numeric USER, the venv on PATH, no bytecode
     writes, unbuffered output, and nothing but /tmp (and /data for the api) to write."""
-    final = stages(parse(text))[1]
+    final = builder_and_final(text)[1]
     problems = []
     users = [ins.args for ins in final if ins.keyword == "USER"]
     if users != [f"{IMAGE_UID}:{IMAGE_UID}"]:
@@ -224,7 +271,7 @@ def rule_runtime(service: str, text: str) -> list[str]:
 
 def rule_command(service: str, text: str) -> list[str]:
     """Exec-form ENTRYPOINT (+ CMD) equal to the command ``make dev`` runs."""
-    final = stages(parse(text))[1]
+    final = builder_and_final(text)[1]
     entrypoints = [ins for ins in final if ins.keyword == "ENTRYPOINT"]
     cmds = [ins for ins in final if ins.keyword == "CMD"]
     if len(entrypoints) != 1 or len(cmds) > 1:
@@ -292,6 +339,13 @@ REGRESSIONS: dict[str, tuple[str, str, str]] = {
     ),
     "bytecode written": ("consumer", "PYTHONDONTWRITEBYTECODE=1", "PYTHONDONTWRITEBYTECODE=0"),
     "sqlite in the image": ("api", "sqlite:////data/tasklab.db", "sqlite:///./tasklab.db"),
+    "no UI libraries": (
+        "api",
+        "COPY --from=ui /ui/vendor services/api/src/tasklab_api/static/vendor\n",
+        "",
+    ),
+    "UI install scripts run": ("api", "npm ci --ignore-scripts", "npm install"),
+    "UI stage elsewhere": ("api", "FROM ${PYTHON_IMAGE} AS ui", "FROM node:20 AS ui"),
 }
 
 
@@ -306,11 +360,18 @@ def test_rules_catch_regressions(name: str) -> None:
 
 
 def _normalised(service: str) -> list[Instruction]:
-    """The Dockerfile with its service's names replaced by placeholders."""
+    """The Dockerfile with its service's names replaced by placeholders, and without the
+    api's UI stage and the copy of its output."""
     text = dockerfile_text(service)
     text = text.replace(package_name(service), "PACKAGE")
     text = text.replace(f"services/{service}/src", "SERVICE_SRC")
-    return [Instruction(i.keyword, i.args, 0) for i in parse(text)]
+    instructions = [Instruction(i.keyword, i.args, 0) for i in parse(text)]
+    ui = named(instructions, "ui")
+    return [
+        i
+        for i in instructions
+        if i not in ui and not (i.keyword == "COPY" and i.args.startswith("--from=ui "))
+    ]
 
 
 def test_dockerfiles_share_one_layout() -> None:
@@ -336,7 +397,9 @@ def test_dockerignore_allows_exactly_what_is_copied() -> None:
     copied = {
         src
         for service in SERVICES
-        for copy in copy_sources(stages(parse(dockerfile_text(service)))[0])
+        for stage in stages(parse(dockerfile_text(service)))
+        for copy in copy_sources(stage)
+        if not copy[1].startswith("--from=")
         for src in copy[1:]
     }
     assert allowed == copied
@@ -400,3 +463,19 @@ def test_network_snapshot_is_stable() -> None:
     first = network_snapshot()
     assert first == network_snapshot()
     assert "127.0.0.1" in first
+
+
+def test_make_images_without_an_engine_says_to_start_docker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(It suggested the flags of the engine make verify-images starts, which would leave
+    kind's node containers on a user's machine without a network.)"""
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert images_main(["build", "--tag", "t", "--log-dir", str(tmp_path / "logs")]) == 1
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "start Docker" in text and "docker info" in text, text
+    assert not any(flag in text for flag in SAFE_DOCKERD_FLAGS), text

@@ -47,6 +47,8 @@ PROTECTED: list[tuple[str, str, int]] = [
     ("POST", "/api/tasks", 503),  # no broker
     ("POST", "/api/tasks/some-task/cancel", 404),
     ("GET", "/api/overview", 200),
+    ("GET", "/api/activity", 200),
+    ("GET", "/static/js/timeline.js", 200),
     ("GET", "/docs", 200),
     ("GET", "/docs/oauth2-redirect", 200),
     ("GET", "/redoc", 200),

@@ -29,6 +29,7 @@ from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
 from tasklab_api.origin import HostCheckMiddleware, OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
 from tasklab_api.routers import (
+    activity,
     callbacks,
     cluster,
     docs,
@@ -195,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = {**protected, "dependencies": [*protected["dependencies"], KnownQuery]}
     app.include_router(tasks.router, **api)
     app.include_router(overview.router, **api)
+    app.include_router(activity.router, **api)
     app.include_router(cluster.router, **api)
     app.include_router(ui.router, **protected)
     app.include_router(docs.router, **protected)

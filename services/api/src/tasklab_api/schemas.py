@@ -177,5 +177,42 @@ class OverviewOut(BaseModel):
     workers: list[WorkerOut]
 
 
+class ActivityTaskOut(BaseModel):
+    """A task as the timeline draws it (no parameters or result)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    num: int
+    method: Method
+    kind: TaskKind
+    status: TaskStatus
+    worker: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class SeriesOut(BaseModel):
+    submitted: list[int] = Field(description="Tasks submitted in each bucket.")
+    finished: list[int] = Field(description="Tasks that ended (any final status) in each bucket.")
+    failed: list[int] = Field(description="Of those, the FAILED ones.")
+    waiting: list[int] = Field(description="Tasks accepted and not started at each bucket's end.")
+    running: list[int] = Field(description="Tasks running (or retrying) at each bucket's end.")
+
+
+class ActivityOut(BaseModel):
+    now: datetime
+    start: datetime = Field(description="Start of the first bucket (aligned to the clock).")
+    bucket_seconds: float
+    series: SeriesOut
+    tasks: list[ActivityTaskOut] = Field(
+        description="Tasks changed in the window or not final, newest first (bounded)."
+    )
+    tasks_total: int = Field(description="How many there are in all.")
+
+
 class ErrorOut(BaseModel):
     detail: str

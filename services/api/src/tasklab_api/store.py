@@ -204,6 +204,10 @@ class TaskStore:
     def session(self) -> AsyncSession:
         return self._sessions()
 
+    def read_session(self) -> AsyncSession:
+        """A session for reads only (e.g. :mod:`tasklab_api.activity`)."""
+        return self._reads()
+
     async def create(
         self, method: Method, kind: TaskKind, params: TaskParams, *, label: str | None = None
     ) -> Task:

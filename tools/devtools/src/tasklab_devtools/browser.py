@@ -1,11 +1,15 @@
-"""Debian's Chromium for the browser tests, launched the way this machine allows."""
+"""Debian's Chromium for the browser tests, launched the way this machine allows, and the
+helpers every browser test and the screenshots share (the board at a width, in a
+language; its cards, rows and charts)."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
-from playwright.sync_api import Browser, Playwright
+from playwright.sync_api import Browser, Locator, Page, Playwright, ViewportSize
 
 CHROMIUM = os.environ.get("TASKLAB_CHROMIUM", "/usr/bin/chromium")
 #: No sandbox (root), no GPU, and nothing that reaches out to the network by itself.
@@ -26,3 +30,88 @@ def launch_chromium(pw: Playwright) -> Browser:
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"no Chromium at {CHROMIUM}: run scripts/bootstrap.sh --test")
     return pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True)
+
+
+# ------------------------------------------------------------------ the board
+
+#: The widths the UI is tested and shown at: a laptop, and a phone (390 px, as an
+#: iPhone 12-15 in portrait).
+VIEWPORTS: dict[str, ViewportSize] = {
+    "desktop": {"width": 1280, "height": 900},
+    "phone": {"width": 390, "height": 844},
+}
+#: Collects what the page's Content-Security-Policy refused (added before any script).
+CSP_WATCH = (
+    "window.__csp = [];"
+    "document.addEventListener('securitypolicyviolation',"
+    " (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+)
+
+
+def open_board(
+    browser: Browser,
+    base_url: str,
+    viewport: str = "desktop",
+    *,
+    lang: str | None = None,
+    timeout_ms: float = 30_000,
+    **context: Any,
+) -> Page:
+    """A new context's page on the board, live (its event stream connected), with the
+    CSP watch installed; ``lang`` ('en', 'ru') as if chosen before. Close it with
+    ``page.context.close()``."""
+    ctx = browser.new_context(base_url=base_url, viewport=VIEWPORTS[viewport], **context)
+    ctx.set_default_timeout(timeout_ms)
+    ctx.add_init_script(CSP_WATCH)
+    if lang is not None:
+        ctx.add_init_script(f"localStorage.setItem('tasklab.lang', {lang!r})")
+    page = ctx.new_page()
+    page.goto("/")
+    page.wait_for_selector("#conn[data-state=live]")
+    return page
+
+
+def card(page: Page, method: str) -> Locator:
+    """The submit card of ``method``, brought into view: on a phone, where one card
+    shows at a time, by its button in the method switch."""
+    switch = page.locator(f"#method-switch button[data-method={method}]")
+    if switch.is_visible():
+        switch.click()
+    return page.locator(f"form.card[data-method={method}]")
+
+
+def task_row(page: Page, num: int) -> Locator:
+    """The task table's row of task ``num`` (by its number's text: any language)."""
+    return page.locator(
+        "#tasks tbody tr", has=page.locator("button.num-btn", has_text=re.compile(rf"^{num}$"))
+    )
+
+
+def submitted_num(form: Locator) -> int:
+    """The number of the task a card just submitted, from its confirmation line."""
+    msg = form.locator(".msg.ok")
+    msg.wait_for()
+    match = re.search(r"(\d+)", msg.inner_text())
+    if match is None:
+        raise AssertionError(f"no task number in {msg.inner_text()!r}")
+    return int(match.group(1))
+
+
+def chart_data(page: Page, canvas: str) -> Any:
+    """What a Chart.js chart draws (its datasets and labels, and its axis labels)."""
+    return page.evaluate(
+        """(sel) => {
+          const chart = window.Chart && Chart.getChart(document.querySelector(sel));
+          if (!chart) return null;
+          return {
+            labels: chart.data.labels || null,
+            datasets: chart.data.datasets.map((d) => ({
+              label: d.label, color: d.backgroundColor,
+              data: d.data.map((p) => (p && p.task ? {x: p.x, y: p.y, num: p.task.num,
+                status: p.task.status, worker: p.task.worker} : p)) })),
+            ticks: Object.fromEntries(Object.entries(chart.scales)
+              .map(([k, s]) => [k, s.ticks.map((t) => t.label)])),
+          };
+        }""",
+        canvas,
+    )

@@ -12,7 +12,8 @@ Run it from the repository root. It
    ``DEV_RMQ_DIST_PORT``) and writes its ``RMQ_URL`` (with the generated password) to
    ``.env``, so the next run reuses the node's data and credentials;
 3. runs the api (port 8080), a Celery worker (concurrency 3), the consumer and the
-   Celery beat (housekeeping, schedule state in ``.dev/``) with prefixed output until
+   Celery beat (housekeeping, schedule state in ``.dev/``) with prefixed output (also
+   written per service to ``.dev/logs/<service>.log``: ``make logs SERVICE=...``) until
    Ctrl-C or until one of them dies, then stops everything, the private node included.
 """
 
@@ -30,6 +31,7 @@ from typing import IO
 from urllib.parse import unquote, urlsplit
 
 from tasklab_common.settings import CALLBACK_PATH
+from tasklab_devtools.devlogs import LOG_DIR
 from tasklab_devtools.prometheus import LocalPrometheus
 from tasklab_devtools.rabbitmq import (
     AmqpLoginError,
@@ -38,6 +40,7 @@ from tasklab_devtools.rabbitmq import (
     ensure_rabbitmq_server,
 )
 from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.uiassets import ensure as ensure_ui_assets
 
 __all__ = ["main", "read_dotenv", "update_dotenv"]
 
@@ -173,6 +176,10 @@ def _banner(
         ("API docs", f"{ui}/docs"),
         ("RabbitMQ", broker),
         ("Celery", "uv run celery -A celery_app inspect registered   (from the repo root)"),
+        (
+            "Logs",
+            "make logs SERVICE=celery-worker   (or api, consumer, celery-beat; all: make logs)",
+        ),
         *(
             [("Prometheus", f"{prometheus.url}  (metrics of the api and the broker)")]
             if prometheus is not None
@@ -270,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     stack: LocalStack | None = None
     prometheus: LocalPrometheus | None = None
     try:
+        try:
+            ensure_ui_assets()  # the UI's chart library (npm), when its lockfile changed
+        except RuntimeError as exc:  # the board works without it, its charts off
+            _say(f"warning: {exc}; until then the board shows no charts")
         rmq_url, node = _broker(settings, dotenv, env_file, not args.no_broker_start)
         if "RMQ_URL" in os.environ and os.environ["RMQ_URL"] != rmq_url:
             _say("note: RMQ_URL in your shell overrides .env for the celery command below")
@@ -285,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             cwd=root,
             beat_schedule=root / ".dev" / "celerybeat-schedule",
+            log_copy_dir=root / LOG_DIR,  # what make logs follows
         )
         stack = LocalStack(cfg)
         stack.start(beat=True)

@@ -636,6 +636,7 @@ def check_images(run: ImageRun, timings: dict[str, float]) -> None:
             _wait_ready(client, run, names["api"], 90)
             timings["api ready"] = time.monotonic() - began
             _say(f"api container ready on {base_url}")
+            _check_ui_assets(client)
             _check_users(run, names)
             workers = _check_tasks(client, run, names, timings)
         began = time.monotonic()
@@ -668,6 +669,20 @@ def _wait_ready(client: httpx.Client, run: ImageRun, name: str, timeout: float) 
         if time.monotonic() >= deadline:
             raise TimeoutError(f"/readyz not 200 after {timeout:g} s ({last}):\n{run.logs(name)}")
         time.sleep(0.3)
+
+
+def _check_ui_assets(client: httpx.Client) -> None:
+    """The page and every script and stylesheet it loads, the chart library (built in
+    the image's UI stage) among them, are served by the api itself."""
+    page = client.get("/")
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    if page.status_code != 200 or "/static/vendor/chart.umd.min.js" not in assets:
+        raise RuntimeError(f"the api image's page does not load the chart library: {assets}")
+    for asset in assets:
+        got = client.get(asset)
+        if got.status_code != 200 or not got.content:
+            raise RuntimeError(f"the api image does not serve {asset}: HTTP {got.status_code}")
+    _say(f"api image: the page's {len(assets)} assets, Chart.js among them, are served")
 
 
 def _check_users(run: ImageRun, names: dict[str, str]) -> None:

@@ -189,7 +189,9 @@ class ManagedProcess:
 
     Output (stdout and stderr together) goes to ``log_path`` when given, appended to
     across restarts (the file is truncated on the first start). Otherwise every line is
-    copied to our stdout as ``name | line``, the name coloured on a terminal.
+    copied to our stdout as ``name | line``, the name coloured on a terminal, and, when
+    ``copy_path`` is given, to that file as is (truncated and appended to the same way:
+    what ``make logs`` follows).
     """
 
     def __init__(
@@ -199,12 +201,14 @@ class ManagedProcess:
         env: dict[str, str],
         cwd: Path | None = None,
         log_path: Path | None = None,
+        copy_path: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env)
         self.cwd = cwd
         self.log_path = log_path
+        self.copy_path = copy_path
         #: Width the name is padded to in prefixed output (the Supervisor aligns names).
         self.prefix_width = len(name)
         self._popen: subprocess.Popen[bytes] | None = None
@@ -250,25 +254,32 @@ class ManagedProcess:
         finally:
             if log_file is not None:
                 log_file.close()
+        copy: IO[bytes] | None = None
+        if self._popen.stdout is not None and self.copy_path is not None:
+            self.copy_path.parent.mkdir(parents=True, exist_ok=True)
+            copy = self.copy_path.open("ab" if self._started_once else "wb")
         self._started_once = True
         _unstopped.add(self)
         if self._popen.stdout is not None:
             self._reader = threading.Thread(
                 target=self._copy_output,
-                args=(self._popen.stdout,),
+                args=(self._popen.stdout, copy),
                 name=f"output-{self.name}",
                 daemon=True,
             )
             self._reader.start()
 
-    def _copy_output(self, pipe: IO[bytes]) -> None:
-        with pipe:
+    def _copy_output(self, pipe: IO[bytes], copy: IO[bytes] | None) -> None:
+        with pipe, copy or contextlib.nullcontext():
             for raw in iter(pipe.readline, b""):
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 with _print_lock:
                     out = sys.stdout
                     out.write(f"{self._prefix(out)}{line}\n")
                     out.flush()
+                if copy is not None:
+                    copy.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                    copy.flush()
 
     def _prefix(self, out: IO[str]) -> str:
         label = self.name.ljust(self.prefix_width)

@@ -51,6 +51,9 @@ class StackConfig:
     consumer_concurrency: int = 3
     #: Each process logs to ``log_dir/<name>.log``; None: prefixed lines on our stdout.
     log_dir: Path | None = None
+    #: With prefixed lines on our stdout: each process's output also in
+    #: ``log_copy_dir/<name>.log`` (``make dev``'s, for ``make logs``).
+    log_copy_dir: Path | None = None
     #: Added last to the services' environment (overrides everything else).
     rmq_management_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -98,6 +101,12 @@ class StackConfig:
         """``log_dir/<name>.log``, or None when logging to stdout."""
         return None if self.log_dir is None else self.log_dir / f"{name}.log"
 
+    def copy_path(self, name: str) -> Path | None:
+        """``log_copy_dir/<name>.log`` when logging to stdout with a copy; else None."""
+        if self.log_dir is not None or self.log_copy_dir is None:
+            return None
+        return self.log_copy_dir / f"{name}.log"
+
 
 def venv_command(name: str) -> str:
     """A console script of the running virtual environment (next to ``sys.executable``).
@@ -119,7 +128,12 @@ def api_process(cfg: StackConfig, name: str = "api", port: int | None = None) ->
     if port is not None:
         env["API_PORT"] = str(port)
     return ManagedProcess(
-        name, [venv_command("tasklab-api")], env, cwd=cfg.cwd, log_path=cfg.log_path(name)
+        name,
+        [venv_command("tasklab-api")],
+        env,
+        cwd=cfg.cwd,
+        log_path=cfg.log_path(name),
+        copy_path=cfg.copy_path(name),
     )
 
 
@@ -132,7 +146,7 @@ def celery_process(
     """A Celery worker: ``celery -A celery_app worker --loglevel=info --concurrency=N``.
 
     ``node_name`` gives the worker the name ``NODE@<host>`` (``-n``), needed when
-    several workers run on one machine.
+    several workers run on one machine; a name with its own ``@host`` is taken as is.
     """
     argv = [
         venv_command("celery"),
@@ -143,9 +157,14 @@ def celery_process(
         f"--concurrency={concurrency if concurrency is not None else cfg.celery_concurrency}",
     ]
     if node_name is not None:
-        argv += ["-n", f"{node_name}@%h"]
+        argv += ["-n", node_name if "@" in node_name else f"{node_name}@%h"]
     return ManagedProcess(
-        name, argv, cfg.env("celery-worker"), cwd=cfg.cwd, log_path=cfg.log_path(name)
+        name,
+        argv,
+        cfg.env("celery-worker"),
+        cwd=cfg.cwd,
+        log_path=cfg.log_path(name),
+        copy_path=cfg.copy_path(name),
     )
 
 
@@ -163,7 +182,12 @@ def beat_process(cfg: StackConfig, name: str = "celery-beat") -> ManagedProcess:
         f"--schedule={cfg.beat_schedule}",
     ]
     return ManagedProcess(
-        name, argv, cfg.env("celery-beat"), cwd=cfg.cwd, log_path=cfg.log_path(name)
+        name,
+        argv,
+        cfg.env("celery-beat"),
+        cwd=cfg.cwd,
+        log_path=cfg.log_path(name),
+        copy_path=cfg.copy_path(name),
     )
 
 
@@ -175,6 +199,7 @@ def consumer_process(cfg: StackConfig, name: str = "consumer") -> ManagedProcess
         cfg.env("consumer"),
         cwd=cfg.cwd,
         log_path=cfg.log_path(name),
+        copy_path=cfg.copy_path(name),
     )
 
 
