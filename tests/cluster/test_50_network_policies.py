@@ -11,7 +11,8 @@ not a broken network:
   port but neither the broker nor the api's internal port (the signed callback);
 * a pod in another namespace carrying exactly a worker's labels reaches neither;
 * a pod in the release's namespace with a worker's labels reaches both (what a
-  NetworkPolicy can select on: labels, within its namespace; README says so).
+  NetworkPolicy can select on: labels, within its namespace; README says so), and, held
+  to the workers' egress policy, not the api's public port.
 """
 
 from __future__ import annotations
@@ -153,5 +154,5 @@ def test_who_reaches_the_broker_and_the_callback_route(
     assert seen == {
         "impostor": {"api (public)": True, "broker": False, "api-internal (callback)": False},
         "foreign": {"api (public)": True, "broker": False, "api-internal (callback)": False},
-        "labelled": {"api (public)": True, "broker": True, "api-internal (callback)": True},
+        "labelled": {"api (public)": False, "broker": True, "api-internal (callback)": True},
     }

@@ -29,7 +29,7 @@ DASHBOARDS = sorted((ROOT / "deploy" / "helm" / "tasklab" / "dashboards").glob("
 
 @pytest.fixture(scope="module")
 def prometheus(installed: Cluster, release: Release, target: Target) -> Iterator[str]:
-    installed.cli("up", "--monitoring", "--no-service-images", timeout=3600)
+    installed.cli("up", "--keda", "--monitoring", "--no-service-images", timeout=3600)
     installed.cli(
         "install", "--monitoring", "--keda",
         "--", "--set", "monitoring.rules.withoutConsumerFor=1m",
