@@ -9,10 +9,10 @@ import httpx
 import pytest
 from e2eclient import Target
 
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
 from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_common.signing import sign_headers
 
 BAD_BODIES: list[Any] = [
     {"method": "celery", "duration": -1},

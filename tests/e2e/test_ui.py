@@ -21,9 +21,9 @@ from e2eclient import Target
 from playwright.sync_api import Browser, HttpCredentials, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
+from tasklab_common.signing import sign_headers
 from tasklab_devtools.browser import launch_chromium
 from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port

@@ -27,13 +27,6 @@ from celery.result import EagerResult
 
 import celery_app
 import celery_tasks
-from tasklab_common.auth import (
-    NONCE_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    CallbackAuthError,
-    verify,
-)
 from tasklab_common.messages import (
     API_ORIGIN_PREFIX,
     UNKNOWN_TASK_HEADER,
@@ -44,6 +37,13 @@ from tasklab_common.messages import (
     celery_call,
 )
 from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
+from tasklab_common.signing import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    CallbackAuthError,
+    verify,
+)
 from tasklab_common.work import SimulatedFailure, process_data
 
 SECRET = "celery-flow-test-secret-0123456789"

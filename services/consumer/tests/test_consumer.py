@@ -32,16 +32,16 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingConnection
 
-from tasklab_common.auth import (
+from tasklab_common.messages import CallbackReply, StatusUpdate, TaskMessage, TaskParams
+from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
+from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_common.signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     CallbackAuthError,
     verify,
 )
-from tasklab_common.messages import CallbackReply, StatusUpdate, TaskMessage, TaskParams
-from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
-from tasklab_common.queues import DIRECT_QUEUE
 from tasklab_devtools.rabbitmq import RabbitNode, private_node
 from tasklab_devtools.waiting import wait_until
 

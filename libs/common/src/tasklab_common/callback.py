@@ -17,7 +17,6 @@ from urllib.parse import urljoin
 
 import httpx
 
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import (
     UNKNOWN_TASK_HEADER,
     CallbackReply,
@@ -26,6 +25,7 @@ from tasklab_common.messages import (
     StatusUpdate,
 )
 from tasklab_common.models import TaskStatus
+from tasklab_common.signing import sign_headers
 
 log = logging.getLogger("tasklab.callback")
 

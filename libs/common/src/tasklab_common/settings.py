@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasklab_common.auth import MIN_SECRET_LENGTH
+from tasklab_common.signing import MIN_SECRET_LENGTH
 
 #: The api's status callback route (``API_URL`` ends in it).
 CALLBACK_PATH = "/update_task_status_api/"

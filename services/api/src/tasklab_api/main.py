@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tasklab_api.auth import Authenticator
 from tasklab_api.brokerstats import BrokerStats
 from tasklab_api.config import Settings, get_settings
 from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
@@ -25,6 +24,7 @@ from tasklab_api.events import EventHub
 from tasklab_api.headers import SecurityHeadersMiddleware
 from tasklab_api.httpmetrics import HttpMetricsMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
+from tasklab_api.login import Authenticator
 from tasklab_api.origin import HostCheckMiddleware, OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
 from tasklab_api.routers import (

@@ -6,7 +6,7 @@ from fastapi import HTTPException, Request
 from starlette.requests import ClientDisconnect
 
 from tasklab_api.config import Settings
-from tasklab_common.auth import (
+from tasklab_common.signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -19,7 +19,7 @@ from tasklab_common.auth import (
 async def read_signed(request: Request, settings: Settings) -> tuple[bytes, VerifiedCall]:
     """The body of a signed request and its verified signature.
 
-    Raises :class:`~tasklab_common.auth.CallbackAuthError` for a missing, bad or stale
+    Raises :class:`~tasklab_common.signing.CallbackAuthError` for a missing, bad or stale
     signature, and ``HTTPException(400)`` when the client went away mid-request (e.g. a
     killed worker): nothing was applied, and it is not a server error.
     """

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from tasklab_api.config import Settings
 from tasklab_api.main import create_app
 from tasklab_api.migrate import upgrade
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
+from tasklab_common.signing import sign_headers
 from tasklab_devtools.stack import venv_command
 
 KEY_A = secrets.token_urlsafe(24)
