@@ -131,6 +131,7 @@ def test_forged_and_replayed_callbacks_change_nothing(target: Target) -> None:
     # An authentic report, then the very same request replayed.
     ok = _post_callback(target, body, signed)
     assert ok.status_code == 200, ok.text
+    assert ok.json()["verdict"] == "applied", ok.text
     assert _post_callback(target, body, signed).status_code == 403
     # A late report after the final one changes nothing.
     late = (
@@ -141,6 +142,7 @@ def test_forged_and_replayed_callbacks_change_nothing(target: Target) -> None:
     resp = _post_callback(target, late, sign_headers(target.secret, late))
     assert resp.status_code == 200
     assert resp.json()["applied"] is False
+    assert resp.json()["verdict"] == "stale"
     final = target.task(victim["id"])
     assert final["status"] == "DONE"
     assert final["error"] is None

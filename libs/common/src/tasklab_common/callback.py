@@ -25,6 +25,7 @@ from tasklab_common.messages import (
     StatusUpdate,
 )
 from tasklab_common.models import TaskStatus
+from tasklab_common.settings import HOUSEKEEPING_PATH
 from tasklab_common.signing import sign_headers
 
 log = logging.getLogger("tasklab.callback")
@@ -120,16 +121,13 @@ class CallbackClient:
             delay = min(delay * 2, self._backoff_max)
 
 
-#: The api's housekeeping route, relative to the callback URL (``API_URL``).
-HOUSEKEEPING_PATH = "../internal/housekeeping"
-
-
 def housekeeping_url(api_url: str) -> str:
     """``.../internal/housekeeping`` next to ``.../update_task_status_api/``.
 
     Relative, so an api served under a path prefix is reached under the same prefix.
     """
-    return urljoin(api_url if api_url.endswith("/") else api_url + "/", HOUSEKEEPING_PATH)
+    base = api_url if api_url.endswith("/") else api_url + "/"
+    return urljoin(base, f"..{HOUSEKEEPING_PATH}")
 
 
 def request_housekeeping(

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from tasklab_common.models import WORKER_STATUSES, Method, TaskKind, TaskStatus
+from tasklab_common.models import WORKER_STATUSES, Method, TaskKind, TaskStatus, Verdict
 
 #: Upper bounds shared by validation everywhere.
 MAX_DURATION_SECONDS: Final = 3600.0
@@ -230,6 +230,9 @@ class CallbackReply(BaseModel):
     applied: bool
     status: TaskStatus
     proceed: bool
+    #: What the api made of the report (``applied``, ``duplicate`` and ``dead_letter``
+    #: say it too, for older workers); None in the client's own reply to a 404.
+    verdict: Verdict | None = None
     #: The task's attempts so far, as the api records them.
     attempts: int = 0
     duplicate: bool = False

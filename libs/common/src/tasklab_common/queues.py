@@ -21,7 +21,5 @@ ALL_QUEUES: Final = (CELERY_QUEUE, DIRECT_QUEUE, DEAD_LETTER_QUEUE)
 
 #: The queue each method's tasks are published to (``sync`` runs on the Celery workers).
 QUEUE_OF_METHOD: Final = {
-    Method.CELERY: CELERY_QUEUE,
-    Method.SYNC: CELERY_QUEUE,
-    Method.RABBITMQ: DIRECT_QUEUE,
+    method: CELERY_QUEUE if method.runs_on_celery else DIRECT_QUEUE for method in Method
 }

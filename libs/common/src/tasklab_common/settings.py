@@ -19,6 +19,8 @@ from tasklab_common.signing import MIN_SECRET_LENGTH
 
 #: The api's status callback route (``API_URL`` ends in it).
 CALLBACK_PATH = "/update_task_status_api/"
+#: The api's housekeeping route (asked by the beat's task, next to the callback route).
+HOUSEKEEPING_PATH = "/internal/housekeeping"
 
 
 class BrokerSettings(BaseSettings):

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tasklab_api.brokerstats import BrokerStats
+from tasklab_api.cancelling import Canceller
 from tasklab_api.config import Settings, get_settings
 from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
 from tasklab_api.deps import KnownQuery
@@ -51,7 +51,7 @@ async def _purge_nonces(store: TaskStore, keep: timedelta) -> None:
     while True:
         await asyncio.sleep(NONCE_PURGE_INTERVAL)
         try:
-            await store.purge_nonces(keep)
+            await store.housekeeping.purge_nonces(keep)
         except Exception as exc:
             log.warning("purging callback nonces failed: %s", exc)
 
@@ -106,26 +106,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = normalize_url(settings.database_url)
         postgres = not is_sqlite(url)
         engine = create_engine(settings.database_url)
-        store = TaskStore(
-            session_factory(engine), postgres=postgres, delivery_limit=settings.delivery_limit
-        )
         hub = EventHub()
+        store = TaskStore(
+            session_factory(engine),
+            postgres=postgres,
+            delivery_limit=settings.delivery_limit,
+            hub=hub,
+        )
         publisher = Publisher(
             settings.amqp_url(),
             publish_timeout=settings.publish_timeout,
             connect_timeout=settings.broker_connect_timeout,
         )
-        control = Celery("tasklab-api-control", broker=settings.amqp_url(), set_as_current=False)
-        control.conf.broker_connection_timeout = settings.revoke_timeout
-        control.conf.broker_connection_max_retries = 1
+        canceller = Canceller(settings)
         state = AppState(
             settings=settings,
             store=store,
             publisher=publisher,
             hub=hub,
             limiter=RateLimiter(settings.submit_rate, settings.submit_burst),
-            control=control,
-            postgres=postgres,
+            canceller=canceller,
             broker_stats=BrokerStats(settings.rmq_management_url, settings.amqp_url()),
             cluster=ClusterView(
                 settings.k8s_namespace, settings.k8s_workloads, settings.k8s_scale_from_ui
@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.close()
             await publisher.close()
             await state.broker_stats.close()
-            control.close()
+            canceller.close()
             await asyncio.to_thread(store.close)
             await engine.dispose()
 
