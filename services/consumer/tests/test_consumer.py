@@ -480,7 +480,7 @@ def test_task_the_api_refuses_is_skipped_and_acked(
     api.no_proceed.add(task_id)
     queue.publish(body)
 
-    consumer.wait_for("task 7 skipped")
+    consumer.wait_for("Task 7 skipped")
     assert api.history(task_id) == [(IN_PROGRESS, 1)]
     assert consumer.count("Started processing task 7") == 0
     assert consumer.stop() == 0

@@ -25,7 +25,7 @@ from tasklab_common.messages import (
     StatusUpdate,
 )
 from tasklab_common.models import TaskStatus
-from tasklab_common.settings import HOUSEKEEPING_PATH
+from tasklab_common.settings import HOUSEKEEPING_PATH, WorkerSettings
 from tasklab_common.signing import sign_headers
 
 log = logging.getLogger("tasklab.callback")
@@ -57,6 +57,16 @@ class CallbackClient:
         self._local = threading.local()
         self._timeout = timeout
         self._transport = transport
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> CallbackClient:
+        """The client of a worker: ``API_URL``, ``CALLBACK_SECRET`` and its limits."""
+        return cls(
+            settings.api_url,
+            settings.callback_secret.get_secret_value(),
+            timeout=settings.callback_timeout,
+            max_wait=settings.callback_max_wait,
+        )
 
     def _client(self) -> httpx.Client:
         # One keep-alive client per thread: httpx.Client is not meant to be shared

@@ -6,7 +6,6 @@ fail on purpose while ``attempt <= fail_times``, so retries can be seen.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import signal
@@ -120,23 +119,3 @@ def execute(
 def retry_delay(retries_done: int, base: float, cap: float) -> float:
     """Exponential backoff: ``base``, ``2*base``, ``4*base``... capped at ``cap``."""
     return float(min(cap, base * (2 ** max(0, retries_done))))
-
-
-def log_started(
-    logger: logging.Logger, runner: str, worker_id: str, num: int, **extra: Any
-) -> None:
-    """The guide's line: ``Celery Worker celery: Started processing task 1``."""
-    logger.info("%s %s: Started processing task %s", runner, worker_id, num, extra=extra)
-
-
-def log_finished(
-    logger: logging.Logger, runner: str, worker_id: str, num: int, **extra: Any
-) -> None:
-    """The guide's line: ``Celery Worker celery: Task 1 finished successfully``."""
-    logger.info("%s %s: Task %s finished successfully", runner, worker_id, num, extra=extra)
-
-
-def log_failed(
-    logger: logging.Logger, runner: str, worker_id: str, num: int, error: str, **extra: Any
-) -> None:
-    logger.warning("%s %s: Task %s failed: %s", runner, worker_id, num, error, extra=extra)

@@ -28,7 +28,7 @@ from tasklab_common.heartbeat import Heartbeat
 from tasklab_common.queues import DIRECT_QUEUE
 from tasklab_common.work import retry_delay
 from tasklab_consumer.gate import RunGate
-from tasklab_consumer.processing import Outcome, TaskRunner
+from tasklab_consumer.processing import Settlement, TaskRunner
 from tasklab_consumer.settings import ConsumerSettings
 from tasklab_consumer.shutdown import POLL_SECONDS, Shutdown
 
@@ -67,7 +67,7 @@ class Session:
         self.channel = channel
         self.unsettled = 0  # touched by the I/O thread only
 
-    def settle_threadsafe(self, delivery_tag: int, outcome: Outcome) -> None:
+    def settle_threadsafe(self, delivery_tag: int, outcome: Settlement) -> None:
         """From a worker thread: settle a delivery on the I/O thread, if still possible."""
         try:
             self.connection.add_callback_threadsafe(
@@ -79,13 +79,13 @@ class Session:
                 outcome.value,
             )
 
-    def _settle(self, delivery_tag: int, outcome: Outcome) -> None:
+    def _settle(self, delivery_tag: int, outcome: Settlement) -> None:
         """On the I/O thread: ack, reject or requeue a delivery of this channel."""
         self.unsettled -= 1
         try:
-            if outcome is Outcome.ACK:
+            if outcome is Settlement.ACK:
                 self.channel.basic_ack(delivery_tag)
-            elif outcome is Outcome.REJECT:
+            elif outcome is Settlement.REJECT:
                 self.channel.basic_reject(delivery_tag, requeue=False)
             else:
                 self.channel.basic_nack(delivery_tag, requeue=True)
@@ -222,17 +222,17 @@ class Consumer:
 
     def _work(self, session: Session, delivery_tag: int, body: bytes, redelivered: bool) -> None:
         """In a worker thread: process one delivery and settle it."""
-        outcome = Outcome.REQUEUE
+        outcome = Settlement.REQUEUE
         with self._gate.slot(alone=redelivered) as entry:
             # Not started before a shutdown: give it back, another consumer will run it.
             if entry is not None:
                 outcome = self._handle(body)
         session.settle_threadsafe(delivery_tag, outcome)
 
-    def _handle(self, body: bytes) -> Outcome:
+    def _handle(self, body: bytes) -> Settlement:
         """The runner's outcome; a bug must not lose the message nor kill the thread."""
         try:
             return self._runner.handle(body)
         except Exception:
             log.exception("unexpected error while processing a message; requeueing it")
-            return Outcome.REQUEUE
+            return Settlement.REQUEUE
