@@ -376,10 +376,10 @@ def test_api_keys_are_split_on_commas_and_white_space() -> None:
 @pytest.mark.parametrize(
     ("env", "problem"),
     [
-        ({"API_KEYS": "0123456789abcde"}, "API_KEYS: Value error, key 1 of 1 has 15 characters"),
+        ({"API_KEYS": "0123456789abcde"}, "API_KEYS: key 1 of 1 has 15 characters"),
         (
             {"AUTH_BASIC_USER": USER, "AUTH_BASIC_PASSWORD": "0123456789abcde"},
-            "AUTH_BASIC_PASSWORD: Value error, must be at least 16 characters",
+            "AUTH_BASIC_PASSWORD: must be at least 16 characters",
         ),
         ({"AUTH_BASIC_USER": USER}, "AUTH_BASIC_USER and AUTH_BASIC_PASSWORD go together"),
     ],
