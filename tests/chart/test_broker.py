@@ -167,6 +167,7 @@ def test_the_node_runs_the_rendered_configuration(
         str(r["name"]): r for r in _list(node, "list_exchanges", "name", "type", "durable")
     }
     assert exchanges[queues.DEAD_LETTER_EXCHANGE]["type"] == "fanout"
+    assert exchanges[queues.CANCEL_EXCHANGE]["type"] == "fanout"
     users = _list(node, "list_users")
     assert [u["user"] for u in users] == [node.user]  # no guest
     # The definitions created the user, with the password hashed by the setup script.

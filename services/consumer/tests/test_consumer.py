@@ -31,10 +31,17 @@ from urllib.parse import unquote, urlsplit
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingConnection
+from pika.exchange_type import ExchangeType
 
-from tasklab_common.messages import CallbackReply, StatusUpdate, TaskMessage, TaskParams
+from tasklab_common.messages import (
+    CallbackReply,
+    CancelNotice,
+    StatusUpdate,
+    TaskMessage,
+    TaskParams,
+)
 from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
-from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_common.queues import CANCEL_EXCHANGE, DIRECT_QUEUE
 from tasklab_common.signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -74,6 +81,18 @@ class Broker:
                 body,
                 pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent),
                 mandatory=True,
+            )
+        finally:
+            connection.close()
+
+    def publish_cancel(self, task_id: str) -> None:
+        """Publish the api's cancel notice of a task to every consumer."""
+        connection = self.connect()
+        try:
+            channel = connection.channel()
+            channel.exchange_declare(CANCEL_EXCHANGE, ExchangeType.fanout, durable=True)
+            channel.basic_publish(
+                CANCEL_EXCHANGE, "", CancelNotice(task_id=task_id).model_dump_json().encode()
             )
         finally:
             connection.close()
@@ -440,6 +459,36 @@ def test_long_task_keeps_the_connection_alive(
     assert consumer.count(LOST) == 0, consumer.output
     assert consumer.count("connected; consuming") == 1
     assert queue.ready_messages() == 0
+
+
+def test_a_cancel_notice_stops_the_running_task_and_acks_it(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer()
+    task_id, body = task_body(5, duration=60)
+    queue.publish(body)
+    wait_until(lambda: api.history(task_id) == [(IN_PROGRESS, 1)], "task 5 started", 10)
+    api.no_proceed.add(task_id)  # the api has it CANCELLED now
+    queue.publish_cancel(task_id)
+
+    consumer.wait_for("Task 5 cancelled: its work was stopped", timeout=5)
+    assert api.history(task_id) == [(IN_PROGRESS, 1)]  # nothing to report: it is final
+    assert consumer.stop() == 0
+    assert queue.ready_messages() == 0  # acknowledged, not requeued
+    assert consumer.count(FINISHED.format(5)) == 0
+
+
+def test_a_cancel_notice_of_a_task_elsewhere_changes_nothing(
+    start_consumer: StartConsumer, queue: Broker, api: FakeApi
+) -> None:
+    consumer = start_consumer()
+    task_id, body = task_body(6, duration=1)
+    queue.publish(body)
+    wait_until(lambda: bool(api.history(task_id)), "task 6 started", 10)
+    queue.publish_cancel("some-other-task")
+    assert api.wait_final(task_id).status is DONE
+    assert consumer.count("cancelled") == 0
+    assert consumer.stop() == 0
 
 
 def test_failed_attempts_are_retried_until_done_or_failed(

@@ -18,9 +18,32 @@ both run :meth:`TaskWorker.run`, each with its own retry mechanism behind
    :class:`~tasklab_common.callback.CallbackError` out of :meth:`TaskWorker.run`: the
    worker requeues the message after ``REQUEUE_DELAY``, never drops it.
 
-The work can be interrupted by a stopping worker's hand-back
-(:class:`~tasklab_common.handback.HandedBack` raised where it sleeps): the attempt is
-reported ``RETRYING`` and the message requeued (:attr:`Ending.HANDED_BACK`).
+The work can be interrupted (its sleep raises), which ends the delivery early:
+
+- :class:`~tasklab_common.handback.HandedBack`, a stopping worker's hand-back:
+  reported ``RETRYING``, the message requeued (:attr:`Ending.HANDED_BACK`);
+- :class:`Cancelled`, a user's cancel reaching the worker that runs the task: nothing
+  is reported (the task is ``CANCELLED`` in the api already, a final status that no
+  report can change) and the message is acknowledged (:attr:`Ending.CANCELLED`).
+
+How a cancel reaches a task a worker has started differs by method (README, "Cancel"):
+
+- Celery (``celery``, ``sync``): the api revokes it through Celery's remote control
+  (the ``celery.pidbox`` fanout exchange every worker listens on); the worker running
+  it sends SIGTERM to the pool process that runs it and acknowledges its message as
+  revoked. Nothing of this module runs: the process is gone.
+- The consumer (``rabbitmq``): the api publishes a
+  :class:`~tasklab_common.messages.CancelNotice` to the fanout exchange
+  :data:`~tasklab_common.queues.CANCEL_EXCHANGE`; every consumer binds a queue of its
+  own to it (exclusive, auto-delete), and the one that runs the task makes its sleep
+  raise :class:`Cancelled`, within :data:`~tasklab_common.work.POLL_SECONDS`. It
+  watches for the notice from before its ``IN_PROGRESS`` report on, so a cancel either
+  comes before that report (which then answers "do not proceed") or finds the task
+  watched. A notice lost on the way (no consumer connection at that moment) costs only
+  time: the task runs to its end, and its report changes nothing.
+
+A task not started yet needs none of this: its ``IN_PROGRESS`` report answers "do not
+proceed", and it is skipped.
 """
 
 from __future__ import annotations
@@ -42,6 +65,7 @@ from tasklab_common.settings import WorkerSettings
 from tasklab_common.work import execute, retry_delay
 
 __all__ = [
+    "Cancelled",
     "Delivery",
     "Ending",
     "Retry",
@@ -51,12 +75,21 @@ __all__ = [
 ]
 
 
+class Cancelled(BaseException):
+    """Raised into a running task's work when a user cancelled the task.
+
+    A ``BaseException``: the work's own ``except Exception`` must not take it for a
+    failure of the attempt.
+    """
+
+
 class Ending(Enum):
     """How one delivery ended, which says what to do with its message."""
 
     DONE = "done"  # reported DONE: acknowledge
     FAILED = "failed"  # reported FAILED (no attempt left): acknowledge
     SKIPPED = "skipped"  # the api said not to run it: acknowledge
+    CANCELLED = "cancelled"  # stopped by the user's cancel: acknowledge
     DEAD_LETTER = "dead_letter"  # delivered too often: reject, not requeued
     HANDED_BACK = "handed_back"  # reported RETRYING: requeue for another worker
 
@@ -221,7 +254,7 @@ class TaskWorker:
     ) -> Delivery:
         """One delivery of a task, from its ``IN_PROGRESS`` report to its last report.
 
-        ``sleep`` is the work's sleep, where an interruption (hand-back) may raise;
+        ``sleep`` is the work's sleep, where an interruption (hand-back, cancel) may raise;
         ``working()`` is entered around the work alone (Celery's hand-back signal strikes
         only there, never while a report is being sent).
         """
@@ -260,6 +293,16 @@ class TaskWorker:
                 )
                 self.report(msg.task_id, TaskStatus.RETRYING, attempt, error=HAND_BACK_ERROR)
                 return Delivery(Ending.HANDED_BACK, attempt, reply=reply)
+            except Cancelled:
+                self.say(
+                    logging.WARNING,
+                    msg,
+                    "Task %s cancelled: its work was stopped (attempt %s)",
+                    msg.num,
+                    attempt,
+                    attempt=attempt,
+                )
+                return Delivery(Ending.CANCELLED, attempt, reply=reply)
             except Exception as exc:
                 error = error_text(exc)
                 if not self.rule.allows_after(attempt):

@@ -2,6 +2,10 @@
 
 ``process_task`` sleeps; ``process_data`` computes statistics over numbers. Both
 fail on purpose while ``attempt <= fail_times``, so retries can be seen.
+
+The work is interruptible: it sleeps through the ``sleep`` it is given, and a worker
+that must stop it (a hand-back, a cancel) gives :func:`interruptible_sleep`, which
+raises out of the work within :data:`POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,19 @@ from tasklab_common.models import TaskKind
 #: variable's value kills the process that runs it (SIGKILL) on every delivery, like
 #: a poison message. Unset (the default) in every deployment.
 CRASH_ON_DURATION_ENV: Final = "TASKLAB_FAULT_CRASH_ON_DURATION"
+
+
+#: How often an interruptible sleep checks whether it must stop, in seconds.
+POLL_SECONDS: Final = 0.2
+
+
+def interruptible_sleep(seconds: float, check: Callable[[], None]) -> None:
+    """Sleep ``seconds``, calling ``check()`` (which raises to interrupt the work) before
+    every slice of at most :data:`POLL_SECONDS`."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        check()
+        time.sleep(min(remaining, POLL_SECONDS))
 
 
 def _maybe_crash(duration: float) -> None:

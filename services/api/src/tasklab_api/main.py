@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             publish_timeout=settings.publish_timeout,
             connect_timeout=settings.broker_connect_timeout,
         )
-        canceller = Canceller(settings)
+        canceller = Canceller(settings, publisher)
         state = AppState(
             settings=settings,
             store=store,

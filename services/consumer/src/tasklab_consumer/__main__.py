@@ -7,6 +7,7 @@ import sys
 
 from tasklab_common.callback import CallbackClient
 from tasklab_common.settings import setup_logging
+from tasklab_consumer.cancels import CancelBoard
 from tasklab_consumer.consumer import Consumer
 from tasklab_consumer.processing import TaskRunner
 from tasklab_consumer.settings import ConfigurationError, load_settings
@@ -34,9 +35,10 @@ def main() -> None:
     quiet_libraries()
     shutdown = Shutdown(hand_back_after=settings.hand_back_after)
     shutdown.install()
+    cancels = CancelBoard()
     # One callback client, shared by all worker threads.
-    runner = TaskRunner(settings, CallbackClient.from_settings(settings), shutdown)
-    Consumer(settings, runner, shutdown).run()
+    runner = TaskRunner(settings, CallbackClient.from_settings(settings), shutdown, cancels)
+    Consumer(settings, runner, shutdown, cancels).run()
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError, ConsumerCancelled
+from pika.exchange_type import ExchangeType
 from pika.spec import Basic, BasicProperties
 
 from tasklab_common.heartbeat import Heartbeat
-from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_common.queues import CANCEL_EXCHANGE, DIRECT_QUEUE
 from tasklab_common.work import retry_delay
+from tasklab_consumer.cancels import CancelBoard
 from tasklab_consumer.gate import RunGate
 from tasklab_consumer.processing import Settlement, TaskRunner
 from tasklab_consumer.settings import ConsumerSettings
@@ -111,10 +113,17 @@ def close_quietly(connection: BlockingConnection) -> None:
 class Consumer:
     """Consumes the direct queue until a shutdown, reconnecting when the broker is lost."""
 
-    def __init__(self, settings: ConsumerSettings, runner: TaskRunner, shutdown: Shutdown) -> None:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        runner: TaskRunner,
+        shutdown: Shutdown,
+        cancels: CancelBoard,
+    ) -> None:
         self._settings = settings
         self._runner = runner
         self._shutdown = shutdown
+        self._cancels = cancels
         self._params = connection_parameters(settings)
         self._failures = 0
         self._heartbeat = Heartbeat(settings.heartbeat_file)
@@ -175,17 +184,30 @@ class Consumer:
             session.close()
 
     def _open(self) -> Session:
-        """Connect, declare the queue as the api does, set the prefetch count."""
+        """Connect, declare the queue as the api does, set the prefetch count, and
+        listen for cancel notices (before any task is delivered)."""
         connection = BlockingConnection(self._params)
         try:
             channel = connection.channel()
             channel.queue_declare(DIRECT_QUEUE, durable=True)
             channel.basic_qos(prefetch_count=self._settings.consumer_concurrency)
             channel.add_on_cancel_callback(self._on_cancelled)
+            self._listen_for_cancels(channel)
         except BaseException:
             close_quietly(connection)
             raise
         return Session(connection, channel)
+
+    def _listen_for_cancels(self, channel: BlockingChannel) -> None:
+        """Bind a queue of this connection's own (exclusive, auto-delete, named by the
+        broker) to the api's cancel notices, and read it without acknowledgements."""
+        channel.exchange_declare(CANCEL_EXCHANGE, ExchangeType.fanout, durable=True)
+        declared = channel.queue_declare("", exclusive=True, auto_delete=True)
+        notices = declared.method.queue
+        channel.queue_bind(notices, CANCEL_EXCHANGE)
+        channel.basic_consume(
+            notices, lambda _ch, _method, _props, body: self._cancels.on_notice(body), auto_ack=True
+        )
 
     @staticmethod
     def _on_cancelled(_frame: object) -> None:

@@ -9,8 +9,10 @@ attempt in place, after the backoff.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 from enum import Enum
 
 from pydantic import ValidationError
@@ -20,6 +22,8 @@ from tasklab_common.errors import validation_problems
 from tasklab_common.messages import MAX_ERROR_CHARS, TaskMessage
 from tasklab_common.models import TaskStatus
 from tasklab_common.protocol import Ending, RetryRule, TaskWorker
+from tasklab_common.work import interruptible_sleep
+from tasklab_consumer.cancels import CancelBoard
 from tasklab_consumer.settings import ConsumerSettings
 from tasklab_consumer.shutdown import Shutdown
 
@@ -42,6 +46,7 @@ SETTLEMENT_OF = {
     Ending.DONE: Settlement.ACK,
     Ending.FAILED: Settlement.ACK,
     Ending.SKIPPED: Settlement.ACK,
+    Ending.CANCELLED: Settlement.ACK,
     Ending.DEAD_LETTER: Settlement.REJECT,
     Ending.HANDED_BACK: Settlement.REQUEUE,
 }
@@ -66,10 +71,15 @@ class TaskRunner:
     """Runs task messages and reports their progress to the api."""
 
     def __init__(
-        self, settings: ConsumerSettings, callbacks: CallbackClient, shutdown: Shutdown
+        self,
+        settings: ConsumerSettings,
+        callbacks: CallbackClient,
+        shutdown: Shutdown,
+        cancels: CancelBoard,
     ) -> None:
         self._settings = settings
         self._shutdown = shutdown
+        self._cancels = cancels
         self._worker = TaskWorker(
             callbacks.report,
             runner=RUNNER,
@@ -88,9 +98,13 @@ class TaskRunner:
                 return Settlement.REJECT
             return self._requeue_later()
         try:
-            delivery = self._worker.run(
-                msg, 1, self._retry_in_place, sleep=self._shutdown.work_sleep
-            )
+            with self._cancels.watch(msg.task_id) as cancelled:
+                delivery = self._worker.run(
+                    msg,
+                    1,
+                    functools.partial(self._retry_in_place, cancelled),
+                    sleep=functools.partial(self._work_sleep, cancelled),
+                )
         except CallbackError as exc:
             log.error(
                 "task %s requeued in %.1fs: %s",
@@ -102,10 +116,21 @@ class TaskRunner:
             return self._requeue_later()
         return SETTLEMENT_OF[delivery.ending]
 
-    def _retry_in_place(self, _exc: Exception, _attempt: int, delay: float) -> None:
+    def _work_sleep(self, cancelled: threading.Event, seconds: float) -> None:
+        """The work's sleep, which a hand-back or the task's cancel interrupts."""
+
+        def check() -> None:
+            self._shutdown.check_hand_back()
+            CancelBoard.check(cancelled)
+
+        interruptible_sleep(seconds, check)
+
+    def _retry_in_place(
+        self, cancelled: threading.Event, _exc: Exception, _attempt: int, delay: float
+    ) -> None:
         """The consumer's retry: the next attempt runs here, after ``delay`` (cut short
-        by a shutdown: the task then finishes sooner)."""
-        self._shutdown.wait(delay)
+        by a shutdown, or by the task's cancel, which its next report then learns)."""
+        self._shutdown.wait(delay, until=cancelled)
 
     def _requeue_later(self) -> Settlement:
         """Requeue after ``REQUEUE_DELAY`` (cut short by a shutdown): a report the api
