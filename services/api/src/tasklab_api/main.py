@@ -132,8 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         app.state.tasklab = state
-        log.info("authentication of the UI and the API: %s", auth.describe())
-        log.info("Kubernetes workers view: %s", state.cluster.describe())
+        log.info("authentication of the UI and the API: %s", auth.summary())
+        log.info("Kubernetes workers view: %s", state.cluster.summary())
         if postgres:
 
             async def fetch(task_id: str):  # type: ignore[no-untyped-def]

@@ -119,7 +119,8 @@ $("#lang").addEventListener("click", () => {
 });
 
 // ---- errors
-async function describe(resp) {
+// The message (its i18n key and fields) that says why a request failed.
+async function failureMessage(resp) {
   const body = await resp.json().catch(() => null);
   let detail = body && body.detail;
   if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".") || "body"}: ${d.msg}`).join("; ");
@@ -155,7 +156,7 @@ async function submit(form) {
   if (body.method === "sync") { msg.className = "msg busy"; say(msg, "waitingSync"); }
   try {
     const r = await fetch("/api/tasks", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    if (!r.ok && r.status !== 504) { msg.className = "msg"; say(msg, ...(await describe(r))); return; }
+    if (!r.ok && r.status !== 504) { msg.className = "msg"; say(msg, ...(await failureMessage(r))); return; }
     const task = await r.json();
     upsert(task);
     msg.className = "msg ok";
@@ -238,7 +239,7 @@ function row(task) {
 }
 async function cancel(task) {
   const r = await fetch(`/api/tasks/${encodeURIComponent(task.id)}/cancel`, { method: "POST" });
-  if (r.ok) upsert(await r.json()); else tableMessage(...(await describe(r)));
+  if (r.ok) upsert(await r.json()); else tableMessage(...(await failureMessage(r)));
 }
 function tableMessage(key, vars) {
   let p = $("#table-msg");
@@ -247,7 +248,7 @@ function tableMessage(key, vars) {
 }
 async function detail(id) {
   const r = await fetch(`/api/tasks/${encodeURIComponent(id)}`);
-  if (!r.ok) { tableMessage(...(await describe(r))); return; }
+  if (!r.ok) { tableMessage(...(await failureMessage(r))); return; }
   const task = await r.json();
   $("#detail-title").textContent = `${t("details")} ${task.num}`;
   const dl = $("#detail-body");
