@@ -28,10 +28,11 @@ import pytest
 from tasklab_common import queues
 from tasklab_devtools import chart
 from tasklab_devtools.chart import Obj
-from tasklab_devtools.procs import ManagedProcess, free_port, wait_http_ok
+from tasklab_devtools.procs import ManagedProcess, wait_http_ok
 from tasklab_devtools.rabbitmq import ensure_rabbitmq_server
 from tasklab_devtools.rabbitmq_conf import ConfiguredRabbitNode
 from tasklab_devtools.stack import LocalStack, StackConfig, venv_command
+from tasklab_devtools.testing.stacks import stack_config
 
 
 @pytest.fixture(scope="module")
@@ -106,17 +107,7 @@ def node(
 def local_stack(
     node: ConfiguredRabbitNode, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
-    data = tmp_path_factory.mktemp("stack")
-    logs = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts")) / "logs-chart"
-    cfg = StackConfig(
-        rmq_url=node.amqp_url,
-        database_url=f"sqlite:///{data}/tasklab.db",
-        callback_secret=secrets.token_urlsafe(32),
-        api_port=free_port(),
-        log_dir=logs,
-        rmq_management_url=node.management_url,
-    )
-    local = LocalStack(cfg)
+    local = LocalStack(stack_config(node, tmp_path_factory.mktemp("stack"), "logs-chart"))
     local.start()
     try:
         yield local

@@ -12,7 +12,6 @@ broker or read local process logs skip themselves (``broker`` and ``stack`` are 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import pytest
 from e2eclient import Target
 
 from tasklab_devtools.kube import Release
-from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import RabbitNode, private_node
-from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.stack import LocalStack
+from tasklab_devtools.testing.stacks import artifacts_dir, stack_config
 
 #: Short retry delays so retry scenarios take seconds, not minutes.
 FAST_RETRIES = {"RETRY_BACKOFF": "0.2", "RETRY_BACKOFF_MAX": "1", "MAX_RETRIES": "3"}
@@ -30,9 +29,7 @@ FAST_RETRIES = {"RETRY_BACKOFF": "0.2", "RETRY_BACKOFF_MAX": "1", "MAX_RETRIES":
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    path = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return artifacts_dir()
 
 
 @pytest.fixture(scope="session")
@@ -70,16 +67,7 @@ def target(
             yield Target(base_url=url, secret=release.callback_secret())
         return
     broker: RabbitNode = request.getfixturevalue("broker")
-    data = tmp_path_factory.mktemp("stack")
-    cfg = StackConfig(
-        rmq_url=broker.amqp_url,
-        database_url=f"sqlite:///{data}/tasklab.db",
-        callback_secret=secrets.token_urlsafe(32),
-        api_port=free_port(),
-        log_dir=artifacts / "logs",
-        rmq_management_url=broker.management_url,
-        extra_env=dict(FAST_RETRIES),
-    )
+    cfg = stack_config(broker, tmp_path_factory.mktemp("stack"), "logs", FAST_RETRIES)
     stack = LocalStack(cfg)
     stack.start()
     try:

@@ -11,7 +11,6 @@ import base64
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tasklab_api.migrate import upgrade
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.signing import sign_headers
 from tasklab_devtools.stack import venv_command
+from tasklab_devtools.testing.apisettings import api_settings
 
 KEY_A = secrets.token_urlsafe(24)
 KEY_B = secrets.token_hex(16)
@@ -57,26 +57,14 @@ PROTECTED_PATHS = [(m, p) for m, p, _ in PROTECTED] + [("GET", "/api/events")]
 OPEN = [("/healthz", 200), ("/readyz", 503), ("/metrics", 200)]  # /readyz: no broker
 
 
-def make_settings(db_url: str, **overrides: object) -> Settings:
-    """Settings with a broker address where nothing listens (no broker needed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    values: dict[str, object] = {
-        "rmq_url": f"amqp://nobody:nothing@127.0.0.1:{port}/",
-        "callback_secret": CALLBACK_SECRET,
-        "database_url": db_url,
-        "broker_connect_timeout": 0.3,
-        "allowed_hosts": "testserver",  # the Host TestClient sends
-        **overrides,
-    }
-    return Settings.model_validate(values)
+def settings_of(db_url: str, **overrides: object) -> Settings:
+    return api_settings(db_url, secret=CALLBACK_SECRET, **overrides)
 
 
 def serve(tmp: Path, **overrides: object) -> TestClient:
     url = f"sqlite:///{tmp}/api.db"
     upgrade(url)
-    return TestClient(create_app(make_settings(url, **overrides)))
+    return TestClient(create_app(settings_of(url, **overrides)))
 
 
 BOTH = {"api_keys": f"{KEY_A},{KEY_B}", "auth_basic_user": USER, "auth_basic_password": PASSWORD}
@@ -358,7 +346,7 @@ def test_secrets_stay_out_of_logs_and_reprs(
 )
 def test_bad_credentials_settings_are_refused(values: dict[str, str], problem: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        make_settings("sqlite:///x.db", **values)
+        settings_of("sqlite:///x.db", **values)
     messages = " ".join(str(e["msg"]) for e in caught.value.errors())
     assert problem in messages
     for value in values.values():
@@ -367,7 +355,7 @@ def test_bad_credentials_settings_are_refused(values: dict[str, str], problem: s
 
 
 def test_api_keys_are_split_on_commas_and_white_space() -> None:
-    settings = make_settings("sqlite:///x.db", api_keys=f" {KEY_A},{KEY_B}\n{KEY_A}  ")
+    settings = settings_of("sqlite:///x.db", api_keys=f" {KEY_A},{KEY_B}\n{KEY_A}  ")
     assert settings.api_keys is not None
     assert [k.get_secret_value() for k in settings.api_keys] == [KEY_A, KEY_B]
     assert settings.auth_enabled
