@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from e2eclient import Target
-from playwright.sync_api import Browser, HttpCredentials, Page, expect, sync_playwright
+from playwright.sync_api import Browser, HttpCredentials, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
 from tasklab_common.signing import sign_headers
-from tasklab_devtools.browser import launch_chromium
+from tasklab_devtools.browser import chromium
 from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import RabbitNode
@@ -35,10 +35,8 @@ TIMEOUT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

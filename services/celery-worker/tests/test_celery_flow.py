@@ -31,7 +31,7 @@ from tasklab_common.messages import (
 )
 from tasklab_common.models import Method, TaskKind, TaskStatus
 from tasklab_common.work import SimulatedFailure, process_data
-from tasklab_devtools.testing.fakeapi import FakeApi
+from tasklab_devtools.testing.fakeapi import FakeApi, retried
 
 SECRET = "celery-flow-test-secret-0123456789"
 MAX_RETRIES = 2
@@ -145,14 +145,7 @@ def test_failed_attempts_are_retried_until_done(api: FakeApi) -> None:
     outcome = apply(msg)
 
     assert outcome.successful()
-    assert api.history(msg.task_id) == [
-        (IN_PROGRESS, 1),
-        (RETRYING, 1),
-        (IN_PROGRESS, 2),
-        (RETRYING, 2),
-        (IN_PROGRESS, 3),
-        (DONE, 3),
-    ]
+    assert api.history(msg.task_id) == retried(3, DONE)
     retrying = [u for u in api.updates if u.status is RETRYING]
     assert all("SimulatedFailure" in (u.error or "") for u in retrying)
 
@@ -164,14 +157,7 @@ def test_no_attempt_left_reports_failed(api: FakeApi) -> None:
 
     assert outcome.failed()
     assert isinstance(outcome.result, SimulatedFailure)
-    assert api.history(msg.task_id) == [
-        (IN_PROGRESS, 1),
-        (RETRYING, 1),
-        (IN_PROGRESS, 2),
-        (RETRYING, 2),
-        (IN_PROGRESS, 3),
-        (FAILED, 3),
-    ]
+    assert api.history(msg.task_id) == retried(3, FAILED)
     assert "attempt 3" in (api.updates[-1].error or "")
 
 

@@ -35,7 +35,7 @@ from tasklab_common.messages import (
 from tasklab_common.models import Method, TaskKind, TaskStatus
 from tasklab_devtools.rabbitmq import private_node
 from tasklab_devtools.testing.amqp import BrokerVhost
-from tasklab_devtools.testing.fakeapi import FakeApi
+from tasklab_devtools.testing.fakeapi import FakeApi, retried
 from tasklab_devtools.waiting import wait_until
 
 SECRET = "consumer-test-secret-0123456789"
@@ -298,14 +298,7 @@ def test_failed_attempts_are_retried_until_done_or_failed(
     queue.publish(body)
 
     assert api.wait_final(recovers).status is DONE
-    assert api.history(recovers) == [
-        (IN_PROGRESS, 1),
-        (RETRYING, 1),
-        (IN_PROGRESS, 2),
-        (RETRYING, 2),
-        (IN_PROGRESS, 3),
-        (DONE, 3),
-    ]
+    assert api.history(recovers) == retried(3, DONE)
     failed = api.wait_final(gives_up)
     assert failed.status is FAILED
     assert failed.attempt == 3

@@ -29,7 +29,17 @@ from tasklab_common.signing import (
 )
 from tasklab_devtools.waiting import wait_until
 
-__all__ = ["FakeApi"]
+__all__ = ["FakeApi", "retried"]
+
+
+def retried(attempts: int, final: TaskStatus) -> list[tuple[TaskStatus, int]]:
+    """The reports of a task that ran ``attempts`` attempts, every one but the last
+    failed and retried, the last ending ``final``: what :meth:`FakeApi.history` shows."""
+    history: list[tuple[TaskStatus, int]] = []
+    for attempt in range(1, attempts + 1):
+        history.append((TaskStatus.IN_PROGRESS, attempt))
+        history.append((final if attempt == attempts else TaskStatus.RETRYING, attempt))
+    return history
 
 
 @dataclass
