@@ -34,6 +34,7 @@ from tasklab_api.routers import (
     health,
     maintenance,
     overview,
+    stream,
     tasks,
     ui,
 )
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The JSON API also refuses query parameters its routes do not take (422).
     api = {**protected, "dependencies": [*protected["dependencies"], KnownQuery]}
     app.include_router(tasks.router, **api)
+    app.include_router(stream.router, **api)
     app.include_router(overview.router, **api)
     app.include_router(cluster.router, **api)
     app.include_router(ui.router, **protected)

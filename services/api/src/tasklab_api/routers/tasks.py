@@ -1,14 +1,12 @@
-"""``/api/tasks``: submit, list, read and cancel tasks; the live stream."""
+"""``/api/tasks``: submit, list, read and cancel tasks."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
@@ -26,7 +24,6 @@ TaskId = Annotated[
     str,
     Path(min_length=1, max_length=64, pattern=TASK_ID_PATTERN, description="The task's id."),
 ]
-KEEPALIVE_SECONDS = 15.0
 
 
 @router.post(
@@ -142,34 +139,3 @@ async def cancel_task(task_id: TaskId, state: State) -> TaskOut:
     metrics.on_cancelled(cancelled.task)
     await state.canceller.stop(cancelled)
     return TaskOut.model_validate(cancelled.task)
-
-
-@router.get(
-    "/events",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
-async def task_events(state: State) -> StreamingResponse:
-    """Server-sent events: ``task`` events carry a changed task as JSON.
-
-    After (re)connecting, a client reloads the list to catch up on what it missed.
-    """
-
-    async def stream() -> AsyncIterator[str]:
-        async with state.hub.subscribe() as q:
-            yield "retry: 1000\nevent: hello\ndata: {}\n\n"
-            while True:
-                try:
-                    ev = await asyncio.wait_for(q.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if ev is None:
-                    return
-                yield f"event: task\ndata: {ev.model_dump_json()}\n\n"
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
