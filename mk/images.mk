@@ -3,7 +3,7 @@
 #   make images IMAGE_TAG=v1 PYTHON_IMAGE=registry.example/python:3.11-slim-bookworm
 #   make hadolint                  lint the Dockerfile
 #   make verify-images             start an engine if needed, build, run and check
-# The build logic is in tools/devtools/src/tasklab_devtools/images.py.
+# The build logic is in tools/devtools/src/tasklab_devtools/images/ (python -m tasklab_devtools.images).
 
 IMAGE_SERVICES := api celery-worker consumer
 # One Dockerfile for the three (ARG SERVICE, a stage per service).
