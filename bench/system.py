@@ -45,10 +45,10 @@ from bench.events import EventStream
 from bench.loadgen import JSON_HEADERS, LoadGenerator, LoadResult
 from bench.procmem import MemorySampler, PidSource, group_source, total_rss, tree_source
 from bench.stats import median, summarize
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
 from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
+from tasklab_common.signing import sign_headers
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.stack import LocalStack, StackConfig, celery_process
 

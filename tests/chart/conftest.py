@@ -13,9 +13,9 @@ user, the workers calling the api's internal port, as the chart wires them.
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,10 +23,10 @@ import pytest
 
 from tasklab_devtools import chart
 from tasklab_devtools.chart import Obj
-from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import ensure_rabbitmq_server
 from tasklab_devtools.rabbitmq_conf import ConfiguredRabbitNode
 from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.testing.stacks import stack_config
 
 
 @pytest.fixture(scope="session")
@@ -143,17 +143,10 @@ def local_stack(
 ) -> Iterator[LocalStack]:
     """The api, the Celery worker and the consumer, each with its own broker user; the
     workers report to the api's internal port (API_INTERNAL_PORT), as in the chart."""
-    data = tmp_path_factory.mktemp("stack")
-    logs = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts")) / "logs-chart"
-    cfg = StackConfig(
+    cfg = replace(
+        stack_config(node, tmp_path_factory.mktemp("stack"), "logs-chart", internal_port=True),
         rmq_url=service_urls["api"],
         rmq_urls=service_urls,
-        database_url=f"sqlite:///{data}/tasklab.db",
-        callback_secret=secrets.token_urlsafe(32),
-        api_port=free_port(),
-        api_internal_port=free_port(),
-        log_dir=logs,
-        rmq_management_url=node.management_url,
     )
     local = LocalStack(cfg)
     local.start()

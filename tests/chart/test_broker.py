@@ -131,6 +131,7 @@ def test_the_node_runs_the_rendered_configuration(
         str(r["name"]): r for r in _list(node, "list_exchanges", "name", "type", "durable")
     }
     assert exchanges[queues.DEAD_LETTER_EXCHANGE]["type"] == "fanout"
+    assert exchanges[queues.CANCEL_EXCHANGE]["type"] == "fanout"
     # The definitions created the users (no guest), with the passwords hashed by the
     # setup script, their tags and their permissions on "/".
     assert not node.reconciled

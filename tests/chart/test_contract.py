@@ -688,8 +688,10 @@ def test_broker_definitions_declare_the_code_queues(default_docs: list[Obj]) -> 
         assert q["durable"] is True
         assert q["auto_delete"] is False
         assert q["arguments"] == {}
-    (dlx,) = d["exchanges"]
-    assert dlx["name"] == queues.DEAD_LETTER_EXCHANGE
+    exchanges = {e["name"]: e for e in d["exchanges"]}
+    assert set(exchanges) == {queues.DEAD_LETTER_EXCHANGE, queues.CANCEL_EXCHANGE}
+    # As the services declare the cancel exchange: durable fanout.
+    assert all((e["type"], e["durable"]) == ("fanout", True) for e in exchanges.values())
     (binding,) = d["bindings"]
     assert (binding["source"], binding["destination"]) == (
         queues.DEAD_LETTER_EXCHANGE,

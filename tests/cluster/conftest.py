@@ -23,6 +23,7 @@ from e2eclient import Target
 
 from tasklab_devtools.cluster.handle import NAMESPACE, RELEASE, Cluster
 from tasklab_devtools.kube import Release
+from tasklab_devtools.testing.stacks import artifacts_dir
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,9 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    path = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return artifacts_dir()
 
 
 @pytest.fixture(scope="session")

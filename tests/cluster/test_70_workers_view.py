@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from e2eclient import Target
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tasklab_devtools.browser import launch_chromium
+from tasklab_devtools.browser import chromium
 from tasklab_devtools.cluster.handle import NAMESPACE, Cluster
 from tasklab_devtools.kube import Release
 
@@ -30,10 +30,8 @@ def _plain_install(installed: Cluster, release: Release) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _view(target: Target) -> dict[str, Any]:

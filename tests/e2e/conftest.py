@@ -13,20 +13,19 @@ broker or read local process logs skip themselves (``broker`` and ``stack`` are 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2eclient import Target
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tasklab_common.settings import CALLBACK_PATH
-from tasklab_devtools.browser import launch_chromium, open_board
+from tasklab_devtools.browser import chromium, open_board
 from tasklab_devtools.kube import Release
-from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import RabbitNode, private_node
-from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.stack import LocalStack
+from tasklab_devtools.testing.stacks import artifacts_dir, stack_config
 from tasklab_devtools.uiassets import ensure as ensure_ui_assets
 
 #: Short retry delays so retry scenarios take seconds, not minutes.
@@ -35,9 +34,7 @@ FAST_RETRIES = {"RETRY_BACKOFF": "0.2", "RETRY_BACKOFF_MAX": "1", "MAX_RETRIES":
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    path = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return artifacts_dir()
 
 
 @pytest.fixture(scope="session")
@@ -80,17 +77,9 @@ def target(
             yield Target(base_url=url, secret=release.callback_secret(), callback_url=internal)
         return
     broker: RabbitNode = request.getfixturevalue("broker")
-    data = tmp_path_factory.mktemp("stack")
-    cfg = StackConfig(
-        rmq_url=broker.amqp_url,
-        database_url=f"sqlite:///{data}/tasklab.db",
-        callback_secret=secrets.token_urlsafe(32),
-        api_port=free_port(),
-        # As in the chart: the workers' signed routes on a port of their own.
-        api_internal_port=free_port(),
-        log_dir=artifacts / "logs",
-        rmq_management_url=broker.management_url,
-        extra_env=dict(FAST_RETRIES),
+    # As in the chart: the workers' signed routes on a port of their own.
+    cfg = stack_config(
+        broker, tmp_path_factory.mktemp("stack"), "logs", FAST_RETRIES, internal_port=True
     )
     stack = LocalStack(cfg)
     stack.start()
@@ -118,10 +107,8 @@ def browser(release: Release | None) -> Iterator[Browser]:
     """Debian's Chromium; locally, the UI's chart library is built first if stale."""
     if release is None:
         ensure_ui_assets(quiet=True)
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

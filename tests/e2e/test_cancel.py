@@ -1,4 +1,5 @@
-"""Cancelling: a pending task never runs; a running Celery task is revoked."""
+"""Cancelling: a pending task never runs; a running task stops on its worker (Celery:
+revoked and terminated; the consumer: told by the api's cancel notice)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 import pytest
 from celery import Celery
 from e2eclient import Target
+
+from tasklab_common.queues import DIRECT_QUEUE
 
 
 @pytest.mark.parametrize("method", ["celery", "rabbitmq"])
@@ -55,6 +58,30 @@ def test_running_celery_task_is_revoked(target: Target) -> None:
         # no reply_to) is filtered out of the worker's log: nothing is wrong.
         log = target.stack.processes["celery-worker"].log_text()
         assert "Failed to mark task" not in log, log[-2000:]
+
+
+def test_running_direct_task_is_stopped_on_its_consumer(target: Target) -> None:
+    """The consumer stops a cancelled task's work at once and acknowledges its message:
+    without the api's cancel notice it would hold it for the task's whole minute."""
+    if target.broker is None:
+        pytest.skip("reads the direct queue's figures from the local broker")
+    task = target.submit_ok(method="rabbitmq", duration=60)
+    target.wait_status(task["id"], {"IN_PROGRESS"}, timeout=15)
+    target.broker.wait_queue_counts(DIRECT_QUEUE, ready=0, unacked=1)
+    resp = target.http.post(f"/api/tasks/{task['id']}/cancel")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "CANCELLED"
+    # Settled long before the minute is up (the broker's figures lag about a second).
+    target.broker.wait_queue_counts(DIRECT_QUEUE, ready=0, unacked=0, timeout=10)
+    if target.stack is not None:
+        log = target.stack.processes["consumer"].log_text()
+        assert f"Task {task['num']} cancelled" in log, log[-2000:]
+        assert f"Task {task['num']} finished" not in log, log[-2000:]
+    after = target.task(task["id"])
+    assert (after["status"], after["result"]) == ("CANCELLED", None)
+    # The consumer keeps serving.
+    done = target.submit_ok(method="rabbitmq", duration=0)
+    assert target.wait_status(done["id"])["status"] == "DONE"
 
 
 def test_final_task_cannot_be_cancelled(target: Target) -> None:

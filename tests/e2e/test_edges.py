@@ -9,10 +9,10 @@ import httpx
 import pytest
 from e2eclient import Target
 
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
 from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_common.signing import sign_headers
 
 BAD_BODIES: list[Any] = [
     {"method": "celery", "duration": -1},
@@ -42,7 +42,17 @@ def _published(target: Target) -> int:
 
 
 def _settled_published(target: Target) -> int:
-    """:func:`_published` once it holds still (the statistics are refreshed every second)."""
+    """:func:`_published` once it counts every direct task the api holds (each was
+    published once: the consumer retries in place) and then holds still. The broker's
+    statistics lag a second or more behind, longer under load, so holding still alone
+    could be a count still missing the last publishes."""
+    accepted = int(
+        target.http.get("/api/tasks", params={"method": "rabbitmq", "limit": 1}).json()["total"]
+    )
+    deadline = time.monotonic() + 30
+    while _published(target) < accepted:
+        assert time.monotonic() < deadline, "the broker never counted the direct tasks"
+        time.sleep(0.5)
     last = _published(target)
     for _ in range(20):
         time.sleep(1.5)
@@ -127,6 +137,7 @@ def test_forged_and_replayed_callbacks_change_nothing(target: Target) -> None:
     # An authentic report, then the very same request replayed.
     ok = _post_callback(target, body, signed)
     assert ok.status_code == 200, ok.text
+    assert ok.json()["verdict"] == "applied", ok.text
     assert _post_callback(target, body, signed).status_code == 403
     # A late report after the final one changes nothing.
     late = (
@@ -137,6 +148,7 @@ def test_forged_and_replayed_callbacks_change_nothing(target: Target) -> None:
     resp = _post_callback(target, late, sign_headers(target.secret, late))
     assert resp.status_code == 200
     assert resp.json()["applied"] is False
+    assert resp.json()["verdict"] == "stale"
     final = target.task(victim["id"])
     assert final["status"] == "DONE"
     assert final["error"] is None

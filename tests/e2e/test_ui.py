@@ -15,9 +15,9 @@ import pytest
 from e2eclient import Target
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
+from tasklab_common.signing import sign_headers
 from tasklab_devtools.browser import card, open_board, submitted_num, task_row
 
 TIMEOUT_MS = 30_000

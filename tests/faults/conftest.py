@@ -13,16 +13,13 @@ At the end, the table of scenarios is printed and written to
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import private_node
-from tasklab_devtools.stack import LocalStack, StackConfig
+from tasklab_devtools.stack import LocalStack
+from tasklab_devtools.testing.stacks import artifacts_dir, stack_config
 
 from .faultkit import RESULTS, FaultStack, Scenario, render_table
 
@@ -50,25 +47,11 @@ FAULT_ENV = {
 }
 
 
-def _artifacts() -> Path:
-    path = Path(os.environ.get("TASKLAB_ARTIFACTS", "artifacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @pytest.fixture(scope="package")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     with private_node("tasklab-faults", tmp_path_factory.mktemp("faults-rabbitmq")) as node:
         data = tmp_path_factory.mktemp("faults-stack")
-        cfg = StackConfig(
-            rmq_url=node.amqp_url,
-            database_url=f"sqlite:///{data}/tasklab.db",
-            callback_secret=secrets.token_urlsafe(32),
-            api_port=free_port(),
-            log_dir=_artifacts() / "logs-faults",
-            rmq_management_url=node.management_url,
-            extra_env=dict(FAULT_ENV),
-        )
+        cfg = stack_config(node, data, "logs-faults", FAULT_ENV)
         # Stopped at the end, also when a scenario left it (or the broker) down.
         with LocalStack(cfg) as stack:
             yield FaultStack(node, stack, data / "tasklab.db", cfg.callback_secret)
@@ -101,6 +84,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     table = render_table(RESULTS)
     terminalreporter.write_sep("=", "fault injection")
     terminalreporter.write_line(table)
-    path = _artifacts() / "faults.md"
+    path = artifacts_dir() / "faults.md"
     path.write_text(f"# Fault injection\n\n```\n{table}\n```\n")
     terminalreporter.write_line(f"(also in {path})")

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from tasklab_api.publisher import HEARTBEAT
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
+from tasklab_common.signing import sign_headers
 
 from .faultkit import FaultStack, Scenario, wait_until
 

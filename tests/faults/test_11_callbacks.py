@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
+from tasklab_common.signing import sign_headers
 
 from .faultkit import Scenario, wait_until
 

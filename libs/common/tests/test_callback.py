@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tasklab_common.auth import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tasklab_common.callback import CallbackClient, CallbackError, housekeeping_url
 from tasklab_common.messages import UNKNOWN_TASK_HEADER, StatusUpdate
 from tasklab_common.models import TaskStatus
+from tasklab_common.signing import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 SECRET = "k" * 32
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tasklab_common.auth import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_headers
 from tasklab_common.messages import UNKNOWN_TASK_HEADER, StatusUpdate
+from tasklab_common.signing import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_headers
 
 
 def _details(resp: Any) -> str:

@@ -17,14 +17,13 @@ import pytest
 from pydantic import ValidationError
 
 from tasklab_api.config import Settings
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import UNKNOWN_TASK_HEADER, StatusUpdate
-from tasklab_common.settings import CALLBACK_PATH
+from tasklab_common.settings import CALLBACK_PATH, HOUSEKEEPING_PATH
+from tasklab_common.signing import sign_headers
 from tasklab_devtools.procs import ManagedProcess, free_port, wait_http_ok
 from tasklab_devtools.stack import venv_command
 
 SECRET = secrets.token_urlsafe(24)
-HOUSEKEEPING = "/internal/housekeeping"
 
 
 def _serve(tmp_path: Path, name: str, **env: str) -> ManagedProcess:
@@ -71,11 +70,11 @@ def test_the_signed_routes_answer_on_the_internal_port(ports: tuple[str, str]) -
     unknown = _signed(internal, CALLBACK_PATH, body)
     assert unknown.status_code == 404  # the route itself: an authentic report, unknown task
     assert unknown.headers[UNKNOWN_TASK_HEADER] == "1"
-    done = _signed(internal, HOUSEKEEPING, b'{"requested_by": "celery@w1"}')
+    done = _signed(internal, HOUSEKEEPING_PATH, b'{"requested_by": "celery@w1"}')
     assert done.status_code == 200, done.text
     assert set(done.json()) == {"stuck_failed", "orphans_failed", "purged_tasks", "purged_events"}
     # An unsigned request reaches the route too, which refuses it as before.
-    unsigned = httpx.post(internal + HOUSEKEEPING, json={"requested_by": "x"}, timeout=10)
+    unsigned = httpx.post(internal + HOUSEKEEPING_PATH, json={"requested_by": "x"}, timeout=10)
     assert unsigned.status_code == 401, unsigned.text
 
 
@@ -84,7 +83,7 @@ def test_the_public_port_refuses_the_signed_routes(ports: tuple[str, str]) -> No
     namespace may) gets nowhere with a stolen or replayed signature."""
     public, _ = ports
     body = StatusUpdate(task_id="t-unknown", status="DONE").model_dump_json().encode()
-    for path, payload in ((CALLBACK_PATH, body), (HOUSEKEEPING, b'{"requested_by": "x"}')):
+    for path, payload in ((CALLBACK_PATH, body), (HOUSEKEEPING_PATH, b'{"requested_by": "x"}')):
         resp = _signed(public, path, payload)
         assert resp.status_code == 404, resp.text
         assert resp.json() == {"detail": "served on the api's internal port only"}
@@ -113,7 +112,7 @@ def test_without_an_internal_port_everything_is_on_one(tmp_path: Path) -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http_ok(f"{base}/healthz", 60, process=process)
-        assert _signed(base, HOUSEKEEPING, b'{"requested_by": "celery@w1"}').status_code == 200
+        assert _signed(base, HOUSEKEEPING_PATH, b'{"requested_by": "celery@w1"}').status_code == 200
     finally:
         process.terminate()
 

@@ -7,8 +7,6 @@ curl and the workers send neither.
 
 from __future__ import annotations
 
-import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from tasklab_api.config import Settings
 from tasklab_api.main import create_app
 from tasklab_api.migrate import upgrade
 from tasklab_api.origin import normalize_origin
+from tasklab_devtools.testing.apisettings import api_settings
 
 #: TestClient's own origin (it sends ``Host: testserver``).
 SELF = "http://testserver"
@@ -27,28 +25,12 @@ EVIL = "https://evil.example"
 UI = "https://ui.example.com"
 
 
-def make_settings(db_url: str, **overrides: object) -> Settings:
-    """Settings with a broker address where nothing listens (no broker needed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    values: dict[str, object] = {
-        "rmq_url": f"amqp://nobody:nothing@127.0.0.1:{port}/",
-        "callback_secret": secrets.token_urlsafe(24),
-        "database_url": db_url,
-        "broker_connect_timeout": 0.3,
-        "allowed_hosts": "testserver",  # the Host TestClient sends
-        **overrides,
-    }
-    return Settings.model_validate(values)
-
-
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     url = f"sqlite:///{tmp_path_factory.mktemp('origin')}/api.db"
     upgrade(url)
     with TestClient(
-        create_app(make_settings(url, allowed_origins=f"{UI}, http://localhost:5173"))
+        create_app(api_settings(url, allowed_origins=f"{UI}, http://localhost:5173"))
     ) as c:
         yield c
 
@@ -134,7 +116,7 @@ def test_preflight_only_for_allowed_origins(app_client: TestClient) -> None:
 def test_without_allowed_origins_no_cors_at_all(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/api.db"
     upgrade(url)
-    with TestClient(create_app(make_settings(url))) as c:
+    with TestClient(create_app(api_settings(url))) as c:
         ask = {"Origin": UI, "Access-Control-Request-Method": "POST"}
         assert "access-control-allow-origin" not in c.options("/api/tasks", headers=ask).headers
         assert c.post("/api/tasks/x/cancel", headers={"Origin": UI}).status_code == 403
@@ -160,12 +142,12 @@ def test_normalize_origin(raw: str, normalized: str | None) -> None:
 
 
 def test_allowed_origins_setting_is_validated(tmp_path: Path) -> None:
-    settings = make_settings(
+    settings = api_settings(
         "sqlite:///x.db", allowed_origins="https://A.example, http://b.example:81"
     )
     assert settings.allowed_origins == ("https://a.example", "http://b.example:81")
     with pytest.raises(ValidationError, match="not an origin"):
-        make_settings("sqlite:///x.db", allowed_origins="https://a.example/app")
+        api_settings("sqlite:///x.db", allowed_origins="https://a.example/app")
 
 
 def test_a_host_the_api_does_not_serve_is_refused(tmp_path: Path) -> None:
@@ -173,7 +155,7 @@ def test_a_host_the_api_does_not_serve_is_refused(tmp_path: Path) -> None:
     same-origin with it; the api refuses its Host (any method), whatever the Origin."""
     url = f"sqlite:///{tmp_path}/api.db"
     upgrade(url)
-    settings = make_settings(url, allowed_hosts="testserver, *.tasklab.example")
+    settings = api_settings(url, allowed_hosts="testserver, *.tasklab.example")
     with TestClient(create_app(settings)) as c:
         evil = {"Host": "rebind.evil.example:8080", "Origin": "http://rebind.evil.example:8080"}
         for method, path in (("POST", "/api/tasks"), ("GET", "/api/tasks"), ("GET", "/")):
@@ -189,4 +171,4 @@ def test_a_host_the_api_does_not_serve_is_refused(tmp_path: Path) -> None:
 
 def test_allowed_hosts_are_host_names() -> None:
     with pytest.raises(ValidationError, match="not a host name"):
-        make_settings("sqlite://", allowed_hosts="http://x.example")
+        api_settings("sqlite://", allowed_hosts="http://x.example")

@@ -237,16 +237,16 @@ async def _age(store: TaskStore, task_id: str, *, created: bool = False, **ago: 
     creation) back in time."""
     when = utcnow() - timedelta(**ago)
     since = {"created_at": when} if created else {}
-    async with store.session() as s, s.begin():
-        await s.execute(
-            update(Task)
-            .where(Task.id == task_id)
-            .values(
-                updated_at=when,
-                finished_at=case((Task.finished_at.is_(None), None), else_=when),
-                **since,
-            )
+    aged = (
+        update(Task)
+        .where(Task.id == task_id)
+        .values(
+            updated_at=when,
+            finished_at=case((Task.finished_at.is_(None), None), else_=when),
+            **since,
         )
+    )
+    await store._writer.run(lambda s: s.execute(aged))
 
 
 async def _assert_statuses(store: TaskStore, expected: dict[str, str]) -> None:
@@ -281,7 +281,7 @@ async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None
     recent = await new_task(store)
     await report(store, recent, S.IN_PROGRESS, 1)
 
-    failed = {t.id for t in await store.fail_stuck(grace)}
+    failed = {t.id for t in await store.housekeeping.fail_stuck(grace)}
     assert failed == {silent, retrying}
     for tid in failed:
         task = await store.get(tid)
@@ -298,7 +298,7 @@ async def test_fail_stuck_only_past_duration_and_grace(store: TaskStore) -> None
     )
     # A late report from the vanished worker changes nothing; a second run finds nothing.
     assert not (await report(store, silent, S.DONE, 1)).applied
-    assert await store.fail_stuck(grace) == []
+    assert await store.housekeeping.fail_stuck(grace) == []
 
 
 async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
@@ -328,8 +328,8 @@ async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
     await _age(store, consumer_retry, seconds=300)
 
     empty_since = {queues.CELERY_QUEUE: utcnow() - timedelta(seconds=200)}
-    assert await store.fail_orphaned({}, grace) == []
-    failed = await store.fail_orphaned(empty_since, grace)
+    assert await store.housekeeping.fail_orphaned({}, grace) == []
+    failed = await store.housekeeping.fail_orphaned(empty_since, grace)
     assert {t.id for t in failed} == {orphan, sync_orphan, retry_gone}
     for task in failed:
         assert task.status == "FAILED" and task.finished_at is not None
@@ -345,7 +345,7 @@ async def test_fail_orphaned_only_pending_never_delivered_in_empty_queues(
             consumer_retry: "RETRYING",
         },
     )
-    assert await store.fail_orphaned(empty_since, grace) == []
+    assert await store.housekeeping.fail_orphaned(empty_since, grace) == []
 
 
 async def test_purge_history_deletes_old_final_tasks_and_their_reports(store: TaskStore) -> None:
@@ -360,20 +360,20 @@ async def test_purge_history_deletes_old_final_tasks_and_their_reports(store: Ta
     await report(store, fresh_done, S.IN_PROGRESS, 1)
     await report(store, fresh_done, S.DONE, 1)
 
-    assert await store.purge_history(timedelta(days=30)) == (1, 2)
+    assert await store.housekeeping.purge_history(timedelta(days=30)) == (1, 2)
     assert await store.get(old_done) is None
     assert await store.get(old_running) is not None and await store.get(fresh_done) is not None
-    async with store.session() as s:
+    async with store._reads() as s:
         left = (await s.execute(select(TaskEvent.task_id))).scalars().all()
     assert old_done not in left and fresh_done in left
-    assert await store.purge_history(timedelta(days=30)) == (0, 0)
+    assert await store.housekeeping.purge_history(timedelta(days=30)) == (0, 0)
 
 
 async def test_postgres_sessions_are_time_limited(store: TaskStore, db_url: str) -> None:
     """No statement, lock wait or idle transaction holds a PostgreSQL connection for long."""
     if db_url.startswith("sqlite"):
         pytest.skip("PostgreSQL session limits")
-    async with store.session() as s:
+    async with store._reads() as s:
         shown = {
             name: (await s.execute(text(f"SHOW {name}"))).scalar_one()
             for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")

@@ -39,6 +39,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from celery_conf import at_least_once
+from tasklab_common.errors import validation_problems
 from tasklab_common.heartbeat import Heartbeat
 from tasklab_common.messages import MAX_DURATION_SECONDS
 from tasklab_common.queues import CELERY_QUEUE
@@ -103,13 +104,7 @@ def get_settings() -> CeleryWorkerSettings:
 
 def settings_problems(exc: ValidationError) -> str:
     """One line naming each invalid setting by its variable; never echoes values."""
-    problems = []
-    for error in exc.errors():
-        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-        reason = "not set" if error["type"] == "missing" else error["msg"]
-        reason = reason.removeprefix("Value error, ")
-        problems.append(f"{name}: {reason}")
-    return "; ".join(problems)
+    return validation_problems(exc, settings=True, whole="settings")
 
 
 def _broker_url() -> str:

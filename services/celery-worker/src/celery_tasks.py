@@ -28,7 +28,6 @@ from typing import Any, Final
 
 from celery import Task, signals
 from celery.exceptions import Reject, SoftTimeLimitExceeded
-from pydantic import ValidationError
 
 from celery_app import (
     HAND_BACK_SIGNAL,
@@ -39,7 +38,8 @@ from celery_app import (
     get_settings,
 )
 from tasklab_common.callback import CallbackClient, CallbackError, request_housekeeping
-from tasklab_common.handback import HAND_BACK_ERROR, HandedBack, start_attempt
+from tasklab_common.errors import error_text
+from tasklab_common.handback import HandedBack
 from tasklab_common.messages import (
     API_ORIGIN_PREFIX,
     CELERY_WORKER_ID,
@@ -50,7 +50,7 @@ from tasklab_common.messages import (
     message_from_celery,
 )
 from tasklab_common.models import Method, TaskKind, TaskStatus
-from tasklab_common.work import execute, log_failed, log_finished, log_started, retry_delay
+from tasklab_common.protocol import Ending, RetryRule, TaskWorker
 
 log = logging.getLogger(TASK_LOGGER)
 
@@ -60,12 +60,7 @@ RUNNER: Final = "Celery Worker"
 
 @lru_cache(maxsize=1)
 def _client_for(pid: int, settings: CeleryWorkerSettings) -> CallbackClient:
-    return CallbackClient(
-        settings.api_url,
-        settings.callback_secret.get_secret_value(),
-        timeout=settings.callback_timeout,
-        max_wait=settings.callback_max_wait,
-    )
+    return CallbackClient.from_settings(settings)
 
 
 def callback_client() -> CallbackClient:
@@ -104,38 +99,14 @@ def hand_back_point() -> Iterator[None]:
         _in_work = False
 
 
-def describe(exc: BaseException) -> str:
-    """One line that fits a status report; a validation error names each bad field."""
-    if isinstance(exc, ValidationError):
-        details = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or 'value'}: "
-            + error["msg"].removeprefix("Value error, ")
-            for error in exc.errors(include_url=False, include_input=False)
-        )
-        text = f"{exc.title}: {details}"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return text[:MAX_ERROR_CHARS]
-
-
-def report(
-    task_id: str,
-    status: TaskStatus,
-    attempt: int,
-    worker: str | None,
-    *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> CallbackReply:
-    """Report a status to the api; requeue the message when that is impossible.
+def send_or_requeue(update: StatusUpdate) -> CallbackReply:
+    """Send a status report to the api; requeue the message when that is impossible.
 
     Raises :class:`~celery.exceptions.Reject` (requeue) after ``REQUEUE_DELAY``
     seconds when the report cannot be delivered, and at once when the task's soft time
     limit strikes while the report waits for the api.
     """
-    update = StatusUpdate(
-        task_id=task_id, status=status, attempt=attempt, worker=worker, result=result, error=error
-    )
+    task_id, status = update.task_id, update.status
     try:
         return callback_client().report(update)
     except CallbackError as exc:
@@ -151,6 +122,19 @@ def report(
         # outcome is not recorded, so its message must not be acked.
         log.error("time limit reached while reporting task %s %s; requeueing", task_id, status)
         raise Reject(f"time limit reached while reporting {status}", requeue=True) from exc
+
+
+def task_worker(task: Task[Any, Any], worker_id: str) -> TaskWorker:
+    """This worker's side of the protocol for a task: its reports go through
+    :func:`send_or_requeue`, its log lines say ``Celery Worker <worker_id>``."""
+    return TaskWorker(
+        send_or_requeue,
+        runner=RUNNER,
+        name=worker_id,
+        worker=task.request.hostname,
+        rule=RetryRule.of(get_settings()),
+        log=log,
+    )
 
 
 def rebuild(
@@ -182,11 +166,10 @@ def rebuild(
             duration=duration,
         )
     except (ValueError, TypeError) as exc:
-        error = f"invalid task arguments: {describe(exc)}"[:MAX_ERROR_CHARS]
+        error = f"invalid task arguments: {error_text(exc)}"[:MAX_ERROR_CHARS]
         if request.id:
-            report(
-                request.id, TaskStatus.FAILED, request.retries + 1, request.hostname, error=error
-            )
+            worker = task_worker(task, CELERY_WORKER_ID)
+            worker.report(request.id, TaskStatus.FAILED, request.retries + 1, error=error)
         if request.id and request.reply_to:
             # A caller waits for the result (the guide's .delay(...).get()): a rejected
             # message stores none, so it would wait out its timeout; tell it why now.
@@ -204,111 +187,48 @@ def sent_by_api(task: Task[Any, Any]) -> bool:
     return isinstance(origin, str) and origin.startswith(API_ORIGIN_PREFIX)
 
 
-def run_untracked(msg: TaskMessage, worker_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+def run_untracked(worker: TaskWorker, msg: TaskMessage) -> dict[str, Any]:
     """A task sent to Celery by other code than the api (the guide's
     ``process_task.delay(...)``): the api keeps no record of it, so it runs once, without
     status reports (the api is not asked either); its result (or error) goes to the
     caller through the result backend."""
-    log.info(
-        "%s %s: Task %s was not submitted through the api; running it without status reports",
-        RUNNER,
-        worker_id,
+    worker.say(
+        logging.INFO,
+        msg,
+        "Task %s was not submitted through the api; running it without status reports",
         msg.num,
-        extra=fields,
+        attempt=1,
     )
-    return execute_logged(msg, 1, worker_id, fields)
-
-
-def execute_logged(
-    msg: TaskMessage, attempt: int, worker_id: str, fields: dict[str, Any]
-) -> dict[str, Any]:
-    """Do the work of one attempt between the guide's log lines (started, and finished
-    or failed); an exception is logged and raised again."""
-    log_started(log, RUNNER, worker_id, msg.num, **fields)
-    try:
-        result = execute(msg, attempt)
-    except Exception as exc:
-        log_failed(log, RUNNER, worker_id, msg.num, describe(exc), **fields)
-        raise
-    log_finished(log, RUNNER, worker_id, msg.num, **fields)
-    return result
+    return worker.execute_logged(msg, 1)
 
 
 def run(task: Task[Any, Any], msg: TaskMessage, worker_id: str) -> dict[str, Any]:
-    """One delivery of a task: report, work, report; retry while attempts are left."""
-    settings = get_settings()
-    attempt = task.request.retries + 1
-    worker = task.request.hostname
-    fields = {
-        "task_id": msg.task_id,
-        "task_num": msg.num,
-        "method": msg.method.value,
-        "worker": worker,
-        "attempt": attempt,
-    }
-
+    """One delivery of a task (:meth:`TaskWorker.run`), with Celery's retry: a new
+    message, published with the retry's countdown."""
+    worker = task_worker(task, worker_id)
     if not sent_by_api(task):
-        return run_untracked(msg, worker_id, fields)
-    reply, attempt = start_attempt(
-        lambda status, number: report(msg.task_id, status, number, worker), attempt
-    )
-    fields["attempt"] = attempt
-    if reply.dead_letter:
-        log.error(
-            "%s %s: Task %s delivered too many times without an outcome; the api marked it "
-            "%s; dead-lettering its message",
-            RUNNER,
-            worker_id,
-            msg.num,
-            reply.status,
-            extra=fields,
-        )
-        raise Reject(f"task {msg.task_id}: delivery limit reached", requeue=False)
-    if not reply.proceed:
-        # Unknown although the api sent it: a submission the api answered 503 (the
-        # broker's confirm did not come in time) and discarded; it must not run.
-        log.info(
-            "%s %s: Task %s skipped (%s)",
-            RUNNER,
-            worker_id,
-            msg.num,
-            "the api discarded it" if reply.unknown else f"the api says {reply.status}",
-            extra=fields,
-        )
-        status = None if reply.unknown else reply.status.value
-        return {"status": "skipped", "task_num": msg.num, "task_status": status}
+        return run_untracked(worker, msg)
 
-    try:
-        with hand_back_point():
-            result = execute_logged(msg, attempt, worker_id, fields)
-    except HandedBack:
-        log.warning(
-            "%s %s: Task %s handed back: the worker is stopping (attempt %s)",
-            RUNNER,
-            worker_id,
-            msg.num,
-            attempt,
-            extra=fields,
-        )
-        report(msg.task_id, TaskStatus.RETRYING, attempt, worker, error=HAND_BACK_ERROR)
-        raise Reject(f"task {msg.task_id} handed back", requeue=True) from None
-    except Exception as exc:
-        error = describe(exc)
-        # Attempts, not Celery's retries, decide: a handed-back attempt counts too.
-        if attempt > settings.max_retries:
-            report(msg.task_id, TaskStatus.FAILED, attempt, worker, error=error)
-            raise
-        report(msg.task_id, TaskStatus.RETRYING, attempt, worker, error=error)
-        countdown = retry_delay(attempt - 1, settings.retry_backoff, settings.retry_backoff_max)
+    def retry(exc: Exception, _attempt: int, delay: float) -> None:
         try:
-            raise task.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries)
+            raise task.retry(exc=exc, countdown=delay, max_retries=worker.rule.max_retries)
         except Reject as lost:
             # Celery drops the message when the retry cannot be published; keep it
             # instead: its redelivery runs this attempt again.
             raise Reject(f"retry of task {msg.task_id} not published", requeue=True) from lost
 
-    report(msg.task_id, TaskStatus.DONE, attempt, worker, result=result)
-    return result
+    delivery = worker.run(msg, task.request.retries + 1, retry, working=hand_back_point)
+    if delivery.ending is Ending.DEAD_LETTER:
+        raise Reject(f"task {msg.task_id}: delivery limit reached", requeue=False)
+    if delivery.ending is Ending.HANDED_BACK:
+        raise Reject(f"task {msg.task_id} handed back", requeue=True)
+    if delivery.ending is Ending.FAILED and delivery.error is not None:
+        raise delivery.error
+    if delivery.ending is Ending.DONE and delivery.result is not None:
+        return delivery.result
+    reply = delivery.reply
+    status = None if reply is None or reply.unknown else reply.status.value
+    return {"status": "skipped", "task_num": msg.num, "task_status": status}
 
 
 @celery_app.task(bind=True, name=TaskKind.PROCESS_TASK.value)

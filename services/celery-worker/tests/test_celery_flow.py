@@ -1,24 +1,20 @@
 """The tasks' flow against a real HTTP callback server, run eagerly with ``.apply()``.
 
-:class:`FakeApi` checks every callback's signature and nonce like the api and answers
-with ``CallbackReply`` JSON, moving a task only forward. The tasks run their real
+:class:`~tasklab_devtools.testing.fakeapi.FakeApi` checks every callback's signature
+and nonce like the api and answers with ``CallbackReply`` JSON, moving a task only
+forward. The tasks run their real
 code (``.apply()`` executes them in this process, retries included); only the broker
 is left out.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from celery import states
@@ -27,24 +23,15 @@ from celery.result import EagerResult
 
 import celery_app
 import celery_tasks
-from tasklab_common.auth import (
-    NONCE_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    CallbackAuthError,
-    verify,
-)
 from tasklab_common.messages import (
     API_ORIGIN_PREFIX,
-    UNKNOWN_TASK_HEADER,
-    CallbackReply,
-    StatusUpdate,
     TaskMessage,
     TaskParams,
     celery_call,
 )
-from tasklab_common.models import Method, TaskKind, TaskStatus, supersedes
+from tasklab_common.models import Method, TaskKind, TaskStatus
 from tasklab_common.work import SimulatedFailure, process_data
+from tasklab_devtools.testing.fakeapi import FakeApi, retried
 
 SECRET = "celery-flow-test-secret-0123456789"
 MAX_RETRIES = 2
@@ -55,96 +42,11 @@ DONE = TaskStatus.DONE
 FAILED = TaskStatus.FAILED
 
 
-@dataclass
-class FakeApi:
-    """The api's side of the status callback, with the state it keeps per task."""
-
-    secret: str
-    url: str = ""
-    updates: list[StatusUpdate] = field(default_factory=list)
-    states: dict[str, tuple[TaskStatus, int]] = field(default_factory=dict)
-    unknown: set[str] = field(default_factory=set)
-    refuse_with: int | None = None
-    #: Seconds to wait before answering a report of this status (a slow or hung api).
-    slow: dict[TaskStatus, float] = field(default_factory=dict)
-    nonces: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def cancel(self, task_id: str) -> None:
-        self.states[task_id] = (TaskStatus.CANCELLED, 0)
-
-    def history(self, task_id: str) -> list[tuple[TaskStatus, int]]:
-        """``(status, attempt)`` of every report received for ``task_id``."""
-        return [(u.status, u.attempt) for u in self.updates if u.task_id == task_id]
-
-    def answer(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        try:
-            call = verify(
-                self.secret,
-                body,
-                headers.get(TIMESTAMP_HEADER),
-                headers.get(NONCE_HEADER),
-                headers.get(SIGNATURE_HEADER),
-            )
-        except CallbackAuthError as exc:
-            return 401, {"detail": exc.reason}
-        with self.lock:
-            if call.nonce in self.nonces:
-                return 403, {"detail": "replayed nonce"}
-            self.nonces.add(call.nonce)
-            update = StatusUpdate.model_validate_json(body)
-            self.updates.append(update)
-            delay = self.slow.get(update.status, 0.0)
-        time.sleep(delay)
-        with self.lock:
-            if self.refuse_with is not None:
-                return self.refuse_with, {"detail": "refused by the test"}
-            if update.task_id in self.unknown:
-                return 404, {"detail": "unknown task"}
-            current, attempt = self.states.get(update.task_id, (TaskStatus.PENDING, 0))
-            applied = supersedes(update.status, update.attempt, current, attempt)
-            if applied:
-                current = update.status
-                self.states[update.task_id] = (current, update.attempt)
-            reply = CallbackReply(applied=applied, status=current, proceed=not current.is_final)
-        return 200, reply.model_dump(mode="json")
-
-
-class _ApiServer(ThreadingHTTPServer):
-    api: FakeApi
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        code, answer = cast(_ApiServer, self.server).api.answer(body, dict(self.headers.items()))
-        payload = json.dumps(answer).encode()
-        self.send_response(code)
-        if code == 404 and answer.get("detail") == "unknown task":  # the api's own 404
-            self.send_header(UNKNOWN_TASK_HEADER, "1")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep the test output quiet."""
-
-
 @pytest.fixture
 def api() -> Iterator[FakeApi]:
     """A running :class:`FakeApi` on a free local port."""
-    server = _ApiServer(("127.0.0.1", 0), _Handler)
-    server.api = FakeApi(
-        SECRET, url=f"http://127.0.0.1:{server.server_port}/update_task_status_api/"
-    )
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server.api
-    finally:
-        server.shutdown()
-        server.server_close()
+    with FakeApi(SECRET) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -243,14 +145,7 @@ def test_failed_attempts_are_retried_until_done(api: FakeApi) -> None:
     outcome = apply(msg)
 
     assert outcome.successful()
-    assert api.history(msg.task_id) == [
-        (IN_PROGRESS, 1),
-        (RETRYING, 1),
-        (IN_PROGRESS, 2),
-        (RETRYING, 2),
-        (IN_PROGRESS, 3),
-        (DONE, 3),
-    ]
+    assert api.history(msg.task_id) == retried(3, DONE)
     retrying = [u for u in api.updates if u.status is RETRYING]
     assert all("SimulatedFailure" in (u.error or "") for u in retrying)
 
@@ -262,14 +157,7 @@ def test_no_attempt_left_reports_failed(api: FakeApi) -> None:
 
     assert outcome.failed()
     assert isinstance(outcome.result, SimulatedFailure)
-    assert api.history(msg.task_id) == [
-        (IN_PROGRESS, 1),
-        (RETRYING, 1),
-        (IN_PROGRESS, 2),
-        (RETRYING, 2),
-        (IN_PROGRESS, 3),
-        (FAILED, 3),
-    ]
+    assert api.history(msg.task_id) == retried(3, FAILED)
     assert "attempt 3" in (api.updates[-1].error or "")
 
 
@@ -314,7 +202,7 @@ def test_refused_report_requeues_the_message(api: FakeApi, code: int) -> None:
     outcome = apply(msg)
 
     assert requeued(outcome)
-    assert api.history(msg.task_id) == [(IN_PROGRESS, 1)]
+    assert [(u.status, u.attempt) for u in api.refused] == [(IN_PROGRESS, 1)]
 
 
 def test_unreachable_api_requeues_the_message(monkeypatch: pytest.MonkeyPatch) -> None:

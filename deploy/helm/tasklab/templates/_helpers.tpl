@@ -197,57 +197,6 @@ livenessProbe:
   failureThreshold: 4
 {{- end -}}
 
-{{/* The Celery beat's schedule file (--schedule), on the pod's /tmp volume. */}}
-{{- define "tasklab.beatSchedule" -}}
-/tmp/celerybeat-schedule
-{{- end -}}
-
-{{/*
-Probe of the Celery beat, which serves no port: its schedule file must have been
-written within the last 600 seconds. The beat writes it (a shelve database: one file
-or several with suffixes, depending on Python's dbm module) when it starts, then at
-each sync, which it does on waking up once 3 minutes have passed (celery's sync_every),
-and it wakes up at least every 5 minutes (its default max interval): two writes are
-at most 8 minutes apart.
-*/}}
-{{- define "tasklab.beatCommand" -}}
-- python
-- -c
-- |
-  import glob, os, sys, time
-  ages = []
-  for path in glob.glob("{{ include "tasklab.beatSchedule" . }}*"):
-      try:
-          ages.append(time.time() - os.stat(path).st_mtime)
-      except OSError:
-          pass
-  sys.exit(not ages or min(ages) > 600)
-{{- end -}}
-
-{{- define "tasklab.beatProbes" -}}
-startupProbe:
-  exec:
-    command:
-      {{- include "tasklab.beatCommand" . | nindent 6 }}
-  periodSeconds: 5
-  timeoutSeconds: 5
-  failureThreshold: 24
-readinessProbe:
-  exec:
-    command:
-      {{- include "tasklab.beatCommand" . | nindent 6 }}
-  periodSeconds: 30
-  timeoutSeconds: 5
-  failureThreshold: 2
-livenessProbe:
-  exec:
-    command:
-      {{- include "tasklab.beatCommand" . | nindent 6 }}
-  periodSeconds: 60
-  timeoutSeconds: 5
-  failureThreshold: 3
-{{- end -}}
-
 {{/*
 Pod-level fields shared by every tasklab pod: (dict "root" $ "values" .Values.api).
 Only the api may be given the Kubernetes API ("serviceAccount" "tasklab-api" "token"
@@ -308,49 +257,6 @@ test pod take them. A key missing from the Secret stops the pod from starting.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- end -}}
-
-{{/* DATABASE_URL of the api: the SQLite file on the data volume, or from a Secret. */}}
-{{- define "tasklab.databaseEnv" -}}
-- name: DATABASE_URL
-{{- if eq .Values.database.type "sqlite" }}
-  value: sqlite:////data/tasklab.db
-{{- else }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.database.external.existingSecret }}
-      key: {{ .Values.database.external.key }}
-{{- end }}
-{{- end -}}
-
-{{- define "tasklab.apiVolumeMounts" -}}
-- name: tmp
-  mountPath: /tmp
-{{- if eq .Values.database.type "sqlite" }}
-- name: data
-  mountPath: /data
-{{- end }}
-{{- end -}}
-
-{{/*
-Scaling behaviour of the worker's HPA (plain or KEDA's): add pods at once, remove them
-only after scaleDownStabilizationSeconds of lower demand, one pod a minute (each one
-drains its running tasks first, see terminationGracePeriodSeconds).
-*/}}
-{{- define "tasklab.hpaBehavior" -}}
-behavior:
-  scaleUp:
-    stabilizationWindowSeconds: 0
-    policies:
-      - type: Pods
-        value: 4
-        periodSeconds: 30
-  scaleDown:
-    stabilizationWindowSeconds: {{ .Values.celeryWorker.autoscaling.scaleDownStabilizationSeconds }}
-    policies:
-      - type: Pods
-        value: 1
-        periodSeconds: 60
 {{- end -}}
 
 {{/* Checks that need two values at once (the schema checks each value alone). */}}

@@ -3,7 +3,9 @@
 Used by the Celery worker and the legacy consumer (both synchronous code). A report
 is retried while the api is unreachable or answers 5xx/429, for at most
 ``max_wait`` seconds; the same ``event_id`` is kept across retries, so a report
-that was applied but whose answer was lost is recognised as a duplicate.
+that was applied but whose answer was lost is recognised as a duplicate. Each try is
+signed anew (a fresh nonce). The retrying is tenacity's: exponential backoff with
+jitter, never sleeping past the deadline.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ from collections.abc import Callable
 from urllib.parse import urljoin
 
 import httpx
+from tenacity import (
+    Future,
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_before_delay,
+    wait_exponential,
+)
 
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import (
     UNKNOWN_TASK_HEADER,
     CallbackReply,
@@ -26,6 +36,8 @@ from tasklab_common.messages import (
     StatusUpdate,
 )
 from tasklab_common.models import TaskStatus
+from tasklab_common.settings import HOUSEKEEPING_PATH, WorkerSettings
+from tasklab_common.signing import sign_headers
 
 log = logging.getLogger("tasklab.callback")
 
@@ -57,6 +69,16 @@ class CallbackClient:
         self._timeout = timeout
         self._transport = transport
 
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> CallbackClient:
+        """The client of a worker: ``API_URL``, ``CALLBACK_SECRET`` and its limits."""
+        return cls(
+            settings.api_url,
+            settings.callback_secret.get_secret_value(),
+            timeout=settings.callback_timeout,
+            max_wait=settings.callback_max_wait,
+        )
+
     def _client(self) -> httpx.Client:
         # One keep-alive client per thread: httpx.Client is not meant to be shared
         # across threads that send concurrently.
@@ -77,51 +99,68 @@ class CallbackClient:
 
         The api's 404 for a task it does not know (marked by ``UNKNOWN_TASK_HEADER``)
         is answered as "do not proceed", with ``unknown`` set; any other 404 (a wrong
-        ``API_URL``, a proxy) raises ``CallbackError``.
+        ``API_URL``, a proxy) raises ``CallbackError``, as does any other refusal, or a
+        report still not delivered after ``max_wait`` seconds.
         """
         body = update.model_dump_json().encode()
-        deadline = time.monotonic() + self._max_wait
-        delay = self._backoff
-        attempt = 0
-        while True:
-            attempt += 1
-            headers = {"Content-Type": "application/json", **sign_headers(self._secret, body)}
-            try:
-                resp = self._client().post(self.url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code == 200:
-                    return CallbackReply.model_validate_json(resp.content)
-                if resp.status_code == 404 and resp.headers.get(UNKNOWN_TASK_HEADER) == "1":
-                    log.info("task %s is unknown to the api", update.task_id)
-                    return CallbackReply(
-                        applied=False, status=TaskStatus.FAILED, proceed=False, unknown=True
-                    )
-                if resp.status_code != 429 and resp.status_code < 500:
-                    raise CallbackError(
-                        f"callback for task {update.task_id} refused: "
-                        f"{resp.status_code} {resp.text[:300]}"
-                    )
-                problem = f"HTTP {resp.status_code}"
-            if time.monotonic() + delay > deadline:
-                raise CallbackError(
-                    f"callback for task {update.task_id} ({update.status}) not delivered "
-                    f"after {attempt} tries: {problem}"
-                )
+
+        def warn(state: RetryCallState) -> None:
             log.warning(
                 "callback for task %s (%s) failed (%s); retrying in %.1fs",
                 update.task_id,
                 update.status,
-                problem,
-                delay,
+                _problem(state.outcome),
+                state.upcoming_sleep,
             )
-            self._sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self._backoff_max)
+
+        backoff = wait_exponential(multiplier=self._backoff, max=self._backoff_max)
+        retrying = Retrying(
+            retry=retry_if_exception_type(_NotDelivered),
+            # Jittered, so that the retries of many workers that failed at the same
+            # moment spread out.
+            wait=lambda state: backoff(state) * random.uniform(0.8, 1.2),
+            stop=stop_before_delay(self._max_wait),
+            sleep=self._sleep,
+            before_sleep=warn,
+        )
+        try:
+            return retrying(self._post, update, body)
+        except RetryError as exc:
+            tries = exc.last_attempt.attempt_number
+            raise CallbackError(
+                f"callback for task {update.task_id} ({update.status}) not delivered "
+                f"after {tries} tries: {_problem(exc.last_attempt)}"
+            ) from None
+
+    def _post(self, update: StatusUpdate, body: bytes) -> CallbackReply:
+        """One try: the reply; :class:`_NotDelivered` to try again, CallbackError not to."""
+        headers = {"Content-Type": "application/json", **sign_headers(self._secret, body)}
+        try:
+            resp = self._client().post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _NotDelivered(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code == 200:
+            return CallbackReply.model_validate_json(resp.content)
+        if resp.status_code == 404 and resp.headers.get(UNKNOWN_TASK_HEADER) == "1":
+            log.info("task %s is unknown to the api", update.task_id)
+            return CallbackReply(
+                applied=False, status=TaskStatus.FAILED, proceed=False, unknown=True
+            )
+        if resp.status_code != 429 and resp.status_code < 500:
+            raise CallbackError(
+                f"callback for task {update.task_id} refused: {resp.status_code} {resp.text[:300]}"
+            )
+        raise _NotDelivered(f"HTTP {resp.status_code}")
 
 
-#: The api's housekeeping route, relative to the callback URL (``API_URL``).
-HOUSEKEEPING_PATH = "../internal/housekeeping"
+class _NotDelivered(Exception):
+    """One try did not deliver the report (no answer, 5xx, 429): try again."""
+
+
+def _problem(outcome: Future | None) -> str:
+    """Why a try (its outcome) did not deliver the report."""
+    exc = outcome.exception() if outcome is not None else None
+    return str(exc) if exc is not None else "unknown"
 
 
 def housekeeping_url(api_url: str) -> str:
@@ -129,7 +168,8 @@ def housekeeping_url(api_url: str) -> str:
 
     Relative, so an api served under a path prefix is reached under the same prefix.
     """
-    return urljoin(api_url if api_url.endswith("/") else api_url + "/", HOUSEKEEPING_PATH)
+    base = api_url if api_url.endswith("/") else api_url + "/"
+    return urljoin(base, f"..{HOUSEKEEPING_PATH}")
 
 
 def request_housekeeping(

@@ -5,10 +5,10 @@ running ``HAND_BACK_AFTER`` seconds after the stop began (set below the pod's gr
 period, so it happens before the SIGKILL) is *handed back*: its work is interrupted
 (:class:`HandedBack` raised where it sleeps), the worker reports it ``RETRYING`` with
 :data:`HAND_BACK_ERROR` and gives its message back to the broker. Another worker then
-runs it as the next attempt: :func:`start_attempt` sees the api's ``RETRYING`` at the
-attempt it proposed and takes the one after. The user sees one task, a second attempt,
-never ``FAILED``. A handed-back attempt is an attempt like a failed one: a task has
-``MAX_RETRIES + 1`` attempts in all, whatever ended them.
+runs it as the next attempt: :func:`tasklab_common.protocol.start_attempt` sees the api's
+``RETRYING`` at the attempt it proposed and takes the one after. The user sees one
+task, a second attempt, never ``FAILED``. A handed-back attempt is an attempt like a
+failed one: a task has ``MAX_RETRIES + 1`` attempts in all, whatever ended them.
 
 A worker that dies without handing back (SIGKILL, a crash) is not this: its message
 is redelivered and runs the *same* attempt again, which the api's delivery limit
@@ -17,13 +17,9 @@ watches (a poison task).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
-from tasklab_common.messages import CallbackReply
-from tasklab_common.models import TaskStatus
-
-__all__ = ["HAND_BACK_ERROR", "HandedBack", "start_attempt"]
+__all__ = ["HAND_BACK_ERROR", "HandedBack"]
 
 #: The error of the ``RETRYING`` report of a handed-back attempt.
 HAND_BACK_ERROR: Final = (
@@ -38,26 +34,3 @@ class HandedBack(BaseException):
     A ``BaseException``: the work's own ``except Exception`` must not take it for a
     failure of the attempt.
     """
-
-
-#: ``report(status, attempt)``: a worker's status report of its current task.
-Report = Callable[[TaskStatus, int], CallbackReply]
-
-
-def start_attempt(report: Report, attempt: int) -> tuple[CallbackReply, int]:
-    """Report ``IN_PROGRESS`` for ``attempt``; the api's reply and the attempt to run.
-
-    When the api already has that attempt over (``RETRYING`` at it or later: handed
-    back, or the in-place retry of a consumer that then died), the next attempt is
-    claimed instead, so that the work runs as what it is: a new attempt.
-    """
-    reply = report(TaskStatus.IN_PROGRESS, attempt)
-    if (
-        reply.proceed
-        and not reply.applied
-        and reply.status is TaskStatus.RETRYING
-        and reply.attempts >= attempt
-    ):
-        attempt = reply.attempts + 1
-        reply = report(TaskStatus.IN_PROGRESS, attempt)
-    return reply, attempt

@@ -1,7 +1,8 @@
 """What travels between the services.
 
 - :class:`TaskParams`: a task's validated parameters (also the submit request's).
-- :class:`TaskMessage`: the JSON body the api publishes to the direct queue.
+- :class:`TaskMessage`: the JSON body the api publishes to the direct queue;
+  :class:`CancelNotice`: what it publishes when such a task is cancelled.
 - :func:`celery_call` / :func:`message_from_celery`: the one mapping between a task
   and the Celery task signature of the original guide,
   ``process_task(task_num, timeout, worker_id='celery')``.
@@ -24,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from tasklab_common.models import WORKER_STATUSES, Method, TaskKind, TaskStatus
+from tasklab_common.models import WORKER_STATUSES, Method, TaskKind, TaskStatus, Verdict
 
 #: Upper bounds shared by validation everywhere.
 MAX_DURATION_SECONDS: Final = 3600.0
@@ -105,6 +106,17 @@ class TaskMessage(BaseModel):
     def _params_fit_kind(self) -> TaskMessage:
         check_params_for_kind(self.kind, self.params)
         return self
+
+
+class CancelNotice(BaseModel):
+    """The api's notice that a direct-queue task was cancelled (published to
+    :data:`~tasklab_common.queues.CANCEL_EXCHANGE` after the task was marked
+    ``CANCELLED``): the consumer that runs it stops it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = 1
+    task_id: Annotated[str, Field(min_length=1, max_length=64, pattern=TASK_ID_PATTERN)]
 
 
 #: ``worker_id`` argument of the Celery tasks, as in the guide.
@@ -230,6 +242,9 @@ class CallbackReply(BaseModel):
     applied: bool
     status: TaskStatus
     proceed: bool
+    #: What the api made of the report (``applied``, ``duplicate`` and ``dead_letter``
+    #: say it too, for older workers); None in the client's own reply to a 404.
+    verdict: Verdict | None = None
     #: The task's attempts so far, as the api records them.
     attempts: int = 0
     duplicate: bool = False

@@ -30,11 +30,19 @@ class Method(StrEnum):
     RABBITMQ = "rabbitmq"
     SYNC = "sync"
 
+    @property
+    def runs_on_celery(self) -> bool:
+        """Whether Celery workers run its tasks (``sync`` too: the api waits for them)."""
+        return self in CELERY_METHODS
+
 
 class TaskKind(StrEnum):
     PROCESS_TASK = "process_task"
     PROCESS_DATA = "process_data"
 
+
+#: The methods whose tasks Celery workers run; the consumer runs the others.
+CELERY_METHODS: frozenset[Method] = frozenset({Method.CELERY, Method.SYNC})
 
 FINAL_STATUSES: frozenset[TaskStatus] = frozenset(
     {TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED}
@@ -52,7 +60,6 @@ PHASE_RANK: dict[TaskStatus, int] = {
     TaskStatus.IN_PROGRESS: 1,
     TaskStatus.RETRYING: 2,
 }
-FINAL_RANK = 3
 
 
 def progress_key(status: TaskStatus, attempt: int) -> tuple[int, int]:
@@ -73,3 +80,18 @@ def supersedes(
     if cur_status.is_final:
         return False
     return progress_key(new_status, new_attempt) > progress_key(cur_status, cur_attempt)
+
+
+class Verdict(StrEnum):
+    """What the api made of a worker's status report: the reply's ``verdict``, and the
+    ``outcome`` label of the callback metric."""
+
+    #: It moved the task forward.
+    APPLIED = "applied"
+    #: Late, repeated or out of order: recorded, the task unchanged.
+    STALE = "stale"
+    #: The same report (``event_id``) was received before: nothing recorded.
+    DUPLICATE = "duplicate"
+    #: One delivery too many of the same attempt: the task was marked FAILED instead,
+    #: and its message is to be dead-lettered.
+    GAVE_UP = "gave_up"

@@ -17,11 +17,14 @@ DIRECT_QUEUE: Final = "direct_tasks"
 DEAD_LETTER_EXCHANGE: Final = "tasklab.dlx"
 DEAD_LETTER_QUEUE: Final = "dead_letters"
 
+#: Fanout exchange of the api's cancel notices (:class:`~tasklab_common.messages.CancelNotice`):
+#: each consumer binds a queue of its own (exclusive, auto-delete, named by the broker)
+#: and stops the cancelled task if it runs it. (Celery tasks are revoked instead.)
+CANCEL_EXCHANGE: Final = "tasklab.cancel"
+
 ALL_QUEUES: Final = (CELERY_QUEUE, DIRECT_QUEUE, DEAD_LETTER_QUEUE)
 
 #: The queue each method's tasks are published to (``sync`` runs on the Celery workers).
 QUEUE_OF_METHOD: Final = {
-    Method.CELERY: CELERY_QUEUE,
-    Method.SYNC: CELERY_QUEUE,
-    Method.RABBITMQ: DIRECT_QUEUE,
+    method: CELERY_QUEUE if method.runs_on_celery else DIRECT_QUEUE for method in Method
 }

@@ -15,10 +15,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasklab_common.auth import MIN_SECRET_LENGTH
+from tasklab_common.signing import MIN_SECRET_LENGTH
 
 #: The api's status callback route (``API_URL`` ends in it).
 CALLBACK_PATH = "/update_task_status_api/"
+#: The api's housekeeping route (asked by the beat's task, next to the callback route).
+HOUSEKEEPING_PATH = "/internal/housekeeping"
 
 
 class BrokerSettings(BaseSettings):

@@ -2,11 +2,14 @@
 
 ``process_task`` sleeps; ``process_data`` computes statistics over numbers. Both
 fail on purpose while ``attempt <= fail_times``, so retries can be seen.
+
+The work is interruptible: it sleeps through the ``sleep`` it is given, and a worker
+that must stop it (a hand-back, a cancel) gives :func:`interruptible_sleep`, which
+raises out of the work within :data:`POLL_SECONDS`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import signal
@@ -22,6 +25,19 @@ from tasklab_common.models import TaskKind
 #: variable's value kills the process that runs it (SIGKILL) on every delivery, like
 #: a poison message. Unset (the default) in every deployment.
 CRASH_ON_DURATION_ENV: Final = "TASKLAB_FAULT_CRASH_ON_DURATION"
+
+
+#: How often an interruptible sleep checks whether it must stop, in seconds.
+POLL_SECONDS: Final = 0.2
+
+
+def interruptible_sleep(seconds: float, check: Callable[[], None]) -> None:
+    """Sleep ``seconds``, calling ``check()`` (which raises to interrupt the work) before
+    every slice of at most :data:`POLL_SECONDS`."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        check()
+        time.sleep(min(remaining, POLL_SECONDS))
 
 
 def _maybe_crash(duration: float) -> None:
@@ -120,23 +136,3 @@ def execute(
 def retry_delay(retries_done: int, base: float, cap: float) -> float:
     """Exponential backoff: ``base``, ``2*base``, ``4*base``... capped at ``cap``."""
     return float(min(cap, base * (2 ** max(0, retries_done))))
-
-
-def log_started(
-    logger: logging.Logger, runner: str, worker_id: str, num: int, **extra: Any
-) -> None:
-    """The guide's line: ``Celery Worker celery: Started processing task 1``."""
-    logger.info("%s %s: Started processing task %s", runner, worker_id, num, extra=extra)
-
-
-def log_finished(
-    logger: logging.Logger, runner: str, worker_id: str, num: int, **extra: Any
-) -> None:
-    """The guide's line: ``Celery Worker celery: Task 1 finished successfully``."""
-    logger.info("%s %s: Task %s finished successfully", runner, worker_id, num, extra=extra)
-
-
-def log_failed(
-    logger: logging.Logger, runner: str, worker_id: str, num: int, error: str, **extra: Any
-) -> None:
-    logger.warning("%s %s: Task %s failed: %s", runner, worker_id, num, error, extra=extra)

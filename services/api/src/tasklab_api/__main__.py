@@ -18,6 +18,7 @@ from tasklab_api.config import Settings
 from tasklab_api.events import EventHub
 from tasklab_api.guard import guarded_protocol
 from tasklab_api.migrate import upgrade
+from tasklab_common.errors import validation_problems
 from tasklab_common.settings import setup_logging
 
 
@@ -26,10 +27,7 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         # Only the names and the reasons: never the values (they may be secrets).
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" if e["loc"] else e["msg"]
-            for e in exc.errors()
-        )
+        problems = validation_problems(exc, settings=True, whole="settings")
         sys.exit(f"tasklab-api: invalid configuration: {problems}")
 
 

@@ -10,8 +10,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from tasklab_api.origin import normalize_origin
-from tasklab_common.auth import MIN_SECRET_LENGTH
 from tasklab_common.settings import CommonSettings
+from tasklab_common.signing import MIN_SECRET_LENGTH
 
 #: An API key or user name: visible ASCII (no spaces; a key has no commas either).
 _VISIBLE = re.compile(r"[\x21-\x7e]+")

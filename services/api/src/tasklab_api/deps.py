@@ -8,7 +8,6 @@ from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 
-from tasklab_api.config import Settings
 from tasklab_api.state import AppState
 
 
@@ -18,12 +17,7 @@ async def get_state(request: Request) -> AppState:
     return cast(AppState, request.app.state.tasklab)
 
 
-async def get_settings(request: Request) -> Settings:
-    return (await get_state(request)).settings
-
-
 State = Annotated[AppState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def _query_names(dependant: Dependant) -> set[str]:

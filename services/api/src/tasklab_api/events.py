@@ -27,10 +27,12 @@ import psycopg
 
 from tasklab_api.orm import Task
 from tasklab_api.schemas import TaskOut
-from tasklab_api.store import NOTIFY_CHANNEL
 from tasklab_common.models import progress_key
 
 log = logging.getLogger("tasklab.events")
+
+#: The PostgreSQL channel of task changes (the store NOTIFYs, every api process LISTENs).
+NOTIFY_CHANNEL = "tasklab_tasks"
 
 SUBSCRIBER_QUEUE = 1000
 #: Tasks whose last published progress is remembered (the most recently changed).
@@ -107,10 +109,6 @@ class EventHub:
             yield q
         finally:
             self._subscribers.discard(q)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
 
     async def wait_for(
         self,

@@ -6,7 +6,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tasklab_api.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from tasklab_api import metrics
 
 #: Long-lived responses whose duration says nothing about latency.
 STREAMING_ROUTES = frozenset({"/api/events"})
@@ -34,8 +34,6 @@ class HttpMetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(scope["method"], template, str(code)).inc()
-            if template not in STREAMING_ROUTES:
-                HTTP_LATENCY.labels(scope["method"], template).observe(
-                    time.perf_counter() - started
-                )
+            streaming = template in STREAMING_ROUTES
+            seconds = None if streaming else time.perf_counter() - started
+            metrics.on_http_request(scope["method"], template, code, seconds)

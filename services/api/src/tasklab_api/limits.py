@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import time
 from collections import OrderedDict
@@ -13,6 +12,8 @@ import fastapi
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tasklab_api.asgi import send_error
 
 
 class BodyLimitMiddleware:
@@ -35,15 +36,15 @@ class BodyLimitMiddleware:
             try:
                 too_big = int(length) > self.max_bytes
             except ValueError:
-                await _reply(send, 400, "invalid Content-Length")
+                await send_error(send, 400, "invalid Content-Length")
                 return
             if too_big:
-                await _reply(send, 413, f"request body larger than {self.max_bytes} bytes")
+                await send_error(send, 413, f"request body larger than {self.max_bytes} bytes")
                 return
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         has_body = length not in (None, b"0") or b"transfer-encoding" in headers
         if has_body and ctype != b"application/json":
-            await _reply(send, 415, "send the body as application/json")
+            await send_error(send, 415, "send the body as application/json")
             return
 
         received = 0
@@ -59,21 +60,6 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-async def _reply(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass

@@ -9,15 +9,14 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tasklab_api.auth import Authenticator
 from tasklab_api.brokerstats import BrokerStats
+from tasklab_api.cancelling import Canceller
 from tasklab_api.config import Settings, get_settings
 from tasklab_api.db import create_engine, is_sqlite, libpq_conninfo, normalize_url, session_factory
 from tasklab_api.deps import KnownQuery
@@ -26,6 +25,7 @@ from tasklab_api.headers import SecurityHeadersMiddleware
 from tasklab_api.httpmetrics import HttpMetricsMiddleware
 from tasklab_api.internalport import InternalPortMiddleware
 from tasklab_api.limits import BodyLimitMiddleware, RateLimiter
+from tasklab_api.login import Authenticator
 from tasklab_api.origin import HostCheckMiddleware, OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
 from tasklab_api.routers import (
@@ -36,6 +36,7 @@ from tasklab_api.routers import (
     health,
     maintenance,
     overview,
+    stream,
     tasks,
     ui,
 )
@@ -53,7 +54,7 @@ async def _purge_nonces(store: TaskStore, keep: timedelta) -> None:
     while True:
         await asyncio.sleep(NONCE_PURGE_INTERVAL)
         try:
-            await store.purge_nonces(keep)
+            await store.housekeeping.purge_nonces(keep)
         except Exception as exc:
             log.warning("purging callback nonces failed: %s", exc)
 
@@ -108,34 +109,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = normalize_url(settings.database_url)
         postgres = not is_sqlite(url)
         engine = create_engine(settings.database_url)
-        store = TaskStore(
-            session_factory(engine), postgres=postgres, delivery_limit=settings.delivery_limit
-        )
         hub = EventHub()
+        store = TaskStore(
+            session_factory(engine),
+            postgres=postgres,
+            delivery_limit=settings.delivery_limit,
+            hub=hub,
+        )
         publisher = Publisher(
             settings.amqp_url(),
             publish_timeout=settings.publish_timeout,
             connect_timeout=settings.broker_connect_timeout,
         )
-        control = Celery("tasklab-api-control", broker=settings.amqp_url(), set_as_current=False)
-        control.conf.broker_connection_timeout = settings.revoke_timeout
-        control.conf.broker_connection_max_retries = 1
+        canceller = Canceller(settings, publisher)
         state = AppState(
             settings=settings,
             store=store,
             publisher=publisher,
             hub=hub,
             limiter=RateLimiter(settings.submit_rate, settings.submit_burst),
-            control=control,
-            postgres=postgres,
+            canceller=canceller,
             broker_stats=BrokerStats(settings.rmq_management_url, settings.amqp_url()),
             cluster=ClusterView(
                 settings.k8s_namespace, settings.k8s_workloads, settings.k8s_scale_from_ui
             ),
         )
         app.state.tasklab = state
-        log.info("authentication of the UI and the API: %s", auth.describe())
-        log.info("Kubernetes workers view: %s", state.cluster.describe())
+        log.info("authentication of the UI and the API: %s", auth.summary())
+        log.info("Kubernetes workers view: %s", state.cluster.summary())
         if postgres:
 
             async def fetch(task_id: str):  # type: ignore[no-untyped-def]
@@ -153,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.close()
             await publisher.close()
             await state.broker_stats.close()
-            control.close()
+            canceller.close()
             await asyncio.to_thread(store.close)
             await engine.dispose()
 
@@ -195,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The JSON API also refuses query parameters its routes do not take (422).
     api = {**protected, "dependencies": [*protected["dependencies"], KnownQuery]}
     app.include_router(tasks.router, **api)
+    app.include_router(stream.router, **api)
     app.include_router(overview.router, **api)
     app.include_router(activity.router, **api)
     app.include_router(cluster.router, **api)

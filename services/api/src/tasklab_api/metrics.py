@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
+from enum import StrEnum
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from tasklab_api.brokerstats import BrokerSnapshot
 from tasklab_api.orm import Task
 from tasklab_common.messages import StatusUpdate
-from tasklab_common.models import Method, TaskStatus
+from tasklab_common.models import Method, TaskStatus, Verdict
 from tasklab_common.queues import CELERY_QUEUE
 
 #: From 10 ms to an hour: fits 0-s tasks and minutes-long ones.
@@ -167,7 +169,7 @@ EXCEPTIONS = BoundedLabel(MAX_EXCEPTIONS, r"[A-Za-z_][A-Za-z0-9_.]{0,79}")
 
 
 def _celery_path(task: Task) -> bool:
-    return task.method in (Method.CELERY.value, Method.SYNC.value)
+    return Method(task.method).runs_on_celery
 
 
 def _node(worker: str | None) -> str:
@@ -194,7 +196,58 @@ def on_rejected(method: Method, reason: str) -> None:
     TASKS_REJECTED.labels(method.value, reason).inc()
 
 
-def on_update(task: Task, update: StatusUpdate) -> None:
+class Refusal(StrEnum):
+    """Why a signed request was refused before the store saw it (``outcome`` labels of
+    the callback metric, beside the :class:`~tasklab_common.models.Verdict` values)."""
+
+    UNAUTHENTICATED = "unauthenticated"
+    REPLAYED = "replayed"
+    INVALID = "invalid"
+    UNKNOWN_TASK = "unknown_task"
+
+
+def on_callback_refused(refusal: Refusal) -> None:
+    CALLBACKS.labels(refusal.value).inc()
+
+
+def on_report(verdict: Verdict, task: Task, update: StatusUpdate) -> None:
+    """A worker's report the store took, with the verdict it gave."""
+    CALLBACKS.labels(verdict.value).inc()
+    if verdict is Verdict.GAVE_UP:
+        on_finished(task)
+    elif verdict is Verdict.APPLIED:
+        _on_applied(task, update)
+
+
+def on_cancelled(task: Task) -> None:
+    on_finished(task)
+
+
+def on_housekeeping_run() -> None:
+    HOUSEKEEPING_RUNS.inc()
+
+
+def on_housekeeping(
+    failed_stuck: Sequence[Task], failed_orphaned: Sequence[Task], purged: int | None
+) -> None:
+    """What one housekeeping run did: the tasks it marked FAILED, and how many it
+    deleted (None: history is kept for ever)."""
+    for action, tasks in (("failed_stuck", failed_stuck), ("failed_orphaned", failed_orphaned)):
+        for task in tasks:
+            HOUSEKEEPING_TASKS.labels(action).inc()
+            on_finished(task)
+    if purged is not None:
+        HOUSEKEEPING_TASKS.labels("purged").inc(purged)
+
+
+def on_http_request(method: str, route: str, code: int, seconds: float | None) -> None:
+    """One HTTP request (``seconds`` None: a stream, whose length says nothing)."""
+    HTTP_REQUESTS.labels(method, route, str(code)).inc()
+    if seconds is not None:
+        HTTP_LATENCY.labels(method, route).observe(seconds)
+
+
+def _on_applied(task: Task, update: StatusUpdate) -> None:
     """A worker's report that was applied (moved the task forward)."""
     celery = _celery_path(task)
     if update.status is TaskStatus.IN_PROGRESS:

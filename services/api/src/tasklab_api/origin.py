@@ -23,12 +23,13 @@ UI served elsewhere can call the API; without it no CORS header is ever sent.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tasklab_api.asgi import send_error
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -110,19 +111,7 @@ class OriginCheckMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (reason := self.refusal(scope)) is not None:
-            body = json.dumps({"detail": reason}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 403,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"vary", b"Origin"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, 403, reason, (b"vary", b"Origin"))
             return
         await self.app(scope, receive, send)
 
@@ -182,19 +171,7 @@ class HostCheckMiddleware:
         if scope["type"] in ("http", "websocket"):
             host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
             if not self.allowed(host):
-                body = json.dumps(
-                    {"detail": f"unknown host {host[:100]!r} (set ALLOWED_HOSTS to serve it)"}
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 400,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                reason = f"unknown host {host[:100]!r} (set ALLOWED_HOSTS to serve it)"
+                await send_error(send, 400, reason)
                 return
         await self.app(scope, receive, send)

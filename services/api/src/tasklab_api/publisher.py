@@ -17,15 +17,15 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from celery import Celery
 from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 from kombu.serialization import dumps
 
-from tasklab_common.messages import API_ORIGIN_PREFIX, TaskMessage, celery_call
+from tasklab_common.messages import API_ORIGIN_PREFIX, CancelNotice, TaskMessage, celery_call
 from tasklab_common.models import Method
-from tasklab_common.queues import QUEUE_OF_METHOD
+from tasklab_common.queues import CANCEL_EXCHANGE, QUEUE_OF_METHOD
 
 log = logging.getLogger("tasklab.publisher")
 
@@ -67,6 +67,7 @@ class Publisher:
         self._connect_timeout = connect_timeout
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._cancels: AbstractExchange | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._connected = asyncio.Event()
@@ -122,6 +123,9 @@ class Publisher:
             channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
             for queue in sorted(set(QUEUE_OF_METHOD.values())):
                 await channel.declare_queue(queue, durable=True)
+            self._cancels = await channel.declare_exchange(
+                CANCEL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+            )
         except BaseException:
             await conn.close()
             raise
@@ -160,6 +164,18 @@ class Publisher:
             message = self._celery_message(msg)
         await self._publish(message, QUEUE_OF_METHOD[msg.method])
 
+    async def publish_cancel(self, task_id: str) -> None:
+        """Tell the consumers that a direct-queue task was cancelled (a
+        :class:`~tasklab_common.messages.CancelNotice` on their fanout exchange); return
+        once confirmed. Transient and not ``mandatory``: with no consumer connected no
+        task runs, and there is nothing to stop."""
+        message = aio_pika.Message(
+            body=CancelNotice(task_id=task_id).model_dump_json().encode(),
+            content_type="application/json",
+            app_id="tasklab-api",
+        )
+        await self._publish(message, "", to=self._cancels, mandatory=False)
+
     def _celery_message(self, msg: TaskMessage) -> aio_pika.Message:
         name, args, kwargs = celery_call(msg)
         call_args = tuple(args)
@@ -192,15 +208,23 @@ class Publisher:
             app_id="tasklab-api",
         )
 
-    async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def _publish(
+        self,
+        message: aio_pika.Message,
+        routing_key: str,
+        *,
+        to: AbstractExchange | None = None,
+        mandatory: bool = True,
+    ) -> None:
+        """Publish to exchange ``to`` (the default exchange: a queue's name as the key)
+        and wait for the broker's confirm; :class:`BrokerUnavailable` when it fails."""
         channel = self._channel
         if not self.connected or channel is None or channel.is_closed:
             raise BrokerUnavailable("broker unavailable")
+        exchange = to or channel.default_exchange
         try:
             async with asyncio.timeout(self._publish_timeout):
-                await channel.default_exchange.publish(
-                    message, routing_key=routing_key, mandatory=True
-                )
+                await exchange.publish(message, routing_key=routing_key, mandatory=mandatory)
         except aiormq.exceptions.PublishError as exc:  # returned: no queue to route to
             raise BrokerUnavailable("broker refused the task (no queue)") from exc
         except aiormq.exceptions.DeliveryError as exc:  # nacked, e.g. a full queue

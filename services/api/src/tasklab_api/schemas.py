@@ -7,19 +7,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from tasklab_common.messages import (
-    MAX_FAIL_TIMES,
-    MAX_NUMBERS,
-    Duration,
-    FiniteNumber,
-    TaskParams,
-    check_params_for_kind,
-)
+from tasklab_common.messages import TaskParams, check_params_for_kind
 from tasklab_common.models import Method, TaskKind, TaskStatus
 
 
-class TaskCreate(BaseModel):
-    """A submission. ``duration`` is passed to process_task as ``timeout``."""
+class TaskCreate(TaskParams):
+    """A submission: the task's parameters (``duration`` is passed to process_task as
+    ``timeout``), its method and kind, and what the api does with it."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -34,9 +28,6 @@ class TaskCreate(BaseModel):
 
     method: Method
     kind: TaskKind = TaskKind.PROCESS_TASK
-    duration: Duration = 0.0
-    numbers: Annotated[list[FiniteNumber] | None, Field(max_length=MAX_NUMBERS)] = None
-    fail_times: Annotated[int, Field(strict=True, ge=0, le=MAX_FAIL_TIMES)] = 0
     label: Annotated[
         str | None,
         Field(max_length=100, description="A free-text name shown with the task."),
@@ -59,7 +50,8 @@ class TaskCreate(BaseModel):
         return self
 
     def params(self) -> TaskParams:
-        return TaskParams(duration=self.duration, numbers=self.numbers, fail_times=self.fail_times)
+        """The task's parameters alone (what is stored and sent to the worker)."""
+        return TaskParams.model_validate(self.model_dump(include=set(TaskParams.model_fields)))
 
 
 class TaskOut(BaseModel):

@@ -1,41 +1,78 @@
-"""Requests signed with the callback secret (the workers' status reports, housekeeping)."""
+"""Requests signed with the callback secret (the workers' status reports, housekeeping).
+
+:data:`SignedBody` is the dependency of both signed routes: the request's body once
+its signature (HMAC-SHA256 over timestamp, nonce and body, see
+:mod:`tasklab_common.signing`) is verified. The nonce is the route's to record, in the
+transaction of what the request does, so that a replay changes nothing.
+"""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
-from tasklab_api.config import Settings
-from tasklab_common.auth import (
+from tasklab_api import metrics
+from tasklab_api.deps import State
+from tasklab_common.signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     CallbackAuthError,
-    VerifiedCall,
     verify,
 )
 
+Model = TypeVar("Model", bound=BaseModel)
 
-async def read_signed(request: Request, settings: Settings) -> tuple[bytes, VerifiedCall]:
-    """The body of a signed request and its verified signature.
 
-    Raises :class:`~tasklab_common.auth.CallbackAuthError` for a missing, bad or stale
-    signature, and ``HTTPException(400)`` when the client went away mid-request (e.g. a
-    killed worker): nothing was applied, and it is not a server error.
+@dataclass(frozen=True)
+class Signed:
+    """A signed request's body and its nonce (not recorded yet)."""
+
+    body: bytes
+    nonce: str
+
+    def parse(self, model: type[Model], refusal: metrics.Refusal | None = None) -> Model:
+        """The body as ``model``; 422 with a reason per problem (counted as ``refusal``)."""
+        try:
+            return model.model_validate_json(self.body)
+        except ValidationError as exc:
+            if refusal is not None:
+                metrics.on_callback_refused(refusal)
+            errors = exc.errors(include_url=False, include_context=False)
+            raise RequestValidationError(errors) from None
+
+
+async def signed_body(request: Request, state: State) -> Signed:
+    """The body of a signed request, its signature verified.
+
+    401 for a missing, bad or stale signature (counted as an unauthenticated
+    callback: the same secret, the same alert on forgeries), and 400 when the client
+    went away mid-request (e.g. a killed worker): nothing was applied, and it is not a
+    server error.
     """
     try:
         raw = await request.body()
     except ClientDisconnect:
         raise HTTPException(400, "incomplete request: the client disconnected") from None
-    call = verify(
-        settings.callback_secret.get_secret_value(),
-        raw,
-        request.headers.get(TIMESTAMP_HEADER),
-        request.headers.get(NONCE_HEADER),
-        request.headers.get(SIGNATURE_HEADER),
-        tolerance=settings.callback_tolerance_seconds,
-    )
-    return raw, call
+    settings = state.settings
+    try:
+        call = verify(
+            settings.callback_secret.get_secret_value(),
+            raw,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(NONCE_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            tolerance=settings.callback_tolerance_seconds,
+        )
+    except CallbackAuthError as exc:
+        metrics.on_callback_refused(metrics.Refusal.UNAUTHENTICATED)
+        raise HTTPException(401, f"callback rejected: {exc.reason}") from None
+    return Signed(raw, call.nonce)
 
 
-__all__ = ["CallbackAuthError", "read_signed"]
+SignedBody = Annotated[Signed, Depends(signed_body)]

@@ -91,7 +91,8 @@ class ClusterView:
     def available(self) -> bool:
         return self.reason is None
 
-    def describe(self) -> str:
+    def summary(self) -> str:
+        """What the view shows and may do, for the startup log."""
         if not self.available:
             return f"off ({self.reason})"
         scale = "scaling from the UI on" if self.scale_from_ui else "scaling from the UI off"

@@ -7,20 +7,11 @@ import sys
 
 from tasklab_common.callback import CallbackClient
 from tasklab_common.settings import setup_logging
+from tasklab_consumer.cancels import CancelBoard
 from tasklab_consumer.consumer import Consumer
 from tasklab_consumer.processing import TaskRunner
-from tasklab_consumer.settings import ConfigurationError, ConsumerSettings, load_settings
+from tasklab_consumer.settings import ConfigurationError, load_settings
 from tasklab_consumer.shutdown import Shutdown
-
-
-def callback_client(settings: ConsumerSettings) -> CallbackClient:
-    """The one callback client shared by all worker threads."""
-    return CallbackClient(
-        settings.api_url,
-        settings.callback_secret.get_secret_value(),
-        timeout=settings.callback_timeout,
-        max_wait=settings.callback_max_wait,
-    )
 
 
 def quiet_libraries() -> None:
@@ -44,8 +35,10 @@ def main() -> None:
     quiet_libraries()
     shutdown = Shutdown(hand_back_after=settings.hand_back_after)
     shutdown.install()
-    runner = TaskRunner(settings, callback_client(settings), shutdown)
-    Consumer(settings, runner, shutdown).run()
+    cancels = CancelBoard()
+    # One callback client, shared by all worker threads.
+    runner = TaskRunner(settings, CallbackClient.from_settings(settings), shutdown, cancels)
+    Consumer(settings, runner, shutdown, cancels).run()
 
 
 if __name__ == "__main__":

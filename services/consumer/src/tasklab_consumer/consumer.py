@@ -22,13 +22,15 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError, ConsumerCancelled
+from pika.exchange_type import ExchangeType
 from pika.spec import Basic, BasicProperties
 
 from tasklab_common.heartbeat import Heartbeat
-from tasklab_common.queues import DIRECT_QUEUE
+from tasklab_common.queues import CANCEL_EXCHANGE, DIRECT_QUEUE
 from tasklab_common.work import retry_delay
+from tasklab_consumer.cancels import CancelBoard
 from tasklab_consumer.gate import RunGate
-from tasklab_consumer.processing import Outcome, TaskRunner
+from tasklab_consumer.processing import Settlement, TaskRunner
 from tasklab_consumer.settings import ConsumerSettings
 from tasklab_consumer.shutdown import POLL_SECONDS, Shutdown
 
@@ -67,7 +69,7 @@ class Session:
         self.channel = channel
         self.unsettled = 0  # touched by the I/O thread only
 
-    def settle_threadsafe(self, delivery_tag: int, outcome: Outcome) -> None:
+    def settle_threadsafe(self, delivery_tag: int, outcome: Settlement) -> None:
         """From a worker thread: settle a delivery on the I/O thread, if still possible."""
         try:
             self.connection.add_callback_threadsafe(
@@ -79,13 +81,13 @@ class Session:
                 outcome.value,
             )
 
-    def _settle(self, delivery_tag: int, outcome: Outcome) -> None:
+    def _settle(self, delivery_tag: int, outcome: Settlement) -> None:
         """On the I/O thread: ack, reject or requeue a delivery of this channel."""
         self.unsettled -= 1
         try:
-            if outcome is Outcome.ACK:
+            if outcome is Settlement.ACK:
                 self.channel.basic_ack(delivery_tag)
-            elif outcome is Outcome.REJECT:
+            elif outcome is Settlement.REJECT:
                 self.channel.basic_reject(delivery_tag, requeue=False)
             else:
                 self.channel.basic_nack(delivery_tag, requeue=True)
@@ -111,10 +113,17 @@ def close_quietly(connection: BlockingConnection) -> None:
 class Consumer:
     """Consumes the direct queue until a shutdown, reconnecting when the broker is lost."""
 
-    def __init__(self, settings: ConsumerSettings, runner: TaskRunner, shutdown: Shutdown) -> None:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        runner: TaskRunner,
+        shutdown: Shutdown,
+        cancels: CancelBoard,
+    ) -> None:
         self._settings = settings
         self._runner = runner
         self._shutdown = shutdown
+        self._cancels = cancels
         self._params = connection_parameters(settings)
         self._failures = 0
         self._heartbeat = Heartbeat(settings.heartbeat_file)
@@ -175,17 +184,30 @@ class Consumer:
             session.close()
 
     def _open(self) -> Session:
-        """Connect, declare the queue as the api does, set the prefetch count."""
+        """Connect, declare the queue as the api does, set the prefetch count, and
+        listen for cancel notices (before any task is delivered)."""
         connection = BlockingConnection(self._params)
         try:
             channel = connection.channel()
             channel.queue_declare(DIRECT_QUEUE, durable=True)
             channel.basic_qos(prefetch_count=self._settings.consumer_concurrency)
             channel.add_on_cancel_callback(self._on_cancelled)
+            self._listen_for_cancels(channel)
         except BaseException:
             close_quietly(connection)
             raise
         return Session(connection, channel)
+
+    def _listen_for_cancels(self, channel: BlockingChannel) -> None:
+        """Bind a queue of this connection's own (exclusive, auto-delete, named by the
+        broker) to the api's cancel notices, and read it without acknowledgements."""
+        channel.exchange_declare(CANCEL_EXCHANGE, ExchangeType.fanout, durable=True)
+        declared = channel.queue_declare("", exclusive=True, auto_delete=True)
+        notices = declared.method.queue
+        channel.queue_bind(notices, CANCEL_EXCHANGE)
+        channel.basic_consume(
+            notices, lambda _ch, _method, _props, body: self._cancels.on_notice(body), auto_ack=True
+        )
 
     @staticmethod
     def _on_cancelled(_frame: object) -> None:
@@ -222,17 +244,17 @@ class Consumer:
 
     def _work(self, session: Session, delivery_tag: int, body: bytes, redelivered: bool) -> None:
         """In a worker thread: process one delivery and settle it."""
-        outcome = Outcome.REQUEUE
+        outcome = Settlement.REQUEUE
         with self._gate.slot(alone=redelivered) as entry:
             # Not started before a shutdown: give it back, another consumer will run it.
             if entry is not None:
                 outcome = self._handle(body)
         session.settle_threadsafe(delivery_tag, outcome)
 
-    def _handle(self, body: bytes) -> Outcome:
+    def _handle(self, body: bytes) -> Settlement:
         """The runner's outcome; a bug must not lose the message nor kill the thread."""
         try:
             return self._runner.handle(body)
         except Exception:
             log.exception("unexpected error while processing a message; requeueing it")
-            return Outcome.REQUEUE
+            return Settlement.REQUEUE

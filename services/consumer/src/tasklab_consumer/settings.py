@@ -6,6 +6,7 @@ import socket
 
 from pydantic import Field, ValidationError
 
+from tasklab_common.errors import validation_problems
 from tasklab_common.messages import MAX_WORKER_CHARS
 from tasklab_common.settings import WorkerSettings
 
@@ -51,18 +52,10 @@ class ConfigurationError(Exception):
     """The environment does not describe a usable consumer; the message says why."""
 
 
-def describe(error: ValidationError) -> str:
-    """One line naming each bad or missing variable (never its value)."""
-    problems = []
-    for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"]).upper() or "settings"
-        problems.append(f"{name}: {item['msg']}")
-    return "; ".join(problems)
-
-
 def load_settings() -> ConsumerSettings:
     """Read the settings; raise :class:`ConfigurationError` with a one-line reason."""
     try:
         return ConsumerSettings()
     except ValidationError as exc:
-        raise ConfigurationError(describe(exc)) from None
+        problems = validation_problems(exc, settings=True, whole="settings")
+        raise ConfigurationError(problems) from None

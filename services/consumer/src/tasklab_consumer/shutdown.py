@@ -3,9 +3,10 @@
 The signal handler only counts signals (and notes when the first came): it never takes
 a lock that the interrupted main thread could be holding. Every thread polls
 :attr:`Shutdown.requested`; the waits below are short sleeps in a loop, so they end
-soon after a signal. The work of a task sleeps in :meth:`Shutdown.work_sleep`, which
-hands the task back (raises :class:`~tasklab_common.handback.HandedBack`) once the
-shutdown is ``hand_back_after`` seconds old.
+soon after a signal. The work of a task checks :meth:`Shutdown.check_hand_back` where
+it sleeps, which hands the task back (raises :class:`~tasklab_common.handback.HandedBack`) once the
+shutdown is ``hand_back_after`` seconds old. Every wait checks every
+:data:`~tasklab_common.work.POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from types import FrameType
 
 from tasklab_common.handback import HandedBack
+from tasklab_common.work import POLL_SECONDS
 
 log = logging.getLogger("tasklab.consumer")
 
-#: How often a wait checks for a shutdown request, in seconds.
-POLL_SECONDS = 0.2
+__all__ = ["POLL_SECONDS", "Shutdown"]
 
 
 class Shutdown:
@@ -52,23 +54,21 @@ class Shutdown:
             and time.monotonic() - self._requested_at >= self.hand_back_after
         )
 
-    def work_sleep(self, seconds: float) -> None:
-        """The work's sleep: raises HandedBack when the hand-back time comes first."""
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            if self.hand_back_due:
-                raise HandedBack
-            time.sleep(min(remaining, POLL_SECONDS))
+    def check_hand_back(self) -> None:
+        """Where the work sleeps: raise HandedBack once the hand-back time has come."""
+        if self.hand_back_due:
+            raise HandedBack
 
     def install(self) -> None:
         """Handle SIGTERM and SIGINT; call from the main thread."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
 
-    def wait(self, seconds: float) -> bool:
-        """Sleep ``seconds``; return True as soon as a shutdown is requested."""
+    def wait(self, seconds: float, until: threading.Event | None = None) -> bool:
+        """Sleep ``seconds``; return True as soon as a shutdown is requested (or
+        ``until`` is set), False when the time is up."""
         deadline = time.monotonic() + seconds
-        while not self.requested:
+        while not self.requested and not (until is not None and until.is_set()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

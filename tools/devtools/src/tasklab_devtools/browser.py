@@ -4,12 +4,14 @@ language; its cards, rows and charts)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, Locator, Page, Playwright, ViewportSize
+from playwright.sync_api import Browser, Locator, Page, Playwright, ViewportSize, sync_playwright
 
 CHROMIUM = os.environ.get("TASKLAB_CHROMIUM", "/usr/bin/chromium")
 #: No sandbox (root), no GPU, and nothing that reaches out to the network by itself.
@@ -30,6 +32,17 @@ def launch_chromium(pw: Playwright) -> Browser:
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"no Chromium at {CHROMIUM}: run scripts/bootstrap.sh --test")
     return pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """A launched Chromium (see :func:`launch_chromium`), closed at exit."""
+    with sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 # ------------------------------------------------------------------ the board

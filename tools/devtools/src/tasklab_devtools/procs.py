@@ -14,6 +14,13 @@ No process is left behind:
 * an ``atexit`` hook stops the groups of processes still running when Python exits.
 
 Linux only (``/proc`` and ``prctl``).
+
+Why not honcho or supervisor: the tests drive each process on its own (the fault
+suite SIGKILLs a worker's whole process group, restarts the api, reads one service's
+log), which honcho's manager (start all, stop all when one exits) does not offer, and
+supervisor is a daemon of its own, configured by files and driven over XML-RPC, that
+would itself have to be started, found and stopped by every suite; neither gives the
+children a parent-death signal, so a killed test run would leave them running.
 """
 
 from __future__ import annotations

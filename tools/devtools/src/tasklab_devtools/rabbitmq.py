@@ -36,6 +36,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from tasklab_common.queues import (
+    CANCEL_EXCHANGE,
     CELERY_QUEUE,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
@@ -500,15 +501,17 @@ class RabbitNode:
     def declare_topology(self) -> None:
         """Declare what the chart's broker definitions hold (idempotent).
 
-        The dead-letter exchange and queue, and the policies of the work queues
-        (length limit, dead-lettering) and of the dead-letter queue, with the chart's
-        default values (``tests/chart`` checks they match).
+        The dead-letter exchange and queue, the cancel exchange, and the policies of
+        the work queues (length limit, dead-lettering) and of the dead-letter queue, with
+        the chart's default values (``tests/chart`` checks they match).
         """
         vhost = "%2F"
         exchange = quote(DEAD_LETTER_EXCHANGE, safe="")
         queue = quote(DEAD_LETTER_QUEUE, safe="")
+        fanout = {"type": "fanout", "durable": True}
         calls: list[tuple[str, str, dict[str, Any]]] = [
-            ("PUT", f"api/exchanges/{vhost}/{exchange}", {"type": "fanout", "durable": True}),
+            ("PUT", f"api/exchanges/{vhost}/{exchange}", fanout),
+            ("PUT", f"api/exchanges/{vhost}/{quote(CANCEL_EXCHANGE, safe='')}", fanout),
             ("PUT", f"api/queues/{vhost}/{queue}", {"durable": True}),
             ("POST", f"api/bindings/{vhost}/e/{exchange}/q/{queue}", {"routing_key": ""}),
         ]

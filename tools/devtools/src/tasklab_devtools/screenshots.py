@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from tasklab_devtools.browser import launch_chromium
+from tasklab_devtools.browser import chromium
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import private_node
 from tasklab_devtools.stack import LocalStack, StackConfig, celery_process
@@ -141,8 +141,7 @@ def take(url: str, out: Path) -> list[Path]:
     """Drive the scenes against the api at ``url``; the files written."""
     out.mkdir(parents=True, exist_ok=True)
     saved: list[Path] = []
-    with sync_playwright() as pw, httpx.Client(base_url=url, timeout=30) as http:
-        browser = launch_chromium(pw)
+    with chromium() as browser, httpx.Client(base_url=url, timeout=30) as http:
         desk = [_open(browser, url, lang, lang, viewport=DESKTOP) for lang in ("en", "ru")]
         phones = [
             _open(
@@ -183,7 +182,6 @@ def take(url: str, out: Path) -> list[Path]:
         for view in phones:
             view.page.evaluate("document.querySelector('#activity').scrollIntoView()")
         saved += _shoot(phones, "phone-activity", out, full_page=False)
-        browser.close()
     return saved
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from fastapi import APIRouter, HTTPException
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
 from tasklab_api.schemas import ErrorOut
-from tasklab_api.signing import CallbackAuthError, read_signed
+from tasklab_api.signing import SignedBody
 from tasklab_api.store import ReplayError, TaskNotFound
 from tasklab_common.messages import UNKNOWN_TASK_HEADER, CallbackReply, StatusUpdate
 from tasklab_common.models import TaskStatus
@@ -60,47 +58,26 @@ def inline_schema(model: type[StatusUpdate]) -> dict[str, Any]:
         404: {"model": ErrorOut, "description": "Unknown task"},
     },
 )
-async def update_task_status(request: Request, state: State) -> CallbackReply:
+async def update_task_status(signed: SignedBody, state: State) -> CallbackReply:
     """A worker reports a status change. Requests are signed (HMAC-SHA256 with the
     shared secret over timestamp, nonce and body). An update that does not move the
-    task forward is accepted and changes nothing."""
+    task forward is accepted and changes nothing; ``verdict`` says what was made of it."""
+    update = signed.parse(StatusUpdate, metrics.Refusal.INVALID)
     try:
-        raw, call = await read_signed(request, state.settings)
-    except CallbackAuthError as exc:
-        metrics.CALLBACKS.labels("unauthenticated").inc()
-        raise HTTPException(401, f"callback rejected: {exc.reason}") from None
-    try:
-        update = StatusUpdate.model_validate_json(raw)
-    except ValidationError as exc:
-        metrics.CALLBACKS.labels("invalid").inc()
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-    try:
-        outcome = await state.store.apply_update(update, call.nonce)
+        result = await state.store.apply_update(update, signed.nonce)
     except ReplayError:
-        metrics.CALLBACKS.labels("replayed").inc()
+        metrics.on_callback_refused(metrics.Refusal.REPLAYED)
         raise HTTPException(403, "callback rejected: replayed request") from None
     except TaskNotFound:
-        metrics.CALLBACKS.labels("unknown_task").inc()
+        metrics.on_callback_refused(metrics.Refusal.UNKNOWN_TASK)
         raise HTTPException(404, "no such task", headers={UNKNOWN_TASK_HEADER: "1"}) from None
-
-    task = outcome.task
-    if outcome.duplicate:
-        metrics.CALLBACKS.labels("duplicate").inc()
-    elif outcome.gave_up:
-        metrics.CALLBACKS.labels("gave_up").inc()
-        metrics.on_finished(task)
-    elif outcome.applied:
-        metrics.CALLBACKS.labels("applied").inc()
-        metrics.on_update(task, update)
-    else:
-        metrics.CALLBACKS.labels("stale").inc()
-    if outcome.changed:
-        await state.announce(task, notified=True)
+    metrics.on_report(result.verdict, result.task, update)
     return CallbackReply(
-        applied=outcome.applied,
-        status=TaskStatus(task.status),
-        proceed=outcome.proceed,
-        attempts=task.attempts,
-        duplicate=outcome.duplicate,
-        dead_letter=outcome.gave_up,
+        applied=result.applied,
+        status=TaskStatus(result.task.status),
+        proceed=result.proceed,
+        attempts=result.task.attempts,
+        duplicate=result.duplicate,
+        dead_letter=result.gave_up,
+        verdict=result.verdict,
     )

@@ -9,18 +9,17 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from fastapi import APIRouter, HTTPException
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
 from tasklab_api.orm import Task
 from tasklab_api.schemas import ErrorOut
-from tasklab_api.signing import CallbackAuthError, read_signed
+from tasklab_api.signing import SignedBody
 from tasklab_api.state import AppState
 from tasklab_api.store import ReplayError
 from tasklab_common.messages import HousekeepingReport, HousekeepingRequest, utcnow
+from tasklab_common.settings import HOUSEKEEPING_PATH
 
 log = logging.getLogger("tasklab.api.housekeeping")
 
@@ -28,7 +27,7 @@ router = APIRouter(tags=["maintenance"])
 
 
 @router.post(
-    "/internal/housekeeping",
+    HOUSEKEEPING_PATH,
     response_model=HousekeepingReport,
     openapi_extra={
         "requestBody": {
@@ -42,39 +41,30 @@ router = APIRouter(tags=["maintenance"])
         403: {"model": ErrorOut, "description": "Replayed request"},
     },
 )
-async def housekeeping(request: Request, state: State) -> HousekeepingReport:
+async def housekeeping(signed: SignedBody, state: State) -> HousekeepingReport:
     """Mark FAILED the tasks whose worker vanished (no report for their duration plus
     ``STUCK_GRACE_SECONDS``) and the tasks waiting longer than that for a message their
     queue, seen empty, no longer holds, and delete final tasks older than
     ``HISTORY_RETENTION_DAYS``. Signed with the callback secret; safe to repeat."""
     settings = state.settings
+    asked = signed.parse(HousekeepingRequest)
     try:
-        raw, call = await read_signed(request, settings)
-    except CallbackAuthError as exc:
-        # Counted with the callbacks: the same secret, the same alert on forgeries.
-        metrics.CALLBACKS.labels("unauthenticated").inc()
-        raise HTTPException(401, f"request rejected: {exc.reason}") from None
-    try:
-        asked = HousekeepingRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-    try:
-        await state.store.use_nonce(call.nonce)
+        await state.store.use_nonce(signed.nonce)
     except ReplayError:
         raise HTTPException(403, "request rejected: replayed request") from None
 
-    metrics.HOUSEKEEPING_RUNS.inc()
+    metrics.on_housekeeping_run()
+    sweeps = state.store.housekeeping
     grace = timedelta(seconds=settings.stuck_grace_seconds)
-    stuck = await state.store.fail_stuck(grace)
-    await _record_failed(state, stuck, "failed_stuck")
+    stuck = await sweeps.fail_stuck(grace)
+    _log_failed(stuck)
     orphans = await _fail_orphaned(state, grace)
-    await _record_failed(state, orphans, "failed_orphaned")
-    purged_tasks = purged_events = 0
+    _log_failed(orphans)
+    purged: tuple[int, int] | None = None
     if settings.history_retention_days > 0:
-        purged_tasks, purged_events = await state.store.purge_history(
-            timedelta(days=settings.history_retention_days)
-        )
-        metrics.HOUSEKEEPING_TASKS.labels("purged").inc(purged_tasks)
+        purged = await sweeps.purge_history(timedelta(days=settings.history_retention_days))
+    metrics.on_housekeeping(stuck, orphans, purged[0] if purged else None)
+    purged_tasks, purged_events = purged or (0, 0)
     report = HousekeepingReport(
         stuck_failed=len(stuck),
         orphans_failed=len(orphans),
@@ -95,12 +85,8 @@ async def housekeeping(request: Request, state: State) -> HousekeepingReport:
 EMPTY_SPAN = timedelta(seconds=60)
 
 
-async def _record_failed(state: AppState, tasks: list[Task], action: str) -> None:
-    """Count, announce and log the tasks housekeeping marked FAILED."""
+def _log_failed(tasks: list[Task]) -> None:
     for task in tasks:
-        metrics.HOUSEKEEPING_TASKS.labels(action).inc()
-        metrics.on_finished(task)
-        await state.announce(task, notified=True)
         log.warning("task %s (%s): %s", task.num, task.id, task.error)
 
 
@@ -114,4 +100,4 @@ async def _fail_orphaned(state: AppState, grace: timedelta) -> list[Task]:
     now = utcnow()
     state.empty_queues.observe(snapshot, now)
     empty = state.empty_queues.empty_since(min(grace, EMPTY_SPAN), now)
-    return await state.store.fail_orphaned(empty, grace)
+    return await state.store.housekeeping.fail_orphaned(empty, grace)

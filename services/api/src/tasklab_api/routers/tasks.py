@@ -1,18 +1,17 @@
-"""``/api/tasks``: submit, list, read and cancel tasks; the live stream."""
+"""``/api/tasks``: submit, list, read and cancel tasks."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from tasklab_api import metrics
 from tasklab_api.deps import State
 from tasklab_api.limits import client_key, too_many
+from tasklab_api.orm import Task
 from tasklab_api.publisher import BrokerUnavailable
 from tasklab_api.schemas import ErrorOut, TaskCreate, TaskOut, TaskPage
 from tasklab_api.store import NotCancellable, TaskNotFound
@@ -25,7 +24,6 @@ TaskId = Annotated[
     str,
     Path(min_length=1, max_length=64, pattern=TASK_ID_PATTERN, description="The task's id."),
 ]
-KEEPALIVE_SECONDS = 15.0
 
 
 @router.post(
@@ -56,20 +54,19 @@ async def submit_task(body: TaskCreate, request: Request, state: State) -> TaskO
         raise HTTPException(503, "broker unavailable", headers={"Retry-After": "5"})
 
     params = body.params()
-    task = await state.store.create(body.method, body.kind, params, label=body.label)
-    msg = TaskMessage(
-        task_id=task.id, num=task.num, kind=body.kind, method=body.method, params=params
-    )
-    try:
+
+    async def publish(task: Task) -> None:
+        msg = TaskMessage(
+            task_id=task.id, num=task.num, kind=body.kind, method=body.method, params=params
+        )
         await state.publisher.publish_task(msg)
+
+    try:
+        task = await state.store.submit(body.method, body.kind, params, publish, label=body.label)
     except BrokerUnavailable as exc:
-        if await state.store.discard(task.id):
-            metrics.on_rejected(body.method, "broker_unavailable")
-            raise HTTPException(503, exc.reason, headers={"Retry-After": "5"}) from None
-        # No confirm in time, but a worker has the task already: it was published.
-        task = await state.store.get(task.id) or task
+        metrics.on_rejected(body.method, "broker_unavailable")
+        raise HTTPException(503, exc.reason, headers={"Retry-After": "5"}) from None
     metrics.on_submitted(task)
-    await state.announce(task)
     out = TaskOut.model_validate(task)
     if body.method is not Method.SYNC:
         return out
@@ -134,46 +131,11 @@ async def cancel_task(task_id: TaskId, state: State) -> TaskOut:
     """Cancel a task that is not final yet. A pending task never runs; a running
     Celery task is revoked (terminated)."""
     try:
-        outcome = await state.store.cancel(task_id)
+        cancelled = await state.store.cancel(task_id)
     except TaskNotFound:
         raise HTTPException(404, "no such task") from None
     except NotCancellable as exc:
         raise HTTPException(409, f"cannot cancel: {exc}") from None
-    task = outcome.task
-    metrics.on_finished(task)
-    await state.announce(task, notified=True)
-    if task.method in (Method.CELERY, Method.SYNC):
-        running = outcome.previous in (TaskStatus.IN_PROGRESS, TaskStatus.RETRYING)
-        await state.revoke(task.id, terminate=running)
-    return TaskOut.model_validate(task)
-
-
-@router.get(
-    "/events",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
-async def task_events(state: State) -> StreamingResponse:
-    """Server-sent events: ``task`` events carry a changed task as JSON.
-
-    After (re)connecting, a client reloads the list to catch up on what it missed.
-    """
-
-    async def stream() -> AsyncIterator[str]:
-        async with state.hub.subscribe() as q:
-            yield "retry: 1000\nevent: hello\ndata: {}\n\n"
-            while True:
-                try:
-                    ev = await asyncio.wait_for(q.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if ev is None:
-                    return
-                yield f"event: task\ndata: {ev.model_dump_json()}\n\n"
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    metrics.on_cancelled(cancelled.task)
+    await state.canceller.stop(cancelled)
+    return TaskOut.model_validate(cancelled.task)

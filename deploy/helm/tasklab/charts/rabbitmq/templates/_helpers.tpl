@@ -134,7 +134,8 @@ definitions.local.path = /etc/rabbitmq/definitions.json
 {{- end }}
 {{- end -}}
 
-{{/* definitions.json: durable queues, the dead-letter exchange and queue, policies. */}}
+{{/* definitions.json: durable queues, the dead-letter exchange and queue, the cancel
+exchange, policies. */}}
 {{- define "rabbitmq.definitions" -}}
 {{- $d := .Values.definitions -}}
 {{- $queues := list -}}
@@ -143,6 +144,7 @@ definitions.local.path = /etc/rabbitmq/definitions.json
 {{- end -}}
 {{- $queues = append $queues (dict "name" $d.deadLetterQueue "vhost" "/" "durable" true "auto_delete" false "arguments" (dict)) -}}
 {{- $exchanges := list (dict "name" $d.deadLetterExchange "vhost" "/" "type" "fanout" "durable" true "auto_delete" false "internal" false "arguments" (dict)) -}}
+{{- $exchanges = append $exchanges (dict "name" $d.cancelExchange "vhost" "/" "type" "fanout" "durable" true "auto_delete" false "internal" false "arguments" (dict)) -}}
 {{- $bindings := list (dict "source" $d.deadLetterExchange "vhost" "/" "destination" $d.deadLetterQueue "destination_type" "queue" "routing_key" "" "arguments" (dict)) -}}
 {{- $work := dict "max-length" (int64 $d.maxQueueLength) "overflow" "reject-publish" "dead-letter-exchange" $d.deadLetterExchange -}}
 {{- $dead := dict "max-length" (int64 $d.deadLetterMaxLength) "overflow" "drop-head" -}}

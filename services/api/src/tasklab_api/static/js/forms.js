@@ -1,7 +1,7 @@
 // The three submit cards (Celery, RabbitMQ direct, sync), and on a phone the switch
 // that shows one of them at a time.
 import { say, t, unsay } from "./i18n.js";
-import { $, describe, FINAL } from "./util.js";
+import { $, failureMessage, FINAL } from "./util.js";
 
 const SHOW_KEY = "tasklab.method";
 
@@ -66,7 +66,7 @@ async function submit(form, onTask) {
   }
   try {
     const r = await fetch("/api/tasks", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload) });
-    if (!r.ok && r.status !== 504) { msg.className = "msg error"; say(msg, ...(await describe(r))); return; }
+    if (!r.ok && r.status !== 504) { msg.className = "msg error"; say(msg, ...(await failureMessage(r))); return; }
     const task = await r.json();
     onTask(task);
     msg.className = "msg ok";

@@ -1,7 +1,7 @@
 // The task table: one page of tasks, kept live by the stream's task events; filters,
 // a pager (only when there is more than one page), a detail view and cancelling.
 import { lang, methodLabel, say, stText, t } from "./i18n.js";
-import { $, describe, el, FINAL, secs, statusPill, when } from "./util.js";
+import { $, el, failureMessage, FINAL, secs, statusPill, when } from "./util.js";
 
 const PAGE_SIZE = 20;
 const tbody = $("#tasks tbody");
@@ -95,7 +95,7 @@ function row(task) {
 
 async function cancel(task) {
   const r = await fetch(`/api/tasks/${encodeURIComponent(task.id)}/cancel`, { method: "POST" });
-  if (r.ok) upsert(await r.json()); else tableMessage(...(await describe(r)));
+  if (r.ok) upsert(await r.json()); else tableMessage(...(await failureMessage(r)));
 }
 function tableMessage(key, vars) {
   let p = $("#table-msg");
@@ -105,7 +105,7 @@ function tableMessage(key, vars) {
 
 async function detail(id) {
   const r = await fetch(`/api/tasks/${encodeURIComponent(id)}`);
-  if (!r.ok) { tableMessage(...(await describe(r))); return; }
+  if (!r.ok) { tableMessage(...(await failureMessage(r))); return; }
   const task = await r.json();
   $("#detail-title").textContent = `${t("details")} ${task.num}`;
   const fields = [["fId", task.id], ["fLabel", task.params && task.params.label], ["method", methodLabel(task.method)],

@@ -28,8 +28,8 @@ export function statusPill(status) {
   return s;
 }
 
-/** [key, values] of a message saying why a request failed. */
-export async function describe(resp) {
+/** The message ([its i18n key, its fields]) that says why a request failed. */
+export async function failureMessage(resp) {
   const body = await resp.json().catch(() => null);
   let detail = body && body.detail;
   if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".") || "body"}: ${d.msg}`).join("; ");

@@ -11,7 +11,6 @@ import base64
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,9 +24,10 @@ from pydantic import ValidationError
 from tasklab_api.config import Settings
 from tasklab_api.main import create_app
 from tasklab_api.migrate import upgrade
-from tasklab_common.auth import sign_headers
 from tasklab_common.messages import StatusUpdate
+from tasklab_common.signing import sign_headers
 from tasklab_devtools.stack import venv_command
+from tasklab_devtools.testing.apisettings import api_settings
 
 KEY_A = secrets.token_urlsafe(24)
 KEY_B = secrets.token_hex(16)
@@ -59,26 +59,14 @@ PROTECTED_PATHS = [(m, p) for m, p, _ in PROTECTED] + [("GET", "/api/events")]
 OPEN = [("/healthz", 200), ("/readyz", 503), ("/metrics", 200)]  # /readyz: no broker
 
 
-def make_settings(db_url: str, **overrides: object) -> Settings:
-    """Settings with a broker address where nothing listens (no broker needed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    values: dict[str, object] = {
-        "rmq_url": f"amqp://nobody:nothing@127.0.0.1:{port}/",
-        "callback_secret": CALLBACK_SECRET,
-        "database_url": db_url,
-        "broker_connect_timeout": 0.3,
-        "allowed_hosts": "testserver",  # the Host TestClient sends
-        **overrides,
-    }
-    return Settings.model_validate(values)
+def settings_of(db_url: str, **overrides: object) -> Settings:
+    return api_settings(db_url, secret=CALLBACK_SECRET, **overrides)
 
 
 def serve(tmp: Path, **overrides: object) -> TestClient:
     url = f"sqlite:///{tmp}/api.db"
     upgrade(url)
-    return TestClient(create_app(make_settings(url, **overrides)))
+    return TestClient(create_app(settings_of(url, **overrides)))
 
 
 BOTH = {"api_keys": f"{KEY_A},{KEY_B}", "auth_basic_user": USER, "auth_basic_password": PASSWORD}
@@ -360,7 +348,7 @@ def test_secrets_stay_out_of_logs_and_reprs(
 )
 def test_bad_credentials_settings_are_refused(values: dict[str, str], problem: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        make_settings("sqlite:///x.db", **values)
+        settings_of("sqlite:///x.db", **values)
     messages = " ".join(str(e["msg"]) for e in caught.value.errors())
     assert problem in messages
     for value in values.values():
@@ -369,7 +357,7 @@ def test_bad_credentials_settings_are_refused(values: dict[str, str], problem: s
 
 
 def test_api_keys_are_split_on_commas_and_white_space() -> None:
-    settings = make_settings("sqlite:///x.db", api_keys=f" {KEY_A},{KEY_B}\n{KEY_A}  ")
+    settings = settings_of("sqlite:///x.db", api_keys=f" {KEY_A},{KEY_B}\n{KEY_A}  ")
     assert settings.api_keys is not None
     assert [k.get_secret_value() for k in settings.api_keys] == [KEY_A, KEY_B]
     assert settings.auth_enabled
@@ -378,10 +366,10 @@ def test_api_keys_are_split_on_commas_and_white_space() -> None:
 @pytest.mark.parametrize(
     ("env", "problem"),
     [
-        ({"API_KEYS": "0123456789abcde"}, "API_KEYS: Value error, key 1 of 1 has 15 characters"),
+        ({"API_KEYS": "0123456789abcde"}, "API_KEYS: key 1 of 1 has 15 characters"),
         (
             {"AUTH_BASIC_USER": USER, "AUTH_BASIC_PASSWORD": "0123456789abcde"},
-            "AUTH_BASIC_PASSWORD: Value error, must be at least 16 characters",
+            "AUTH_BASIC_PASSWORD: must be at least 16 characters",
         ),
         ({"AUTH_BASIC_USER": USER}, "AUTH_BASIC_USER and AUTH_BASIC_PASSWORD go together"),
     ],

@@ -114,7 +114,7 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self._keys) or self._basic is not None
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         """What is configured, for the startup log (no secret in it)."""
         if not self.enabled:
             return "off (API_KEYS and AUTH_BASIC_USER/AUTH_BASIC_PASSWORD are unset)"

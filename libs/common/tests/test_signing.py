@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tasklab_common.auth import (
+from tasklab_common.signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
