@@ -3,13 +3,16 @@ nothing it must not.
 
 The users and permissions are the rendered chart's (conftest.py runs the broker pod's
 setup script on them). First what the services do besides the task flow of
-test_broker.py: the api revokes a cancelled Celery task and reads queue figures and
-consumer names from the management API; in the worker's environment the guide's
+test_broker.py: the api revokes a cancelled Celery task, a cancelled rabbitmq task
+stops on its consumer through the cancel exchange, and the api reads queue figures
+and consumer names from the management API; in the worker's environment the guide's
 `celery inspect` and `purge` and a guide-style `.delay().get()` work; after all of it
 the broker's log shows no refusal of any service's user. Then what each user must not
 do, done for real: consume or purge another service's queue, declare other queues,
 publish where its service never does (the consumer and the beat cannot reach
-direct_tasks or any queue through the default exchange), use the management API
+direct_tasks or any queue through the default exchange; only the api sends cancel
+notices, only the consumer reads them, and a queue the broker names for the consumer
+taps no other exchange, nor can another connection read it), use the management API
 (only the api's and KEDA's monitoring users may read it, and change nothing); KEDA's
 user may do nothing at all over AMQP.
 """
@@ -32,8 +35,10 @@ import pika.exceptions
 import pytest
 from e2eclient import Target
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.exchange_type import ExchangeType
 
 from tasklab_common import queues
+from tasklab_common.messages import CancelNotice
 from tasklab_devtools import chart
 from tasklab_devtools.chart import Obj
 from tasklab_devtools.rabbitmq_conf import ConfiguredRabbitNode
@@ -58,6 +63,25 @@ def test_a_cancel_revokes_the_running_celery_task(
         assert time.monotonic() < deadline, worker_log.read_text()[-3000:]
         time.sleep(0.2)
     assert "could not revoke" not in api_log.read_text()
+
+
+def test_a_cancel_stops_the_running_rabbitmq_task(
+    local_stack: LocalStack, stack: StackConfig, node: ConfiguredRabbitNode
+) -> None:
+    """The api publishes a cancel notice to the cancel exchange (its user may configure
+    and write it); the consumer reads it through a queue the broker names for it
+    (configure and read on the exchange; configure, write and read on amq.gen-...),
+    stops the task's work and settles its message at once, not after its minute."""
+    target = Target(stack.api_base_url, stack.callback_secret)
+    task = target.submit_ok(method="rabbitmq", duration=60)
+    target.wait_status(task["id"], {"IN_PROGRESS"})
+    node.wait_queue_counts(queues.DIRECT_QUEUE, ready=0, unacked=1)
+    resp = target.http.post(f"/api/tasks/{task['id']}/cancel")
+    assert resp.status_code == 200 and resp.json()["status"] == "CANCELLED", resp.text
+    node.wait_queue_counts(queues.DIRECT_QUEUE, ready=0, unacked=0, timeout=15)
+    log = local_stack.processes["consumer"].log_text()
+    assert f"Task {task['num']} cancelled" in log, log[-3000:]
+    assert f"Task {task['num']} finished" not in log, log[-3000:]
 
 
 def test_the_api_reads_the_queue_figures_and_who_consumes(stack: StackConfig) -> None:
@@ -189,6 +213,30 @@ def _publish(exchange: str, routing_key: str = "no-such-queue") -> Action:
     return lambda ch: ch.basic_publish(exchange, routing_key, b"not a task")
 
 
+def _notice() -> Action:
+    """A cancel notice of a task no one runs (every consumer reads it, and ignores it)."""
+    body = CancelNotice(task_id="no-such-task").model_dump_json().encode()
+    return lambda ch: ch.basic_publish(CANCEL, "", body)
+
+
+def _declare_cancel_exchange(ch: BlockingChannel) -> None:
+    ch.exchange_declare(CANCEL, ExchangeType.fanout, durable=True)
+
+
+def _tap(exchange: str, *, declare: bool = False) -> Action:
+    """What the consumer does to read the cancel notices, on ``exchange``: (declare the
+    cancel exchange,) declare a queue the broker names, bind it, consume it."""
+
+    def tap(ch: BlockingChannel) -> object:
+        if declare:
+            _declare_cancel_exchange(ch)
+        queue = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        ch.queue_bind(queue, exchange)
+        return ch.basic_consume(queue, lambda *_: None, auto_ack=True)
+
+    return tap
+
+
 def _attempt(url: str, action: Action) -> int | None:
     """``action`` on a fresh channel (publisher confirms on) of a connection as the URL's
     user: None when the broker allowed it, else the code it closed the channel with."""
@@ -203,7 +251,7 @@ def _attempt(url: str, action: Action) -> int | None:
 
 
 DIRECT, CELERY, DEAD = queues.DIRECT_QUEUE, queues.CELERY_QUEUE, queues.DEAD_LETTER_QUEUE
-DLX = queues.DEAD_LETTER_EXCHANGE
+DLX, CANCEL = queues.DEAD_LETTER_EXCHANGE, queues.CANCEL_EXCHANGE
 
 # (service, what, operation, allowed): each service's own operations are allowed, the
 # rest refused. Allowed publishes route nowhere; allowed gets find empty queues or hand
@@ -217,6 +265,9 @@ AMQP_CASES: list[tuple[str, str, Action, bool]] = [
     ("api", "consume direct_tasks", _get(DIRECT), False),
     ("api", "purge the dead letters", _purge(DEAD), False),
     ("api", "publish to the dead-letter exchange", _publish(DLX), False),
+    ("api", "declare the cancel exchange", _declare_cancel_exchange, True),
+    ("api", "send a cancel notice", _notice(), True),
+    ("api", "read the cancel notices", _tap(CANCEL), False),
     ("celery-worker", "consume celery", _get(CELERY), True),
     ("celery-worker", "publish to exchange celery", _publish(CELERY), True),
     ("celery-worker", "consume direct_tasks", _get(DIRECT), False),
@@ -225,6 +276,8 @@ AMQP_CASES: list[tuple[str, str, Action, bool]] = [
     ("celery-worker", "declare direct_tasks", _declare(DIRECT), False),
     ("celery-worker", "declare another queue", _declare("tasklab-evil"), False),
     ("celery-worker", "publish to the dead-letter exchange", _publish(DLX), False),
+    ("celery-worker", "send a cancel notice", _notice(), False),
+    ("celery-worker", "read the cancel notices", _tap(CANCEL), False),
     ("consumer", "declare its queue direct_tasks", _declare(DIRECT), True),
     ("consumer", "consume direct_tasks", _get(DIRECT), True),
     ("consumer", "publish through the default exchange", _publish(""), False),
@@ -233,6 +286,11 @@ AMQP_CASES: list[tuple[str, str, Action, bool]] = [
     ("consumer", "consume celery", _get(CELERY), False),
     ("consumer", "declare celery", _declare(CELERY), False),
     ("consumer", "purge the dead letters", _purge(DEAD), False),
+    ("consumer", "read the cancel notices", _tap(CANCEL, declare=True), True),
+    ("consumer", "send a cancel notice", _notice(), False),
+    ("consumer", "tap exchange celery with a queue of its own", _tap(CELERY), False),
+    ("consumer", "tap the dead-letter exchange", _tap(DLX), False),
+    ("consumer", "declare another queue", _declare("tasklab-evil"), False),
     ("celery-beat", "declare celery", _declare(CELERY), True),
     ("celery-beat", "publish to exchange celery", _publish(CELERY), True),
     ("celery-beat", "publish through the default exchange", _publish(""), False),
@@ -240,10 +298,13 @@ AMQP_CASES: list[tuple[str, str, Action, bool]] = [
     ("celery-beat", "consume direct_tasks", _get(DIRECT), False),
     ("celery-beat", "declare direct_tasks", _declare(DIRECT), False),
     ("celery-beat", "purge the dead letters", _purge(DEAD), False),
+    ("celery-beat", "send a cancel notice", _notice(), False),
+    ("celery-beat", "read the cancel notices", _tap(CANCEL), False),
     ("keda", "publish through the default exchange", _publish(""), False),
     ("keda", "publish to exchange celery", _publish(CELERY), False),
     ("keda", "consume celery", _get(CELERY), False),
     ("keda", "declare celery", _declare(CELERY), False),
+    ("keda", "read the cancel notices", _tap(CANCEL), False),
 ]
 
 
@@ -266,6 +327,23 @@ def test_each_user_may_do_its_own_operations_only(
     else:
         url = stack.rmq_urls[service]
     assert _attempt(url, operation) == (None if allowed else REFUSED)
+
+
+def test_a_consumers_queue_of_notices_is_its_own(
+    node: ConfiguredRabbitNode, broker_logins: dict[str, tuple[str, str]], stack: StackConfig
+) -> None:
+    """The consumer's user may read any queue the broker names (amq.gen-...), but the
+    running consumer's queue of cancel notices is exclusive to its connection: another
+    connection, with the same user, can neither read nor delete it (RESOURCE_LOCKED)."""
+    listed = _management(node, broker_logins["admin"], "GET", f"api/queues/{VHOST}").json()
+    (notices,) = [
+        q["name"]
+        for q in listed
+        if q["name"].startswith("amq.gen-") and q.get("exclusive") and q.get("consumers")
+    ]
+    locked = 405
+    assert _attempt(stack.rmq_urls["consumer"], _get(notices)) == locked
+    assert _attempt(stack.rmq_urls["consumer"], lambda ch: ch.queue_delete(notices)) == locked
 
 
 def _management(

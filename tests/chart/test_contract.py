@@ -744,22 +744,27 @@ def test_broker_permissions_fit_the_names_the_code_uses(default_docs: list[Obj])
         events,  # heartbeats
         f"{events}.{uuid}",  # a worker's gossip queue
     }
-    tasklab_names = {*queues.ALL_QUEUES, queues.DEAD_LETTER_EXCHANGE}
+    cancel = queues.CANCEL_EXCHANGE
+    tasklab_names = {*queues.ALL_QUEUES, queues.DEAD_LETTER_EXCHANGE, cancel}
     default = "amq.default"
-    every = celery_names | tasklab_names | {default, uuid, "anything-else"}
+    notices = "amq.gen-JzTY20BRgKO-HjmUJj0wLg"  # a consumer's queue of cancel notices
+    every = celery_names | tasklab_names | {default, uuid, notices, "anything-else"}
     assert _matches(perms["api"]["configure"], every) == set(queues.QUEUE_OF_METHOD.values()) | {
-        pidbox  # (a cancel's revoke)
+        pidbox,  # (a Celery task's revoke)
+        cancel,  # (a rabbitmq task's cancel notice)
     }
-    assert _matches(perms["api"]["write"], every) == {default, pidbox}
+    assert _matches(perms["api"]["write"], every) == {default, pidbox, cancel}
     assert _matches(perms["api"]["read"], every) == set()
     worker = perms["celery-worker"]
     assert _matches(worker["configure"], every) == celery_names | {uuid}  # (rpc:// replies)
     assert _matches(worker["write"], every) == celery_names | {default}
     assert _matches(worker["read"], every) == celery_names | {uuid}
     consumer = perms["consumer"]
-    assert _matches(consumer["configure"], every) == {queues.DIRECT_QUEUE}
-    assert _matches(consumer["write"], every) == set()
-    assert _matches(consumer["read"], every) == {queues.DIRECT_QUEUE}
+    # Its queue, and the cancel notices: the exchange, and its own queue (the broker
+    # names it) bound to it (write on the queue, read on the exchange) and consumed.
+    assert _matches(consumer["configure"], every) == {queues.DIRECT_QUEUE, cancel, notices}
+    assert _matches(consumer["write"], every) == {notices}
+    assert _matches(consumer["read"], every) == {queues.DIRECT_QUEUE, cancel, notices}
     beat = perms["celery-beat"]
     assert _matches(beat["configure"], every) == {queues.CELERY_QUEUE}
     assert _matches(beat["write"], every) == {queues.CELERY_QUEUE}
@@ -770,6 +775,18 @@ def test_broker_permissions_fit_the_names_the_code_uses(default_docs: list[Obj])
     assert options["exchange"] == options["routing_key"] == queues.CELERY_QUEUE
     keda = perms["keda"]  # vhost access only (the management API needs it)
     assert not any(_matches(keda[kind], every) for kind in ("configure", "write", "read"))
+
+
+def test_the_cancel_permissions_follow_the_exchange_value(tools: None) -> None:
+    """The users' permissions on the cancel exchange come from the chart's one value
+    (rabbitmq.definitions.cancelExchange, which the definitions declare), quoted."""
+    docs = chart.render(["--set", "rabbitmq.definitions.cancelExchange=other.notices"])
+    exchanges = {e["name"] for e in _definitions(docs)["exchanges"]}
+    assert "other.notices" in exchanges and queues.CANCEL_EXCHANGE not in exchanges
+    perms = _permissions(docs)
+    names = {"other.notices", "otherxnotices", queues.CANCEL_EXCHANGE}
+    assert _matches(perms["api"]["write"], names) == {"other.notices"}
+    assert _matches(perms["consumer"]["read"], names) == {"other.notices"}
 
 
 @pytest.mark.parametrize("name", [n for n in SET_NAMES if n != "external"])

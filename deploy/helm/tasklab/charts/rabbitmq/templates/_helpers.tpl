@@ -48,7 +48,9 @@ api and KEDA, which read queue figures from the management API (`monitoring`: re
 only, every connection's name, nothing they may change).
 
 - api: declares the two work queues, publishes tasks through the default exchange,
-  and broadcasts a cancelled Celery task's revoke (celery.pidbox, no reply).
+  broadcasts a cancelled Celery task's revoke (celery.pidbox, no reply), and declares
+  and publishes to the cancel exchange (definitions.cancelExchange) a cancelled
+  rabbitmq task's notice.
 - celery-worker: consumes and acknowledges queue celery and publishes retries to its
   exchange; Celery's remote control (its mailbox queue celery@<pod>.celery.pidbox on
   the celery.pidbox broadcast exchange, replies on reply.celery.pidbox to
@@ -58,6 +60,9 @@ only, every connection's name, nothing they may change).
   queue, results published through the default exchange); `celery purge` (queue
   celery only).
 - consumer: declares, consumes and settles queue direct_tasks; it publishes nothing.
+  It reads the cancel notices: declares the cancel exchange and a queue of its own that
+  the broker names (amq.gen-..., exclusive, auto-delete), binds it to the exchange
+  (write on the queue, read on the exchange) and consumes it.
 - celery-beat: publishes the housekeeping task to exchange celery, declaring the queue
   and its binding first as Celery does (the binding needs read on the exchange, which
   shares the queue's name).
@@ -70,10 +75,14 @@ only, every connection's name, nothing they may change).
 {{- /* Celery's names: its exchange and queue, the remote-control exchanges and queues,
 the events exchange and a worker's gossip queue. */ -}}
 {{- $celery := printf `celery|celery\.pidbox|reply\.celery\.pidbox|celery@[^/]+\.celery\.pidbox|%s\.reply\.celery\.pidbox|celeryev|celeryev\.%s` $uuid $uuid -}}
+{{- /* The cancel notices' exchange, and the queues the broker names (a consumer's
+queue of notices). */ -}}
+{{- $cancel := regexQuoteMeta .Values.definitions.cancelExchange -}}
+{{- $brokerNamed := `amq\.gen-.*` -}}
 - key: api
   tags: [monitoring]
-  configure: '^(celery|direct_tasks|celery\.pidbox)$'
-  write: '^(amq\.default|celery\.pidbox)$'
+  configure: '^(celery|direct_tasks|celery\.pidbox|{{ $cancel }})$'
+  write: '^(amq\.default|celery\.pidbox|{{ $cancel }})$'
   read: '^$'
 - key: celery-worker
   tags: []
@@ -82,9 +91,9 @@ the events exchange and a worker's gossip queue. */ -}}
   read: '^({{ $celery }}|{{ $uuid }})$'
 - key: consumer
   tags: []
-  configure: '^direct_tasks$'
-  write: '^$'
-  read: '^direct_tasks$'
+  configure: '^(direct_tasks|{{ $cancel }}|{{ $brokerNamed }})$'
+  write: '^({{ $brokerNamed }})$'
+  read: '^(direct_tasks|{{ $cancel }}|{{ $brokerNamed }})$'
 - key: celery-beat
   tags: []
   configure: '^celery$'
