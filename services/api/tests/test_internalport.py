@@ -6,22 +6,32 @@ connection came in on, so no header can move a request from one side to the othe
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
+from tasklab_api import routers
 from tasklab_api.config import Settings
+from tasklab_api.internalport import InternalPortMiddleware
+from tasklab_api.main import create_app
+from tasklab_api.signing import signed_body
 from tasklab_common.messages import UNKNOWN_TASK_HEADER, StatusUpdate
 from tasklab_common.settings import CALLBACK_PATH, HOUSEKEEPING_PATH
 from tasklab_common.signing import sign_headers
 from tasklab_devtools.procs import ManagedProcess, free_port, wait_http_ok
 from tasklab_devtools.stack import venv_command
+from tasklab_devtools.testing.apisettings import api_settings
 
 SECRET = secrets.token_urlsafe(24)
 
@@ -127,3 +137,26 @@ def test_the_two_ports_must_differ() -> None:
                 "api_internal_port": 8080,
             }
         )
+
+
+def _uses_signed_body(dependant: Dependant) -> bool:
+    return any(dep.call is signed_body or _uses_signed_body(dep) for dep in dependant.dependencies)
+
+
+def test_the_internal_port_serves_exactly_the_signed_routes(tmp_path: Path) -> None:
+    """The paths the internal port alone serves are exactly those of the routes (of
+    every router) that take a SignedBody: the status callback and housekeeping, at the
+    paths the workers call."""
+    signed = set()
+    for module in pkgutil.iter_modules(routers.__path__):
+        router = importlib.import_module(f"{routers.__name__}.{module.name}").router
+        signed |= {
+            route.path
+            for route in router.routes
+            if isinstance(route, APIRoute) and _uses_signed_body(route.dependant)
+        }
+    assert signed == {CALLBACK_PATH, HOUSEKEEPING_PATH}
+    settings = api_settings(f"sqlite:///{tmp_path}/tasks.db", api_internal_port=free_port())
+    app = create_app(settings)
+    (split,) = [m for m in app.user_middleware if cast(object, m.cls) is InternalPortMiddleware]
+    assert split.kwargs == {"internal_port": settings.api_internal_port, "signed_paths": signed}

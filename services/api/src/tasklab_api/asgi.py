@@ -1,4 +1,5 @@
-"""Answers sent by the raw ASGI middlewares themselves, before the app sees a request."""
+"""Answers sent by the raw ASGI middlewares themselves (origin, host, limits, the
+internal port), before the app sees a request."""
 
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ Without an internal port every route is served on the one port.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tasklab_api.asgi import send_error
 
 
 class InternalPortMiddleware:
@@ -45,15 +46,4 @@ class InternalPortMiddleware:
             if internal
             else "served on the api's internal port only"
         )
-        body = json.dumps({"detail": reason}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 404,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 404, reason)
