@@ -21,7 +21,7 @@ this Prometheus instead).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -67,9 +67,11 @@ class _BundleLoader(yaml.SafeLoader):
     PyYAML cannot build: here it is the string it is."""
 
 
-_BundleLoader.add_constructor(
-    "tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node)
-)
+def _value_as_string(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    return str(loader.construct_scalar(cast(yaml.ScalarNode, node)))
+
+
+_BundleLoader.add_constructor("tag:yaml.org,2002:value", _value_as_string)
 
 
 def _in_namespace(objects: list[Obj]) -> list[Obj]:
