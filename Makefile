@@ -61,5 +61,7 @@ test: ## Everything CI runs: install, lint, unit, e2e, UI, image and real-cluste
 	  --log-dir artifacts/cluster-build > artifacts/cluster-build.log 2>&1 &)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory verify-images
-	$(UV) run pytest libs services tools tests --ignore=tests/cluster $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory cluster-test
+	@scripts/k8s-tools.sh
+	@# The cluster tier (mostly waiting on Kubernetes) beside the tiers on local processes;
+	@# its output is printed at the end (artifacts/cluster-test.log).
+	$(UV) run python -m tasklab_devtools.tiers $(PYTEST_ARGS)
