@@ -66,7 +66,7 @@ class Check:
     @property
     def target(self) -> str:
         suffix = "\u00d7" if self.baseline_name else f" {self.unit}"
-        return f"{self.op} {self.threshold:g}{suffix}"
+        return f"{self.op} {self.threshold:g}{suffix}".rstrip()
 
 
 def _check(

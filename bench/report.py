@@ -25,12 +25,7 @@ def _num(value: float | None, unit: str = "") -> str:
         return "n/a"
     if math.isinf(value):
         return "timeout"
-    if abs(value) >= 100:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 10:
-        text = f"{value:.1f}"
-    else:
-        text = f"{value:.3g}"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return f"{text} {unit}".strip()
 
 
@@ -207,8 +202,9 @@ def _scaling(scaling: list[dict[str, Any]]) -> list[str]:
         run_p50 = _num(first.get("run_seconds", {}).get("p50"), "s")
         run_max = _num(first.get("run_seconds", {}).get("max"), "s")
         lines.append(
-            f"| {row['slots']} | {row['tasks']} | {_at(row, 'rate')} | {_at(row, 'efficiency')} "
-            f"| {run_p50} / {run_max} | {_mib(row.get('worker_rss_bytes'))} |"
+            f"| {row.get('slots')} | {row.get('tasks', 'n/a')} | {_at(row, 'rate')} "
+            f"| {_at(row, 'efficiency')} | {run_p50} / {run_max} "
+            f"| {_mib(row.get('worker_rss_bytes'))} |"
         )
     return lines
 
