@@ -18,14 +18,14 @@ import time
 import traceback
 from collections.abc import Coroutine
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.common import Budget, Context, PhaseTimer, Plan, say
 from bench.report import render_markdown, write_results
-from bench.sections import Run
+from bench.sections import SECTIONS, Run
 from tasklab_devtools.rabbitmq import ensure_rabbitmq_server, private_node
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +74,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default 1500, with --quick 420)",
     )
     parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"the sections to run, comma-separated (default {','.join(SECTIONS)}); "
+        "the targets of the others fail for want of data",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="interleaved rounds of every section (default: 3 for the drains, "
+        "5 for the others; with --quick 2)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "bench", help="where results.json/.md go"
     )
     parser.add_argument(
@@ -93,11 +106,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(and the api in the first submission round): the figures of a profiled run "
         "are not comparable",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = set(args.sections.split(",")) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    return args
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     plan = Plan().quick() if args.quick else Plan()
+    if args.rounds is not None:
+        plan = replace(plan, rounds=args.rounds, fast_rounds=args.rounds)
+    sections = tuple(name.strip() for name in args.sections.split(",") if name.strip())
     timer = PhaseTimer()
     budget = Budget(args.budget or (420.0 if args.quick else 1500.0))
     results: dict[str, Any] = {
@@ -108,6 +128,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "python": platform.python_version(),
             "command": shlex.join(["python", "-m", "bench", *(argv or [])]),
             "plan": asdict(plan),
+            "sections": list(sections),
             "profiled": args.profile is not None,
         },
         "baselines": {},
@@ -134,7 +155,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 profile_dir=args.profile,
                 errors=errors,
             )
-            _run_async(Run(ctx, results).run())
+            _run_async(Run(ctx, results, sections).run())
     except Exception as exc:
         say(f"the run failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()

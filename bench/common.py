@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +22,6 @@ __all__ = [
     "Context",
     "PhaseTimer",
     "Plan",
-    "profile",
     "python_process",
     "say",
     "wait_http",
@@ -184,83 +180,3 @@ def wait_http(url: str, proc: ManagedProcess, timeout: float = 60) -> None:
     except (OSError, RuntimeError) as exc:
         tail = proc.log_tail() if proc.log_path is not None else ""
         raise RuntimeError(f"{proc.name} did not start: {exc}\n{tail}") from exc
-
-
-# --------------------------------------------------------------------- profiling
-
-
-@contextlib.contextmanager
-def profile(ctx: Context, name: str, pid: int | None, subprocesses: bool = False) -> Iterator[None]:
-    """Record ``pid`` with py-spy while the block runs (only with ``--profile``).
-
-    Writes collapsed stacks (``<name>.txt``, for any flame graph viewer) and the
-    functions that take the most samples (``<name>-top.txt``) to the profile folder.
-    """
-    if ctx.profile_dir is None or pid is None:
-        yield
-        return
-    ctx.profile_dir.mkdir(parents=True, exist_ok=True)
-    raw = ctx.profile_dir / f"{name}.txt"
-    argv = [
-        venv_command("py-spy"),
-        "record",
-        "--pid",
-        str(pid),
-        "--rate",
-        "200",
-        "--format",
-        "raw",
-        "--output",
-        str(raw),
-        "--nonblocking",
-    ]
-    if subprocesses:
-        argv.append("--subprocesses")
-    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(0.5)  # let it attach
-    try:
-        yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        try:
-            _, err = spy.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            _, err = spy.communicate()
-        if raw.exists():
-            (ctx.profile_dir / f"{name}-top.txt").write_text(summarize_profile(raw))
-            say(f"profile of {name}: {raw}")
-        else:
-            say(f"py-spy wrote no profile for {name}: {err.decode(errors='replace')[-500:]}")
-
-
-def _function(frame: str) -> str:
-    """``handler (tasklab_api/x.py:12)`` → ``handler (tasklab_api/x.py)``."""
-    head, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/src/", "lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-    return f"{head} ({path})" if where else head
-
-
-def summarize_profile(raw: Path, top: int = 40) -> str:
-    """Self and inclusive sample counts per function of a py-spy ``raw`` profile."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [_function(frame) for frame in stack.split(";")]
-        own[frames[-1]] += count
-        for name in set(frames):
-            inclusive[name] += count
-    lines = [f"samples: {total}", "", "self (leaf) samples:"]
-    lines += [f"{n:8d} {100 * n / max(total, 1):5.1f}%  {f}" for f, n in own.most_common(top)]
-    lines += ["", "inclusive samples:"]
-    lines += [f"{n:8d} {100 * n / max(total, 1):5.1f}%  {f}" for f, n in inclusive.most_common(top)]
-    return "\n".join(lines) + "\n"

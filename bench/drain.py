@@ -29,8 +29,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from bench.common import Context, profile, say
+from bench.common import Context, say
 from bench.procstat import CpuAccount, Service
+from bench.profiling import profile
 
 __all__ = ["DrainTarget", "drain"]
 
@@ -108,9 +109,10 @@ async def drain(
         ids = await target.preload(tasks)
         preload_seconds = time.time() - began
         account.end()
+        account.begin([name for name in account.services if name not in target.late])
+        await target.resume(account)
+        # Once resumed: a process started to resume (the consumer) has its pid now.
         with _profiles(ctx, target, profiled):
-            account.begin([name for name in account.services if name not in target.late])
-            await target.resume(account)
             times, seen = await _wait_final(
                 ctx, target, ids, account, poll, timeout=60 + tasks / 10
             )

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.baselines import MODES, EndpointServer
-from bench.common import Context, profile, say
+from bench.common import Context, say
 from bench.drain import DrainTarget, drain
 from bench.latency import callback_latency, submit_to_done, sync_latency
 from bench.loadgen import LoadGenerator
 from bench.peers import CeleryPeer, FlowerPeer, PostgresPeer, RedisPeer
 from bench.procstat import CpuAccount, MemorySampler, Service
+from bench.profiling import profile
 from bench.rawworker import RawDrain, RawWorker
 from bench.rounds import Variant, aggregate, interleave
 from bench.scaling import scaling
@@ -36,7 +37,9 @@ from bench.system import SystemDrain, live_load, submit_rate
 from tasklab_devtools.pg import PgServer, ensure_postgresql
 from tasklab_devtools.redisserver import RedisServer, ensure_redis_server
 
-__all__ = ["Run"]
+__all__ = ["SECTIONS", "Run"]
+
+SECTIONS = ("submit", "latency", "drain", "scaling")
 
 #: Figures of a drain summarised over the rounds.
 DRAIN_FIGURES = ("rate", "cpu_ms_per_task", "preload_rate", "seen_after_seconds")
@@ -45,8 +48,11 @@ DRAIN_FIGURES = ("rate", "cpu_ms_per_task", "preload_rate", "seen_after_seconds"
 class Run:
     """One benchmark run: the sections, writing into :attr:`results` as they go."""
 
-    def __init__(self, ctx: Context, results: dict[str, Any]) -> None:
+    def __init__(
+        self, ctx: Context, results: dict[str, Any], sections: tuple[str, ...] = SECTIONS
+    ) -> None:
         self.ctx = ctx
+        self.sections = sections
         self.plan = ctx.plan
         self.results = results
         self.base: dict[str, Any] = results.setdefault("baselines", {})
@@ -66,7 +72,7 @@ class Run:
             self.ctx.error(name, exc)
 
     async def run(self) -> None:
-        ctx = self.ctx
+        ctx, plan, wanted = self.ctx, self.plan, self.sections
         with ctx.timer("start the stack"):
             await self.system.start()
         try:
@@ -74,14 +80,22 @@ class Run:
             self.sys["memory"] = {"at_rest": self.system.rss()}
             async with LoadGenerator(self.plan.concurrency) as load:
                 self.load = load
-                await self.section("submit section", self.submit_section)
+                # Targets of the callback measurements, at rest and under load.
+                count = (plan.fast_rounds + plan.rounds) * plan.callback_samples
+                self.reserved = await self.system.reserve(load, count)
+                if "submit" in wanted:
+                    await self.section("submit section", self.submit_section)
+                await self.system.resume(*METHODS)
                 raw = RawWorker(ctx)
                 try:
-                    await self.section("latency section", lambda: self.latency_section(raw))
-                    await self.section("drain section", lambda: self.drain_section(raw))
+                    if "latency" in wanted:
+                        await self.section("latency section", lambda: self.latency_section(raw))
+                    if "drain" in wanted:
+                        await self.section("drain section", lambda: self.drain_section(raw))
                 finally:
                     await asyncio.to_thread(raw.stop)
-                await self.section("scaling", self.scaling_section)
+                if "scaling" in wanted:
+                    await self.section("scaling", self.scaling_section)
         finally:
             with ctx.timer("stop the stack"):
                 await self.system.stop()
@@ -95,7 +109,6 @@ class Run:
             await asyncio.gather(*(asyncio.to_thread(s.start) for s in servers.values()))
             await system.pause(*METHODS)
             per_round = plan.callback_samples
-            self.reserved = await system.reserve(load, (plan.fast_rounds + plan.rounds) * per_round)
             for server in servers.values():
                 await server.warm_up(load)
             for method in METHODS:
@@ -152,13 +165,16 @@ class Run:
             for server in servers.values():
                 await asyncio.to_thread(server.stop)
             await system.purge(*QUEUE_OF.values())
-            await system.resume(*METHODS)
 
     # ----------------------------------------------------------------- 2. latency
 
+    async def _start_raw(self, raw: RawWorker) -> None:
+        if not raw.proc.running():
+            await asyncio.to_thread(raw.start)
+
     async def latency_section(self, raw: RawWorker) -> None:
         ctx, plan, system = self.ctx, self.plan, self.system
-        await asyncio.to_thread(raw.start)
+        await self._start_raw(raw)
         samples = plan.latency_samples
         async with system.following() as stream:
 
@@ -197,6 +213,7 @@ class Run:
 
     async def drain_section(self, raw: RawWorker) -> None:
         ctx, system, load = self.ctx, self.system, self.load
+        await self._start_raw(raw)
         await asyncio.to_thread(ensure_postgresql)
         await asyncio.to_thread(ensure_redis_server)
         broker = system.broker_service()
