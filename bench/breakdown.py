@@ -21,8 +21,13 @@ __all__ = ["PARTS", "breakdown", "main"]
 #: in one of its frames (``function (file:line)``).
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The api.
-    ("api: store write, SQLite itself", ("do_execute (sqlalchemy", "do_commit (sqlalchemy")),
-    ("api: store write, SQLAlchemy", ("StoreWriter._transaction", "StoreWriter._grouped")),
+    (
+        "api: store writes (writer thread: SQLAlchemy, SQLite)",
+        (
+            "StoreWriter._transaction",
+            "StoreWriter._grouped",
+        ),
+    ),
     ("api: store reads (the task polled)", ("TaskStore.get ", "TaskStore.list_tasks")),
     ("api: store reads, aiosqlite thread", ("_connection_worker_thread (aiosqlite",)),
     ("api: report signature check", ("read_signed (",)),
@@ -37,6 +42,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("worker: report client, the rest", ("CallbackClient.report",)),
     ("worker: status reports, the rest", ("celery_tasks.py", "tasklab_consumer/processing.py")),
     # Frameworks and plumbing.
+    ("Celery: result backend", ("celery/backends/",)),
     ("Celery: task tracing", ("celery/app/trace.py",)),
     ("Celery: pool processes (billiard)", ("billiard/",)),
     (
@@ -65,7 +71,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("thread-pool hand-offs", ("concurrent/futures/thread.py", "asyncio/futures.py")),
     ("pydantic", ("pydantic/",)),
-    ("SQLAlchemy (elsewhere)", ("sqlalchemy/",)),
+    ("SQLAlchemy and database drivers (elsewhere)", ("sqlalchemy/", "psycopg/", "sqlite3/")),
 )
 
 
