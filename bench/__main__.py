@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="seconds the whole run may take; later phases are skipped past it "
-        "(default 1500, with --quick 420)",
+        "(default 1800, with --quick 420)",
     )
     parser.add_argument(
         "--sections",
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         plan = replace(plan, rounds=args.rounds, fast_rounds=args.rounds)
     sections = tuple(name.strip() for name in args.sections.split(",") if name.strip())
     timer = PhaseTimer()
-    budget = Budget(args.budget or (420.0 if args.quick else 1500.0))
+    budget = Budget(args.budget or (420.0 if args.quick else 1800.0))
     results: dict[str, Any] = {
         "meta": {
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
