@@ -117,7 +117,7 @@ class RawDrain(DrainTarget):
         self.delay_rates: list[float] = []
 
     def services(self) -> dict[str, Service]:
-        return {"raw-worker": Service(lambda: self.worker.proc.pid), "rabbitmq": self.broker}
+        return {"celery-worker": Service(lambda: self.worker.proc.pid), "rabbitmq": self.broker}
 
     async def pause(self) -> None:
         await asyncio.to_thread(self.worker.control, "cancel")

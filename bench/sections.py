@@ -42,7 +42,13 @@ __all__ = ["SECTIONS", "Run"]
 SECTIONS = ("submit", "latency", "drain", "scaling")
 
 #: Figures of a drain summarised over the rounds.
-DRAIN_FIGURES = ("rate", "cpu_ms_per_task", "preload_rate", "seen_after_seconds")
+DRAIN_FIGURES = (
+    "rate",
+    "cpu_ms_per_task",
+    "cpu_ms_per_task_preloading",
+    "preload_rate",
+    "seen_after_seconds",
+)
 
 
 class Run:
