@@ -16,18 +16,16 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import baselines
-from bench.common import Budget, BudgetExceeded, Context, PhaseTimer, Plan, say
-from bench.report import build_checks, render_markdown, write_results
-from bench.system import System
+from bench.common import Budget, Context, PhaseTimer, Plan, say
+from bench.report import render_markdown, write_results
+from bench.sections import SECTIONS, Run
 from tasklab_devtools.rabbitmq import ensure_rabbitmq_server, private_node
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +39,6 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
-
-
-def _endpoint(ctx: Context, mode: str, requests: int) -> dict[str, Any]:
-    return _run_async(baselines.endpoint(ctx, mode, requests))
 
 
 def _git(*args: str) -> str:
@@ -75,8 +69,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--budget",
         type=float,
-        default=570.0,
-        help="seconds the whole run may take; later phases are skipped past it (default 570)",
+        default=None,
+        help="seconds the whole run may take; later phases are skipped past it "
+        "(default 1800, with --quick 420)",
+    )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"the sections to run, comma-separated (default {','.join(SECTIONS)}); "
+        "the targets of the others fail for want of data",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="interleaved rounds of every section (default: 3 for the drains, "
+        "5 for the others; with --quick 2)",
     )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench", help="where results.json/.md go"
@@ -94,16 +102,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         const=ROOT / "artifacts" / "bench-profiles",
         default=None,
         metavar="DIR",
-        help="record the api with py-spy during the Celery submit and pipeline phases "
-        "(slows it down: the figures of a profiled run are not comparable)",
+        help="record the api and the workers with py-spy in the first round of the drains "
+        "(and the api in the first submission round): the figures of a profiled run "
+        "are not comparable",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = set(args.sections.split(",")) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    return args
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     plan = Plan().quick() if args.quick else Plan()
+    if args.rounds is not None:
+        plan = replace(plan, rounds=args.rounds, fast_rounds=args.rounds)
+    sections = tuple(name.strip() for name in args.sections.split(",") if name.strip())
     timer = PhaseTimer()
-    budget = Budget(args.budget)
+    budget = Budget(args.budget or (420.0 if args.quick else 1800.0))
     results: dict[str, Any] = {
         "meta": {
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -112,26 +128,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "python": platform.python_version(),
             "command": shlex.join(["python", "-m", "bench", *(argv or [])]),
             "plan": asdict(plan),
+            "sections": list(sections),
             "profiled": args.profile is not None,
         },
         "baselines": {},
         "system": {},
-        "errors": [],
+        "peers": {},
     }
     args.logs.mkdir(parents=True, exist_ok=True)
-
-    def phase(name: str, action: Callable[[], T]) -> T | None:
-        """Run a phase; a failure is recorded and the run goes on with the next one."""
-        try:
-            budget.cap(1.0)
-            with timer(name):
-                return action()
-        except (Exception, BudgetExceeded) as exc:
-            say(f"{name} failed: {type(exc).__name__}: {exc}")
-            traceback.print_exc()
-            results["errors"].append({"phase": name, "error": f"{type(exc).__name__}: {exc}"})
-            return None
-
+    errors: list[dict[str, str]] = []
     try:
         ensure_rabbitmq_server()
         with tempfile.TemporaryDirectory(prefix="tasklab-bench-") as tmp, ExitStack() as stack:
@@ -148,35 +153,26 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 budget=budget,
                 timer=timer,
                 profile_dir=args.profile,
+                errors=errors,
             )
-            base = results["baselines"]
-            for mode, requests in (
-                ("bare", plan.bare_requests),
-                ("publish", plan.publish_requests),
-                ("naive", plan.naive_requests),
-            ):
-                stats = phase(f"baseline: {mode} endpoint", partial(_endpoint, ctx, mode, requests))
-                if stats is not None:
-                    base[mode] = stats
-            raw = phase("baseline: raw Celery", partial(baselines.raw_celery, ctx))
-            if raw is not None:
-                base["raw_celery"] = raw
-            system = System(ctx)
-            phase("system", lambda: _run_async(system.run()))
-            results["system"] = system.results
+            _run_async(Run(ctx, results, sections).run())
+    except Exception as exc:
+        say(f"the run failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        errors.append({"phase": "run", "error": f"{type(exc).__name__}: {exc}"})
     finally:
+        results["errors"] = errors
         results["phases"] = timer.phases
         results["meta"]["seconds"] = round(budget.elapsed(), 1)
-        checks = build_checks(results)
-        write_results(results, checks, args.out)
+        checks = write_results(results, args.out)
         print(render_markdown(results, checks), flush=True)
     failed = [check for check in checks if not check.passed]
     for check in failed:
         say(f"target missed: {check.metric}: {check.target}")
-    for error in results["errors"]:
-        say(f"phase failed: {error['phase']}")
+    for error in errors:
+        say(f"failed: {error['phase']}: {error['error']}")
     say(f"results in {args.out / 'results.md'} and results.json; {budget.elapsed():.0f} s in all")
-    return 1 if failed or results["errors"] else 0
+    return 1 if failed or errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +22,6 @@ __all__ = [
     "Context",
     "PhaseTimer",
     "Plan",
-    "profile",
     "python_process",
     "say",
     "wait_http",
@@ -44,41 +40,51 @@ class Plan:
     """How much each measurement does (fixed counts; the load is bounded)."""
 
     concurrency: int = 32
-    #: Runs per rate measurement; the median is reported (the machine may be shared).
-    repeats: int = 5
+    #: Interleaved rounds of the drain section (the system, each peer, the raw worker,
+    #: then again): every figure there is the median of this many runs.
+    rounds: int = 3
+    #: Interleaved rounds of the cheaper sections (submission rates, latencies).
+    fast_rounds: int = 5
     warmup: int = 200
     bare_requests: int = 2000
     publish_requests: int = 1500
     naive_requests: int = 200
     submit_requests: int = 1000
-    raw_tasks: int = 2000
-    latency_samples: int = 100
-    callback_samples: int = 30
-    pipeline_tasks: int = 1000
-    pipeline_repeats: int = 3
-    #: The Celery worker's and the consumer's concurrency (the stack's defaults).
+    #: Per round: tasks one at a time (submit → DONE per method, sync, raw Celery).
+    latency_samples: int = 20
+    #: Per round: tasks that get a signed IN_PROGRESS and DONE report (at rest, under load).
+    callback_samples: int = 10
+    #: Tasks per drain (the issue's N), and per warm-up drain before the first round.
+    drain_tasks: int = 3000
+    drain_warmup: int = 200
+    #: Tasks of the live load (submitted while the workers run, the stream followed).
+    live_tasks: int = 1000
+    #: The Celery workers' and the consumer's concurrency (the stack's defaults).
     worker_concurrency: int = 3
     scaling_slots: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    #: 1-second tasks per worker slot in the scaling runs.
+    #: 1-second tasks per worker slot in each scaling run, and runs per slot count.
     scaling_rounds: int = 3
+    scaling_repeats: int = 3
 
     def quick(self) -> Plan:
         """A smaller plan, to try the benchmark out (numbers are less stable)."""
         return replace(
             self,
-            repeats=1,
+            rounds=2,
+            fast_rounds=2,
             warmup=50,
             bare_requests=500,
             publish_requests=500,
             naive_requests=60,
             submit_requests=300,
-            raw_tasks=300,
-            latency_samples=20,
+            latency_samples=10,
             callback_samples=5,
-            pipeline_tasks=200,
-            pipeline_repeats=1,
-            scaling_slots=(1, 4),
+            drain_tasks=300,
+            drain_warmup=50,
+            live_tasks=200,
+            scaling_slots=(32,),
             scaling_rounds=2,
+            scaling_repeats=2,
         )
 
 
@@ -137,7 +143,15 @@ class Context:
     budget: Budget
     timer: PhaseTimer
     profile_dir: Path | None = None
-    notes: list[str] = field(default_factory=list)
+    #: Failed phases and runs: ``{"phase": ..., "error": ...}``.
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def error(self, phase: str, exc: BaseException) -> None:
+        """Record a failure (its message cut to a readable length)."""
+        text = f"{type(exc).__name__}: {exc}"
+        self.errors.append(
+            {"phase": phase, "error": text if len(text) <= 300 else text[:300] + " ..."}
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment of a helper process: ours, the broker, the repository on the path."""
@@ -166,83 +180,3 @@ def wait_http(url: str, proc: ManagedProcess, timeout: float = 60) -> None:
     except (OSError, RuntimeError) as exc:
         tail = proc.log_tail() if proc.log_path is not None else ""
         raise RuntimeError(f"{proc.name} did not start: {exc}\n{tail}") from exc
-
-
-# --------------------------------------------------------------------- profiling
-
-
-@contextlib.contextmanager
-def profile(ctx: Context, name: str, pid: int | None, subprocesses: bool = False) -> Iterator[None]:
-    """Record ``pid`` with py-spy while the block runs (only with ``--profile``).
-
-    Writes collapsed stacks (``<name>.txt``, for any flame graph viewer) and the
-    functions that take the most samples (``<name>-top.txt``) to the profile folder.
-    """
-    if ctx.profile_dir is None or pid is None:
-        yield
-        return
-    ctx.profile_dir.mkdir(parents=True, exist_ok=True)
-    raw = ctx.profile_dir / f"{name}.txt"
-    argv = [
-        venv_command("py-spy"),
-        "record",
-        "--pid",
-        str(pid),
-        "--rate",
-        "200",
-        "--format",
-        "raw",
-        "--output",
-        str(raw),
-        "--nonblocking",
-    ]
-    if subprocesses:
-        argv.append("--subprocesses")
-    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(0.5)  # let it attach
-    try:
-        yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        try:
-            _, err = spy.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            _, err = spy.communicate()
-        if raw.exists():
-            (ctx.profile_dir / f"{name}-top.txt").write_text(summarize_profile(raw))
-            say(f"profile of {name}: {raw}")
-        else:
-            say(f"py-spy wrote no profile for {name}: {err.decode(errors='replace')[-500:]}")
-
-
-def _function(frame: str) -> str:
-    """``handler (tasklab_api/x.py:12)`` → ``handler (tasklab_api/x.py)``."""
-    head, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/src/", "lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-    return f"{head} ({path})" if where else head
-
-
-def summarize_profile(raw: Path, top: int = 40) -> str:
-    """Self and inclusive sample counts per function of a py-spy ``raw`` profile."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [_function(frame) for frame in stack.split(";")]
-        own[frames[-1]] += count
-        for name in set(frames):
-            inclusive[name] += count
-    lines = [f"samples: {total}", "", "self (leaf) samples:"]
-    lines += [f"{n:8d} {100 * n / max(total, 1):5.1f}%  {f}" for f, n in own.most_common(top)]
-    lines += ["", "inclusive samples:"]
-    lines += [f"{n:8d} {100 * n / max(total, 1):5.1f}%  {f}" for f, n in inclusive.most_common(top)]
-    return "\n".join(lines) + "\n"

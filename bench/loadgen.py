@@ -62,15 +62,26 @@ class LoadResult:
         return ", ".join(f"{key} x{count}" for key, count in self.errors.most_common())
 
 
+#: Connections idle longer than this are replaced before a run: the servers close
+#: theirs after 5 s (uvicorn's keep-alive), and a request sent on a connection the
+#: server is closing at that moment fails with a ReadError.
+IDLE_SECONDS = 2.0
+
+
 class LoadGenerator:
     """``concurrency`` workers, each with its own keep-alive connection."""
 
     def __init__(self, concurrency: int, timeout: float = 30.0) -> None:
         self.concurrency = concurrency
+        self.timeout = timeout
+        self.clients = self._new_clients()
+        self._last_used = time.monotonic()
+
+    def _new_clients(self) -> list[httpx.AsyncClient]:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        self.clients = [
-            httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
-            for _ in range(concurrency)
+        return [
+            httpx.AsyncClient(limits=limits, timeout=self.timeout, trust_env=False)
+            for _ in range(self.concurrency)
         ]
 
     async def __aenter__(self) -> Self:
@@ -98,6 +109,9 @@ class LoadGenerator:
         A request is successful when its status is in ``expect``; the others are
         counted by status code (or exception name) in ``errors``.
         """
+        if time.monotonic() - self._last_used > IDLE_SECONDS:
+            await asyncio.gather(*(client.aclose() for client in self.clients))
+            self.clients = self._new_clients()
         if callable(body):
             payloads = [json.dumps(body(i)).encode() for i in range(requests)]
         else:
@@ -133,4 +147,5 @@ class LoadGenerator:
         await asyncio.gather(*(worker(client) for client in self.clients[:workers]))
         result.seconds = time.perf_counter() - began
         result.client_cpu = time.process_time() - cpu
+        self._last_used = time.monotonic()
         return result

@@ -29,9 +29,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from tasklab_devtools.debian import ensure_package
 from tasklab_devtools.procs import ManagedProcess, free_port
 
-__all__ = ["PgServer", "admin_url", "ensure_postgres", "temp_database"]
+__all__ = ["PgServer", "admin_url", "ensure_postgres", "ensure_postgresql", "temp_database"]
 
 #: The environment variable naming an existing server to use instead of a private one.
 URL_ENV = "TASKLAB_TEST_PG_URL"
@@ -54,6 +55,15 @@ def _bin_dir() -> Path:
             f"{URL_ENV} at a server where this user may create databases"
         )
     return Path(initdb).parent
+
+
+def ensure_postgresql() -> None:
+    """Make sure PostgreSQL's binaries are installed (apt as root, else RuntimeError)."""
+
+    def installed() -> bool:
+        return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or bool(shutil.which("initdb"))
+
+    ensure_package("postgresql", installed)
 
 
 class PgServer:

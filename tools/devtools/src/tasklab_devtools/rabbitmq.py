@@ -42,6 +42,7 @@ from tasklab_common.queues import (
     DEAD_LETTER_QUEUE,
     DIRECT_QUEUE,
 )
+from tasklab_devtools.debian import ensure_package, install_hint
 from tasklab_devtools.procs import ManagedProcess, descendant_pids
 
 __all__ = [
@@ -56,7 +57,6 @@ __all__ = [
 #: Where Debian's ``rabbitmq-server`` package puts the real start script. (The one in
 #: ``/usr/sbin`` is a wrapper that switches to the ``rabbitmq`` system user.)
 DEBIAN_SERVER_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-_APT_INSTALL = "apt-get install -y --no-install-recommends rabbitmq-server"
 _SAFE_CREDENTIAL = re.compile(r"[A-Za-z0-9._~-]+")
 
 
@@ -69,9 +69,7 @@ def rabbitmq_server_path() -> Path | None:
 
 
 def _install_hint() -> str:
-    if shutil.which("apt-get"):
-        return f"sudo apt-get update && sudo {_APT_INSTALL}"
-    return "install the rabbitmq-server package with your system's package manager"
+    return install_hint("rabbitmq-server")
 
 
 def ensure_rabbitmq_server() -> None:
@@ -80,29 +78,7 @@ def ensure_rabbitmq_server() -> None:
     Raises :class:`RuntimeError` with the command to run when it is missing and cannot
     be installed from here (not root, or no apt-get).
     """
-    if rabbitmq_server_path() is not None:
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError(f"rabbitmq-server is not installed; run: {_install_hint()}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    wait_lock = ["-o", "DPkg::Lock::Timeout=600"]
-    known = subprocess.run(
-        ["apt-cache", "show", "--no-all-versions", "rabbitmq-server"],
-        env=env,
-        capture_output=True,
-        check=False,
-    )
-    commands = [] if known.returncode == 0 else [["apt-get", *wait_lock, "update", "-qq"]]
-    commands.append(["apt-get", *wait_lock, *_APT_INSTALL.split()[1:]])
-    for command in commands:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"`{' '.join(command)}` failed ({done.returncode}):\n"
-                f"{(done.stdout + done.stderr)[-2000:]}"
-            )
-    if rabbitmq_server_path() is None:
-        raise RuntimeError("rabbitmq-server was installed but its start script is not found")
+    ensure_package("rabbitmq-server", lambda: rabbitmq_server_path() is not None)
 
 
 # --------------------------------------------------------------------- AMQP login
