@@ -29,15 +29,43 @@ from tasklab_devtools.images import (
     pinned_base_image,
 )
 
-__all__ = ["BROKER_IMAGE", "BROKER_VALUES", "addon_images", "build_and_save", "prometheus_image"]
+__all__ = ["BROKER_IMAGE", "BROKER_VALUES", "addon_images", "build_and_save"]
 
 
-def prometheus_image() -> str:
-    """Prometheus for the test cluster (tools/cluster/prometheus), by its module version."""
-    from tasklab_devtools.cluster.build import module_version
-
-    folder = repo_root() / "tools" / "cluster" / "prometheus"
-    return f"tasklab.local/prometheus:{module_version(folder, 'github.com/prometheus/prometheus')}"
+#: The add-ons' images: ``(image folder, Go module under tools/cluster, the module whose
+#: version tags the image, the program it holds)``, for the modules that were built.
+_ADDON_IMAGES = (
+    ("pause", "addons", None, "pause"),
+    ("coredns", "addons", "github.com/coredns/coredns", "coredns"),
+    (
+        "local-path-provisioner",
+        "addons",
+        "github.com/rancher/local-path-provisioner",
+        "local-path-provisioner",
+    ),
+    ("keda", "keda", "github.com/kedacore/keda/v2", "operator"),
+    ("keda-metrics-apiserver", "keda", "github.com/kedacore/keda/v2", "adapter"),
+    ("metrics-server", "metrics-server", "sigs.k8s.io/metrics-server", "metrics-server"),
+    ("prometheus", "prometheus", "github.com/prometheus/prometheus", "prometheus"),
+    (
+        "prometheus-operator",
+        "prometheus-operator",
+        "github.com/prometheus-operator/prometheus-operator",
+        "operator",
+    ),
+    (
+        "prometheus-config-reloader",
+        "prometheus-operator",
+        "github.com/prometheus-operator/prometheus-operator",
+        "prometheus-config-reloader",
+    ),
+    (
+        "kube-state-metrics",
+        "kube-state-metrics",
+        "k8s.io/kube-state-metrics/v2",
+        "kube-state-metrics",
+    ),
+)
 
 
 #: The broker stand-in and the chart values that select it.
@@ -58,58 +86,16 @@ def addon_images(bins: dict[str, Path]) -> dict[str, tuple[str, Path]]:
     """``{image folder: (reference, program to copy into its context)}``."""
     from tasklab_devtools.cluster.build import module_version
 
-    addons = repo_root() / "tools" / "cluster" / "addons"
-    coredns = module_version(addons, "github.com/coredns/coredns")
-    local_path = module_version(addons, "github.com/rancher/local-path-provisioner")
-    images = {
-        "pause": (PAUSE_IMAGE, bins["addons"] / "pause"),
-        "coredns": (f"tasklab.local/coredns:{coredns}", bins["addons"] / "coredns"),
-        "local-path-provisioner": (
-            f"tasklab.local/local-path-provisioner:{local_path}",
-            bins["addons"] / "local-path-provisioner",
-        ),
-        "busybox": ("tasklab.local/busybox:bookworm", _BUSYBOX),
-    }
-    if "keda" in bins:
-        keda = module_version(
-            repo_root() / "tools" / "cluster" / "keda", "github.com/kedacore/keda/v2"
-        )
-        images["keda"] = (f"tasklab.local/keda:{keda}", bins["keda"] / "operator")
-        images["keda-metrics-apiserver"] = (
-            f"tasklab.local/keda-metrics-apiserver:{keda}",
-            bins["keda"] / "adapter",
-        )
-    if "metrics-server" in bins:
-        version = module_version(
-            repo_root() / "tools" / "cluster" / "metrics-server", "sigs.k8s.io/metrics-server"
-        )
-        images["metrics-server"] = (
-            f"tasklab.local/metrics-server:{version}",
-            bins["metrics-server"] / "metrics-server",
-        )
-    if "prometheus" in bins:
-        images["prometheus"] = (prometheus_image(), bins["prometheus"] / "prometheus")
-    if "prometheus-operator" in bins:
-        operator = module_version(
-            repo_root() / "tools" / "cluster" / "prometheus-operator",
-            "github.com/prometheus-operator/prometheus-operator",
-        )
-        images["prometheus-operator"] = (
-            f"tasklab.local/prometheus-operator:{operator}",
-            bins["prometheus-operator"] / "operator",
-        )
-        images["prometheus-config-reloader"] = (
-            f"tasklab.local/prometheus-config-reloader:{operator}",
-            bins["prometheus-operator"] / "prometheus-config-reloader",
-        )
-    if "kube-state-metrics" in bins:
-        version = module_version(
-            repo_root() / "tools" / "cluster" / "kube-state-metrics", "k8s.io/kube-state-metrics/v2"
-        )
-        images["kube-state-metrics"] = (
-            f"tasklab.local/kube-state-metrics:{version}",
-            bins["kube-state-metrics"] / "kube-state-metrics",
-        )
+    images = {"busybox": ("tasklab.local/busybox:bookworm", _BUSYBOX)}
+    for folder, module, versioned, program in _ADDON_IMAGES:
+        if module not in bins:
+            continue
+        if versioned is None:
+            ref = PAUSE_IMAGE
+        else:
+            version = module_version(repo_root() / "tools" / "cluster" / module, versioned)
+            ref = f"tasklab.local/{folder}:{version}"
+        images[folder] = (ref, bins[module] / program)
     return images
 
 
