@@ -12,6 +12,7 @@ broker or read local process logs skip themselves (``broker`` and ``stack`` are 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,13 +103,50 @@ def target(
 expect.set_options(timeout=15_000)
 
 
+class _Chromium:
+    """The suite's one Chromium, ended right after the suite's last test rather than at
+    the end of the session: while Playwright's sync API is open it leaves its event loop
+    marked as running on this thread, and every later test that runs asyncio
+    (``asyncio.run``, an async test) or a browser of its own in the same pytest session
+    would be refused."""
+
+    def __init__(self) -> None:
+        self._stack: contextlib.ExitStack | None = None
+        self._browser: Browser | None = None
+
+    def get(self, local: bool) -> Browser:
+        if self._browser is None:
+            if local:
+                ensure_ui_assets(quiet=True)
+            self._stack = contextlib.ExitStack()
+            self._browser = self._stack.enter_context(chromium())
+        return self._browser
+
+    def close(self) -> None:
+        stack, self._stack, self._browser = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+
+_CHROMIUM = _Chromium()
+E2E_DIR = Path(__file__).resolve().parent
+
+
 @pytest.fixture(scope="session")
-def browser(release: Release | None) -> Iterator[Browser]:
-    """Debian's Chromium; locally, the UI's chart library is built first if stale."""
-    if release is None:
-        ensure_ui_assets(quiet=True)
-    with chromium() as b:
-        yield b
+def browser(release: Release | None) -> Browser:
+    """Debian's Chromium, one for the suite; locally, the UI's chart library is built
+    first if stale."""
+    return _CHROMIUM.get(local=release is None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the suite's last test (its pages closed by then), its Chromium ends too."""
+    try:
+        return (yield)
+    finally:
+        if nextitem is None or E2E_DIR not in Path(nextitem.path).resolve().parents:
+            _CHROMIUM.close()
 
 
 @pytest.fixture
