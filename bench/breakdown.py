@@ -38,7 +38,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging", ("logging/__init__.py",)),
     # The workers' report client (a Celery pool process, the consumer).
     ("worker: report client, signing", ("sign_headers (",)),
-    ("worker: report client, HTTP", ("httpx/", "httpcore/", "h11/")),
+    (
+        "worker: report client, HTTP",
+        ("tasklab_common/httpconn.py", "http/client.py", "email/", "httpx/", "httpcore/", "h11/"),
+    ),
     ("worker: report client, the rest", ("CallbackClient.report",)),
     ("worker: status reports, the rest", ("celery_tasks.py", "tasklab_consumer/processing.py")),
     # Frameworks and plumbing.

@@ -26,6 +26,7 @@ class Api:
         self.names_unknown = True
         self.seen: list[dict[str, object]] = []
         self.nonces: list[str] = []
+        self.connections = 0
 
 
 @pytest.fixture
@@ -33,6 +34,12 @@ def api() -> Iterator[tuple[Api, str]]:
     state = Api()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept alive, as uvicorn's
+
+        def setup(self) -> None:
+            super().setup()
+            state.connections += 1
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             call = verify(
@@ -59,6 +66,7 @@ def api() -> Iterator[tuple[Api, str]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield state, f"http://127.0.0.1:{server.server_address[1]}/update_task_status_api/"
     server.shutdown()
@@ -76,6 +84,23 @@ def test_retries_5xx_with_same_event_and_fresh_nonces(api: tuple[Api, str]) -> N
     assert len(state.seen) == 4
     assert len({str(s["event_id"]) for s in state.seen}) == 1
     assert len(set(state.nonces)) == 4
+
+
+def test_reports_share_one_connection_per_thread(api: tuple[Api, str]) -> None:
+    state, url = api
+    callbacks = client(url)
+    for _ in range(5):
+        assert callbacks.report(StatusUpdate(task_id="t1", status=TaskStatus.DONE)).applied
+    assert state.connections == 1
+    other = threading.Thread(
+        target=callbacks.report, args=(StatusUpdate(task_id="t2", status=TaskStatus.DONE),)
+    )
+    other.start()
+    other.join()
+    assert (state.connections, len(state.seen)) == (2, 6)
+    callbacks.close()
+    callbacks.report(StatusUpdate(task_id="t3", status=TaskStatus.DONE))
+    assert state.connections == 3
 
 
 def test_the_apis_404_means_unknown_task(api: tuple[Api, str]) -> None:

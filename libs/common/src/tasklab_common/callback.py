@@ -5,7 +5,8 @@ is retried while the api is unreachable or answers 5xx/429, for at most
 ``max_wait`` seconds; the same ``event_id`` is kept across retries, so a report
 that was applied but whose answer was lost is recognised as a duplicate. Each try is
 signed anew (a fresh nonce). The retrying is tenacity's: exponential backoff with
-jitter, never sleeping past the deadline.
+jitter, never sleeping past the deadline. Reports go over one kept-alive connection
+per thread (:mod:`tasklab_common.httpconn`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from tasklab_common.httpconn import KeepAlive, TransportError
 from tasklab_common.messages import (
     UNKNOWN_TASK_HEADER,
     CallbackReply,
@@ -56,9 +58,9 @@ class CallbackClient:
         max_wait: float = 900.0,
         backoff: float = 0.2,
         backoff_max: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        KeepAlive(url, timeout)  # (checks the URL now rather than at the first report)
         self.url = url
         self._secret = secret
         self._max_wait = max_wait
@@ -67,7 +69,6 @@ class CallbackClient:
         self._sleep = sleep
         self._local = threading.local()
         self._timeout = timeout
-        self._transport = transport
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> CallbackClient:
@@ -79,20 +80,19 @@ class CallbackClient:
             max_wait=settings.callback_max_wait,
         )
 
-    def _client(self) -> httpx.Client:
-        # One keep-alive client per thread: httpx.Client is not meant to be shared
-        # across threads that send concurrently.
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(timeout=self._timeout, transport=self._transport)
-            self._local.client = client
-        return client
+    def _connection(self) -> KeepAlive:
+        # One kept-alive connection per thread: a connection carries one request at a time.
+        conn: KeepAlive | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = KeepAlive(self.url, self._timeout)
+        return conn
 
     def close(self) -> None:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is not None:
-            client.close()
-            self._local.client = None
+        """Close this thread's connection (the next report opens another)."""
+        conn: KeepAlive | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     def report(self, update: StatusUpdate) -> CallbackReply:
         """Send ``update`` until the api answers; return its reply.
@@ -136,21 +136,20 @@ class CallbackClient:
         """One try: the reply; :class:`_NotDelivered` to try again, CallbackError not to."""
         headers = {"Content-Type": "application/json", **sign_headers(self._secret, body)}
         try:
-            resp = self._client().post(self.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            resp = self._connection().post(body, headers)
+        except TransportError as exc:
             raise _NotDelivered(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status_code == 200:
-            return CallbackReply.model_validate_json(resp.content)
-        if resp.status_code == 404 and resp.headers.get(UNKNOWN_TASK_HEADER) == "1":
+        if resp.status == 200:
+            return CallbackReply.model_validate_json(resp.body)
+        if resp.status == 404 and resp.headers.get(UNKNOWN_TASK_HEADER) == "1":
             log.info("task %s is unknown to the api", update.task_id)
             return CallbackReply(
                 applied=False, status=TaskStatus.FAILED, proceed=False, unknown=True
             )
-        if resp.status_code != 429 and resp.status_code < 500:
-            raise CallbackError(
-                f"callback for task {update.task_id} refused: {resp.status_code} {resp.text[:300]}"
-            )
-        raise _NotDelivered(f"HTTP {resp.status_code}")
+        if resp.status != 429 and resp.status < 500:
+            text = resp.body[:300].decode(errors="replace")
+            raise CallbackError(f"callback for task {update.task_id} refused: {resp.status} {text}")
+        raise _NotDelivered(f"HTTP {resp.status}")
 
 
 class _NotDelivered(Exception):
