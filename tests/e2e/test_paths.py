@@ -21,7 +21,13 @@ def test_task_goes_pending_in_progress_done_live(target: Target, method: str) ->
         assert task["method"] == method
         assert task["kind"] == "process_task"
         live.wait_for(task["id"], "DONE", timeout=30)
-        assert live.statuses(task["id"]) == ["PENDING", "IN_PROGRESS", "DONE"]
+        # The new task is announced once the broker confirmed it; a worker's start that
+        # was announced first makes the stream skip PENDING rather than go backwards
+        # (events.py). On a busy machine that happens.
+        assert live.statuses(task["id"]) in (
+            ["PENDING", "IN_PROGRESS", "DONE"],
+            ["IN_PROGRESS", "DONE"],
+        )
     done = target.task(task["id"])
     assert done["worker"].startswith(WORKER_PREFIX[method])
     assert done["result"]["status"] == "success"
