@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     with log.open("wb") as out:
         cluster = subprocess.Popen(
-            _pytest("tests/cluster", *extra),
+            _pytest("tests/cluster", "--durations=15", *extra),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     _say(f"the cluster tier runs beside the others (pid {cluster.pid}; output: {log})")
     try:
-        local = subprocess.run(_pytest(*LOCAL, *extra), check=False).returncode
+        local = subprocess.run(_pytest(*LOCAL, "--durations=15", *extra), check=False).returncode
         local_took = time.monotonic() - began
         _say(f"the tiers on local processes: exit {local} after {local_took:.0f} s")
         if cluster.poll() is None:
