@@ -566,7 +566,10 @@ class Scenario:
             if shown:
                 problems.append(f"the live stream showed {len(shown)} task(s) never accepted")
 
-        left = self.fx.settle(30)
+        # Every task is final by now; the broker's own view (its management statistics,
+        # refreshed every few seconds) and the workers' last acks can trail that by
+        # tens of seconds on a 2-core machine that also runs the cluster tier.
+        left = self.fx.settle(60)
         if left:
             problems.append(f"queues not empty: {left}")
 
