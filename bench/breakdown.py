@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["PARTS", "breakdown", "main"]
@@ -82,17 +83,21 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 EVENT_LOOP = ("Runner.run (", "run_until_complete (", "asyncio_run (")
 
 
+def stacks(raw: Path) -> Iterator[tuple[list[str], int]]:
+    """Each stack of a py-spy ``raw`` profile (its frames, outermost first) and its
+    sample count."""
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack and count_text.isdigit():
+            yield stack.split(";"), int(count_text)
+
+
 def breakdown(raw: Path) -> tuple[int, Counter[str]]:
     """The number of samples and the samples of each part in a py-spy raw profile."""
     parts: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
+    for frames, count in stacks(raw):
         total += count
-        frames = stack.split(";")
         if frames[-1].startswith(EVENT_LOOP):
             parts["event loop (no Python frame: uvloop's own code)"] += count
             continue

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.breakdown import render
+from bench.breakdown import render, stacks
 from bench.common import Context, say
 from bench.procstat import Service, scan
 from tasklab_devtools.stack import venv_command
@@ -159,13 +159,9 @@ def summarize_profile(raw: Path, top: int = 40) -> str:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
+    for stack, count in stacks(raw):
         total += count
-        frames = [_function(frame) for frame in stack.split(";")]
+        frames = [_function(frame) for frame in stack]
         own[frames[-1]] += count
         for fn in set(frames):
             inclusive[fn] += count
