@@ -114,6 +114,23 @@ def _worker_env(default_docs: list[Obj], stack: StackConfig, tmp_path: Path) -> 
     }
 
 
+def _run_as_worker(
+    argv: list[str], docs: list[Obj], stack: StackConfig, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` with the worker pod's environment (its own broker user); it must succeed."""
+    done = subprocess.run(
+        argv,
+        env=_worker_env(docs, stack, cwd),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 @pytest.mark.parametrize(
     ("command", "expect"),
     [
@@ -134,16 +151,9 @@ def test_the_guides_celery_commands_run_as_the_worker_user(
     """`kubectl exec deploy/celery-worker -- celery -A celery_app ...` as README says:
     the remote control's broadcast and reply queues, and a purge of queue celery, with
     the worker's own broker user."""
-    done = subprocess.run(
-        [venv_command("celery"), "-A", "celery_app", *command],
-        env=_worker_env(default_docs, stack, tmp_path),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = _run_as_worker(
+        [venv_command("celery"), "-A", "celery_app", *command], default_docs, stack, tmp_path
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(expect, done.stdout), done.stdout + done.stderr
 
 
@@ -157,16 +167,7 @@ def test_a_guide_style_call_in_the_worker_pod_gets_its_result(
         "from celery_tasks import process_task; "
         "print(process_task.delay(7, 0.2, 'celery').get(timeout=60))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", call],
-        env=_worker_env(default_docs, stack, tmp_path),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _run_as_worker([sys.executable, "-c", call], default_docs, stack, tmp_path)
     assert "'status': 'success', 'task_num': 7" in done.stdout, done.stdout
 
 

@@ -203,5 +203,13 @@ def test_without_the_chart_library_the_board_still_works(browser: Browser, targe
     expect(p.locator("#conn")).to_have_attribute("data-state", "live")
     expect(p.locator("#charts-off")).to_contain_text("The charts could not load")
     task = target.submit_ok(method="rabbitmq", duration=0)
-    expect(p.locator(f"#tasks tbody tr[data-id='{task['id']}'] td.st")).to_have_text("DONE")
+    try:
+        expect(p.locator(f"#tasks tbody tr[data-id='{task['id']}'] td.st")).to_have_text("DONE")
+    except AssertionError as missed:
+        # What the api says of the task, and what the page's stream did (to tell a page
+        # that heard nothing from a task that never ended).
+        stream = p.locator("#conn").get_attribute("data-state")
+        raise AssertionError(
+            f"{missed}\nthe api: {target.task(task['id'])}\nthe page's stream: {stream}"
+        ) from None
     ctx.close()
