@@ -59,8 +59,8 @@ test: ## Everything CI runs: install, lint, unit, e2e, UI, image and real-cluste
 	@# the lowest priority, so that a cold one overlaps the tiers before the cluster's.
 	@mkdir -p artifacts && (nice -n 19 $(UV) run python -m tasklab_devtools.cluster build --all \
 	  --log-dir artifacts/cluster-build > artifacts/cluster-build.log 2>&1 &)
-	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory verify-images
+	@# The lint and the image checks at once (their outputs kept apart).
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint verify-images
 	@scripts/k8s-tools.sh
 	@# The cluster tier (mostly waiting on Kubernetes) beside the tiers on local processes;
 	@# its output is printed at the end (artifacts/cluster-test.log).
