@@ -15,9 +15,12 @@ uninstalls the release.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from e2eclient import Target
 
@@ -58,18 +61,59 @@ def installed(cluster: Cluster) -> Cluster:
     return cluster
 
 
+@dataclass
+class SettledRelease(Release):
+    """A :class:`Release` whose :meth:`wait_rollouts` also waits for the api behind the
+    NodePort: until no api pod is terminating and the api answers on new connections
+    several times in a row, and then drops the tests' kept-alive connections. (Right
+    after a rollout, a connection could still lead to the api pod going away: "Server
+    disconnected", ERR_SOCKET_NOT_CONNECTED.)"""
+
+    api_url: str | None = None
+    targets: list[Target] = field(default_factory=list)
+
+    def wait_rollouts(self, timeout: float = 300) -> None:
+        super().wait_rollouts(timeout)
+        deadline = time.monotonic() + 120
+        in_a_row = 0
+        while in_a_row < 3:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the api behind the NodePort did not settle in 120 s")
+            in_a_row = in_a_row + 1 if self._api_settled() else 0
+            time.sleep(0.5)
+        for target in self.targets:
+            target.reconnect()
+
+    def _api_settled(self) -> bool:
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector="app.kubernetes.io/component=api"
+        ).items
+        if any(p.metadata.deletion_timestamp is not None for p in pods):
+            return False
+        if self.api_url is None:
+            return True
+        try:
+            return httpx.get(f"{self.api_url}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
 @pytest.fixture(scope="session")
-def release(installed: Cluster) -> Release:
-    found = Release(namespace=NAMESPACE)
+def release(installed: Cluster) -> SettledRelease:
+    found = SettledRelease(
+        namespace=NAMESPACE, api_url=f"http://127.0.0.1:{installed.host_port(30080)}"
+    )
     found.wait_rollouts()
     return found
 
 
 @pytest.fixture(scope="session")
-def target(release: Release, installed: Cluster) -> Target:
+def target(release: SettledRelease, installed: Cluster) -> Target:
     """The api through the NodePort that kind publishes on the host (127.0.0.1:30080),
     which outlives any one api pod (a port-forward ends with its pod)."""
-    return Target(
+    found = Target(
         base_url=f"http://127.0.0.1:{installed.host_port(30080)}",
         secret=release.callback_secret(),
     )
+    release.targets.append(found)
+    return found

@@ -36,6 +36,12 @@ class Target:
             self._http = httpx.Client(base_url=self.base_url, timeout=60)
         return self._http
 
+    def reconnect(self) -> None:
+        """Drop the kept-alive connections (they may lead to an api pod that is gone)."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
     def post_signed_route(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """POST to a workers' route (the status callback, housekeeping), as a worker does."""
         return self.http.post(
