@@ -305,16 +305,26 @@ class FaultStack:
         self.wait_ready()
 
     def settle(self, timeout: float = 60) -> dict[str, tuple[int, int]]:
-        """Wait until the task queues hold nothing, ready or unacked; what is left
-        when ``timeout`` ends first (empty when they settled)."""
+        """Wait until the task queues hold nothing, ready or unacked, at every look for
+        2 s (the management API's figures are refreshed every second and can trail
+        the broker: one empty look is no proof, nor is one look after it); what was
+        left at the last look when ``timeout`` ended first (empty when they settled)."""
+        last: dict[str, tuple[int, int]] = {}
+        empty_since: float | None = None
+
+        def settled() -> bool:
+            nonlocal last, empty_since
+            last = {q: c for q, c in self.queue_counts().items() if c != (0, 0)}
+            if last:
+                empty_since = None
+                return False
+            now = time.monotonic()
+            empty_since = now if empty_since is None else empty_since
+            return now - empty_since >= 2.0
+
         with contextlib.suppress(AssertionError):
-            wait_until(
-                "the task queues to settle",
-                lambda: all(c == (0, 0) for c in self.queue_counts().values()),
-                timeout,
-                interval=0.25,
-            )
-        return {q: c for q, c in self.queue_counts().items() if c != (0, 0)}
+            wait_until("the task queues to settle", settled, timeout, interval=0.25)
+        return last
 
     def queue_counts(self) -> dict[str, tuple[int, int]]:
         return {q: self.node.queue_counts(q) for q in TASK_QUEUES}
