@@ -4,7 +4,6 @@ at desktop and phone widths, in both languages and both themes, under the api's 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,29 +121,34 @@ def test_the_chart_counts_submissions_completions_and_queue_depth(
 
 
 def test_a_running_task_grows_on_the_timeline_live(page: Page, target: Target) -> None:
-    """Without a reload, from the live stream: the bar appears running, then done."""
+    """Without a reload, from the live stream: the bar appears running, grows while the
+    task runs, then is drawn done."""
     page.evaluate("window.__noReload = true")
-    task = target.submit_ok(method="rabbitmq", duration=3)
+    # Long enough that the bar still runs a second after a slow browser first shows it
+    # (a 3 s task could be over by then: the bar then ends at the task's true end).
+    task = target.submit_ok(method="rabbitmq", duration=10)
+    point = (
+        "(n) => Chart.getChart(document.querySelector('#timeline'))?.data.datasets[2].data"
+        ".find((p) => p.task.num === n)"
+    )
 
     def bar() -> dict[str, Any] | None:
         return next((b for b in runs(page) if b["num"] == task["num"]), None)
 
-    page.wait_for_function(
-        "(n) => Chart.getChart(document.querySelector('#timeline'))?.data.datasets[2].data"
-        ".some((p) => p.task.num === n && p.task.status === 'IN_PROGRESS')",
-        arg=task["num"],
-    )
+    page.wait_for_function(f"(n) => ({point})(n)?.task.status === 'IN_PROGRESS'", arg=task["num"])
     first = bar()
     assert first is not None and first["color"] == css(page, "--st-running")
-    time.sleep(1.2)
-    later = bar()
-    assert later is not None and later["x"][1] - later["x"][0] > first["x"][1] - first["x"][0]
+    width = first["x"][1] - first["x"][0]
     page.wait_for_function(
-        "(n) => Chart.getChart(document.querySelector('#timeline'))?.data.datasets[2].data"
-        ".some((p) => p.task.num === n && p.task.status === 'DONE')",
-        arg=task["num"],
-        timeout=20_000,
+        f"([n, w]) => {{ const p = ({point})(n);"
+        " return p && p.task.status === 'IN_PROGRESS' && p.x[1] - p.x[0] > w + 1; }",
+        arg=[task["num"], width],
     )
+    page.wait_for_function(
+        f"(n) => ({point})(n)?.task.status === 'DONE'", arg=task["num"], timeout=30_000
+    )
+    done = bar()
+    assert done is not None and done["color"] == css(page, "--st-done")
     assert page.evaluate("window.__noReload") is True
 
 
