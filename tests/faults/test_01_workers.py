@@ -146,3 +146,43 @@ def test_sigterm_hands_back_tasks_longer_than_the_grace(scenario: Scenario) -> N
         f"4 tasks of 20 s handed back, workers out {stopped:.1f} s after SIGTERM; DONE as attempt 2"
     )
     scenario.check(max_duplicates=0)
+
+
+@pytest.mark.scenario("3c SIGTERM with the api gone too (helm uninstall)")
+def test_sigterm_with_the_api_gone_gives_unreported_tasks_back(scenario: Scenario) -> None:
+    """The api and the workers stop together while tasks run (``helm uninstall``): a
+    task ends but its DONE cannot be reported. A stopping worker retries the report
+    ``CALLBACK_STOPPING_WAIT`` seconds, not ``CALLBACK_MAX_WAIT``, and exits with the
+    message back in the broker; once the api and the workers are back, the task runs
+    again and ends DONE."""
+    fx = scenario.fx
+    for proc in (fx.celery, fx.consumer):
+        proc.env["CALLBACK_STOPPING_WAIT"] = "2"
+        proc.restart()
+    running = scenario.submit_many(
+        [{"method": "celery", "duration": 3}] * 2 + [{"method": "rabbitmq", "duration": 3}] * 2
+    )
+    ids = [t["id"] for t in running]
+    scenario.wait_counts("four tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 4)
+    scenario.fault("api stopped, then SIGTERM to both workers")
+    fx.api.terminate()
+    began = time.monotonic()
+    for proc in (fx.celery, fx.consumer):
+        proc.kill(signal.SIGTERM)
+    for proc in (fx.celery, fx.consumer):
+        # (CALLBACK_MAX_WAIT is 120 s here: an exit within 30 s is the stopping wait's)
+        assert proc.wait(30) == 0, f"{proc.name} did not exit in 30 s:\n{proc.log_tail()}"
+        assert "(the worker is stopping)" in proc.log_text(), proc.log_tail()
+    stopped = time.monotonic() - began
+    assert scenario.counts(ids) == {"IN_PROGRESS": 4}, scenario.counts(ids)
+    wait_until(
+        "the four messages back in the broker",
+        lambda: sum(ready for ready, _ in fx.queue_counts().values()) == 4,
+        20,
+    )
+    for proc in (fx.celery, fx.consumer):
+        proc.env.pop("CALLBACK_STOPPING_WAIT", None)
+    fx.ensure_running()
+    wait_until("the four DONE", lambda: scenario.counts(ids) == {"DONE": 4}, 90)
+    scenario.note(f"workers out {stopped:.1f} s after SIGTERM with the api gone; 4 DONE after")
+    scenario.check()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -139,6 +140,58 @@ def test_unreachable_gives_up_after_max_wait() -> None:
         client(f"http://127.0.0.1:{port}/", max_wait=0.3).report(
             StatusUpdate(task_id="t", status=TaskStatus.DONE)
         )
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/update_task_status_api/"
+
+
+def test_a_stopping_worker_gives_up_after_the_stopping_wait() -> None:
+    """A report to an unreachable api (uninstalled with the workers) that began before
+    the stop retries ``stopping_wait`` seconds from when it saw the stop, not
+    ``max_wait``; one that never sees a stop keeps retrying."""
+    stopping = threading.Event()
+    reporter = CallbackClient(
+        _closed_port_url(),
+        SECRET,
+        max_wait=600,
+        backoff=0.01,
+        backoff_max=0.05,
+        stopping=stopping.is_set,
+        stopping_wait=0.5,
+    )
+    outcome: list[BaseException] = []
+
+    def report() -> None:
+        try:
+            reporter.report(StatusUpdate(task_id="t", status=TaskStatus.DONE))
+        except CallbackError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive() and not outcome, "gave up before the worker was stopping"
+    stopping.set()
+    began = time.monotonic()
+    thread.join(30)
+    assert not thread.is_alive(), "still retrying 30 s into the stop"
+    assert 0.4 <= time.monotonic() - began < 5
+    assert "(the worker is stopping)" in str(outcome[0])
+
+
+def test_a_stopping_worker_still_delivers_to_a_reachable_api(api: tuple[Api, str]) -> None:
+    state, url = api
+    state.plan = [503, 503]
+    reporter = CallbackClient(
+        url, SECRET, backoff=0.01, backoff_max=0.05, stopping=lambda: True, stopping_wait=5
+    )
+    assert reporter.report(StatusUpdate(task_id="t", status=TaskStatus.DONE)).applied
+    assert len(state.seen) == 3
 
 
 def test_housekeeping_url_sits_next_to_the_callback() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -234,6 +235,17 @@ def _hand_back_running_tasks() -> None:
 
 
 celery_app.steps["worker"].add(HandBackStep)
+
+#: Set when the worker begins to stop (a warm shutdown); made before the pool forks, so
+#: that every pool process sees it: a status report then stops retrying an unreachable
+#: api after CALLBACK_STOPPING_WAIT and requeues the task, rather than keeping the
+#: stopping pod up for CALLBACK_MAX_WAIT (an api uninstalled along with the workers).
+WORKER_STOPPING: Final = multiprocessing.get_context("fork").Event()
+
+
+@signals.worker_shutting_down.connect
+def note_the_stop(**_: Any) -> None:
+    WORKER_STOPPING.set()
 
 
 @signals.celeryd_init.connect

@@ -33,6 +33,7 @@ from celery_app import (
     HAND_BACK_SIGNAL,
     HOUSEKEEPING_TASK,
     TASK_LOGGER,
+    WORKER_STOPPING,
     CeleryWorkerSettings,
     celery_app,
     get_settings,
@@ -60,7 +61,7 @@ RUNNER: Final = "Celery Worker"
 
 @lru_cache(maxsize=1)
 def _client_for(pid: int, settings: CeleryWorkerSettings) -> CallbackClient:
-    return CallbackClient.from_settings(settings)
+    return CallbackClient.from_settings(settings, stopping=WORKER_STOPPING.is_set)
 
 
 def callback_client() -> CallbackClient:

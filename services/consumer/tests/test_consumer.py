@@ -418,6 +418,27 @@ def test_sigterm_lets_the_running_task_finish(
     assert queue.ready_messages() == 1  # task 5 acked, task 6 still queued
 
 
+def test_a_stopping_consumer_gives_back_a_task_it_cannot_report(
+    start_consumer: StartConsumer, queue: BrokerVhost, api: FakeApi
+) -> None:
+    """The api gone with the workers (``helm uninstall``): a task's DONE cannot be
+    reported. The stopping consumer retries it ``CALLBACK_STOPPING_WAIT`` seconds, not
+    ``CALLBACK_MAX_WAIT`` (its pod would stay up that long), then exits with the message
+    back in the queue: the task runs again once an api is back."""
+    consumer = start_consumer(
+        consumer_concurrency=1, callback_max_wait=600, callback_stopping_wait=1, requeue_delay=0
+    )
+    task_id, body = task_body(7, duration=2)
+    queue.publish(body)
+    consumer.wait_for(STARTED.format(7))
+    api.refuse_with = 503
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait_exit(timeout=30) == 0
+    assert "(the worker is stopping)" in consumer.output
+    assert api.history(task_id) == [(IN_PROGRESS, 1)]
+    assert queue.ready_messages() == 1
+
+
 def test_redelivered_messages_run_one_at_a_time(
     start_consumer: StartConsumer, queue: BrokerVhost, api: FakeApi
 ) -> None:

@@ -2,11 +2,13 @@
 
 Used by the Celery worker and the legacy consumer (both synchronous code). A report
 is retried while the api is unreachable or answers 5xx/429, for at most
-``max_wait`` seconds; the same ``event_id`` is kept across retries, so a report
-that was applied but whose answer was lost is recognised as a duplicate. Each try is
-signed anew (a fresh nonce). The retrying is tenacity's: exponential backoff with
-jitter, never sleeping past the deadline. Reports go over one kept-alive connection
-per thread (:mod:`tasklab_common.httpconn`).
+``max_wait`` seconds, or ``stopping_wait`` seconds once the worker is stopping (an
+uninstalled api would otherwise keep a stopping pod up for ``max_wait``; the caller
+then gives the task's message back to the broker, and the task runs again). The same
+``event_id`` is kept across retries, so a report that was applied but whose answer was
+lost is recognised as a duplicate. Each try is signed anew (a fresh nonce). The
+retrying is tenacity's: exponential backoff with jitter, never sleeping past the
+deadline. Reports go over one kept-alive connection per thread (:mod:`tasklab_common.httpconn`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class CallbackClient:
         backoff: float = 0.2,
         backoff_max: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
+        stopping: Callable[[], bool] = lambda: False,
+        stopping_wait: float = 30.0,
     ) -> None:
         KeepAlive(url, timeout)  # (checks the URL now rather than at the first report)
         self.url = url
@@ -67,17 +71,24 @@ class CallbackClient:
         self._backoff = backoff
         self._backoff_max = backoff_max
         self._sleep = sleep
+        self._stopping = stopping
+        self._stopping_wait = stopping_wait
         self._local = threading.local()
         self._timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> CallbackClient:
-        """The client of a worker: ``API_URL``, ``CALLBACK_SECRET`` and its limits."""
+    def from_settings(
+        cls, settings: WorkerSettings, stopping: Callable[[], bool] = lambda: False
+    ) -> CallbackClient:
+        """The client of a worker: ``API_URL``, ``CALLBACK_SECRET`` and its limits;
+        ``stopping`` tells whether the worker is stopping (a SIGTERM)."""
         return cls(
             settings.api_url,
             settings.callback_secret.get_secret_value(),
             timeout=settings.callback_timeout,
             max_wait=settings.callback_max_wait,
+            stopping=stopping,
+            stopping_wait=settings.callback_stopping_wait,
         )
 
     def _connection(self) -> KeepAlive:
@@ -100,9 +111,21 @@ class CallbackClient:
         The api's 404 for a task it does not know (marked by ``UNKNOWN_TASK_HEADER``)
         is answered as "do not proceed", with ``unknown`` set; any other 404 (a wrong
         ``API_URL``, a proxy) raises ``CallbackError``, as does any other refusal, or a
-        report still not delivered after ``max_wait`` seconds.
+        report still not delivered after ``max_wait`` seconds, or ``stopping_wait``
+        seconds after the worker was found stopping.
         """
         body = update.model_dump_json().encode()
+        stopping_seen: list[float] = []  # when this report first saw the worker stopping
+
+        def stop(state: RetryCallState) -> bool:
+            if stop_before_delay(self._max_wait)(state):
+                return True
+            if not self._stopping():
+                return False
+            if not stopping_seen:
+                stopping_seen.append(time.monotonic())
+            upcoming = state.upcoming_sleep or 0.0
+            return time.monotonic() + upcoming - stopping_seen[0] > self._stopping_wait
 
         def warn(state: RetryCallState) -> None:
             log.warning(
@@ -119,7 +142,7 @@ class CallbackClient:
             # Jittered, so that the retries of many workers that failed at the same
             # moment spread out.
             wait=lambda state: backoff(state) * random.uniform(0.8, 1.2),
-            stop=stop_before_delay(self._max_wait),
+            stop=stop,
             sleep=self._sleep,
             before_sleep=warn,
         )
@@ -127,9 +150,10 @@ class CallbackClient:
             return retrying(self._post, update, body)
         except RetryError as exc:
             tries = exc.last_attempt.attempt_number
+            while_stopping = " (the worker is stopping)" if stopping_seen else ""
             raise CallbackError(
                 f"callback for task {update.task_id} ({update.status}) not delivered "
-                f"after {tries} tries: {_problem(exc.last_attempt)}"
+                f"after {tries} tries{while_stopping}: {_problem(exc.last_attempt)}"
             ) from None
 
     def _post(self, update: StatusUpdate, body: bytes) -> CallbackReply:

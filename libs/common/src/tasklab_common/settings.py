@@ -79,6 +79,15 @@ class WorkerSettings(CommonSettings):
     callback_max_wait: float = Field(
         900.0, gt=0, description="Seconds a callback is retried while the api is unreachable."
     )
+    callback_stopping_wait: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Seconds a stopping worker (SIGTERM) retries a callback while the api is "
+            "unreachable (e.g. uninstalled with it); then the task's message goes back to "
+            "the broker and the task runs again (CALLBACK_STOPPING_WAIT)."
+        ),
+    )
     max_retries: int = Field(3, ge=0, le=10, description="Retries after a failed attempt.")
     retry_backoff: float = Field(
         1.0, ge=0, description="Seconds before the first retry; doubles each retry."
