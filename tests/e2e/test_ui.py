@@ -47,7 +47,8 @@ def test_submit_and_watch_the_row_go_done(
     page: Page, shots: Path, method: str, button: str
 ) -> None:
     form = card(page, method)
-    form.get_by_label("Duration, s").fill("1.5")
+    # (long enough to be seen running on a loaded machine)
+    form.get_by_label("Duration, s").fill("4")
     form.get_by_role("button", name=button).click()
     expect(form.locator(".msg")).to_contain_text("accepted")
     num = submitted_num(form)
@@ -251,7 +252,9 @@ def test_the_header_counts_agree_with_the_table(page: Page, target: Target) -> N
     """Waiting and running come from the task store, as the table's rows do: they never
     lag it (the broker's queue figures did, by 5-10 s), and the broker's figures are
     labelled as the broker's, with their age."""
-    tasks = [target.submit_ok(method="rabbitmq", duration=3) for _ in range(6)]
+    # The first runs long enough that a slow browser still shows it running after the api
+    # said so (a 3 s task could be DONE by then).
+    tasks = [target.submit_ok(method="rabbitmq", duration=10 if i == 0 else 3) for i in range(6)]
     first = target.wait_status(tasks[0]["id"], {"IN_PROGRESS"})
     expect(row(page, first["num"]).locator("td.st")).to_have_text("IN_PROGRESS")
 

@@ -144,7 +144,7 @@ def test_with_basic_auth_the_board_works(
     expect(p.locator("#conn")).to_have_attribute("data-state", "live")  # the live stream
     p.evaluate("window.__noReload = true")
     form = card(p, "rabbitmq")
-    form.get_by_label("Duration, s").fill("1")
+    form.get_by_label("Duration, s").fill("3")  # (long enough to be seen running)
     form.get_by_role("button", name="Send via RabbitMQ").click()
     expect(form.locator(".msg")).to_contain_text("accepted")
     num = submitted_num(form)
