@@ -69,7 +69,8 @@ class SettledRelease(Release):
     after a rollout, a connection could still lead to the api pod going away: "Server
     disconnected", ERR_SOCKET_NOT_CONNECTED.)"""
 
-    api_url: str | None = None
+    #: The api through the NodePort (empty: the pods alone are waited for).
+    api_url: str = ""
     targets: list[Target] = field(default_factory=list)
 
     def wait_rollouts(self, timeout: float = 300) -> None:
@@ -90,7 +91,7 @@ class SettledRelease(Release):
         ).items
         if any(p.metadata.deletion_timestamp is not None for p in pods):
             return False
-        if self.api_url is None:
+        if not self.api_url:
             return True
         try:
             return httpx.get(f"{self.api_url}/readyz", timeout=5).status_code == 200
@@ -108,12 +109,9 @@ def release(installed: Cluster) -> SettledRelease:
 
 
 @pytest.fixture(scope="session")
-def target(release: SettledRelease, installed: Cluster) -> Target:
+def target(release: SettledRelease) -> Target:
     """The api through the NodePort that kind publishes on the host (127.0.0.1:30080),
     which outlives any one api pod (a port-forward ends with its pod)."""
-    found = Target(
-        base_url=f"http://127.0.0.1:{installed.host_port(30080)}",
-        secret=release.callback_secret(),
-    )
+    found = Target(base_url=release.api_url, secret=release.callback_secret())
     release.targets.append(found)
     return found

@@ -51,12 +51,14 @@ def test_helm_uninstall_leaves_only_the_brokers_volume_and_secret(
         target.wait_status(task["id"], {"IN_PROGRESS"}, timeout=60)
     began = time.monotonic()
     installed.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "5m", timeout=400)
-    deadline = began + PODS_GONE_WITHIN
-    while (pods := _pods(installed)) and time.monotonic() < deadline:
-        time.sleep(2)
-    assert not pods, (
-        f"pods left {PODS_GONE_WITHIN} s after helm uninstall:\n{_left_behind(installed, pods)}"
-    )
+    try:
+        installed.wait_for(
+            "every pod gone",
+            lambda: not _pods(installed),
+            PODS_GONE_WITHIN - (time.monotonic() - began),
+        )
+    except AssertionError as missed:
+        raise AssertionError(f"{missed}:\n{_left_behind(installed, _pods(installed))}") from None
     left = json.loads(
         installed.kubectl(
             "-n",

@@ -112,6 +112,21 @@ def test_sigterm_lets_running_tasks_finish(scenario: Scenario, tmp_path: Path) -
     scenario.check(max_duplicates=0)
 
 
+def _four_running(scenario: Scenario, env: dict[str, str], duration: float) -> list[str]:
+    """Both workers restarted with ``env``; two Celery and two direct tasks of
+    ``duration`` s submitted and running: their ids."""
+    fx = scenario.fx
+    for proc in (fx.celery, fx.consumer):
+        proc.env.update(env)
+        proc.restart()
+    running = scenario.submit_many(
+        [{"method": "celery", "duration": duration}] * 2
+        + [{"method": "rabbitmq", "duration": duration}] * 2
+    )
+    scenario.wait_counts("four tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 4)
+    return [t["id"] for t in running]
+
+
 @pytest.mark.scenario("3b SIGTERM, tasks longer than the grace: hand-back")
 def test_sigterm_hands_back_tasks_longer_than_the_grace(scenario: Scenario) -> None:
     """A stopping worker whose tasks outlast its grace (HAND_BACK_AFTER) hands them back
@@ -119,14 +134,7 @@ def test_sigterm_hands_back_tasks_longer_than_the_grace(scenario: Scenario) -> N
     restarted worker as attempt 2, ending DONE: never FAILED, never lost, and attempt 1
     ran once."""
     fx = scenario.fx
-    for proc in (fx.celery, fx.consumer):
-        proc.env["HAND_BACK_AFTER"] = "1"
-        proc.restart()
-    running = scenario.submit_many(
-        [{"method": "celery", "duration": 20}] * 2 + [{"method": "rabbitmq", "duration": 20}] * 2
-    )
-    ids = [t["id"] for t in running]
-    scenario.wait_counts("four tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 4)
+    ids = _four_running(scenario, {"HAND_BACK_AFTER": "1"}, 20)
     began = time.monotonic()
     for proc in (fx.celery, fx.consumer):
         proc.kill(signal.SIGTERM)  # the main process only, as a container runtime does
@@ -156,14 +164,9 @@ def test_sigterm_with_the_api_gone_gives_unreported_tasks_back(scenario: Scenari
     message back in the broker; once the api and the workers are back, the task runs
     again and ends DONE."""
     fx = scenario.fx
-    for proc in (fx.celery, fx.consumer):
-        proc.env["CALLBACK_STOPPING_WAIT"] = "2"
-        proc.restart()
-    running = scenario.submit_many(
-        [{"method": "celery", "duration": 3}] * 2 + [{"method": "rabbitmq", "duration": 3}] * 2
-    )
-    ids = [t["id"] for t in running]
-    scenario.wait_counts("four tasks running", lambda c: c.get("IN_PROGRESS", 0) >= 4)
+    # (10 s: the four must run at once, and the restarted Celery worker may be ready a
+    # few seconds after the consumer)
+    ids = _four_running(scenario, {"CALLBACK_STOPPING_WAIT": "2"}, 10)
     scenario.fault("api stopped, then SIGTERM to both workers")
     fx.api.terminate()
     began = time.monotonic()

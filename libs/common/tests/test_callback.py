@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -130,24 +131,18 @@ def test_4xx_is_final(api: tuple[Api, str]) -> None:
     assert len(state.seen) == 1
 
 
-def test_unreachable_gives_up_after_max_wait() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(CallbackError, match="not delivered"):
-        client(f"http://127.0.0.1:{port}/", max_wait=0.3).report(
-            StatusUpdate(task_id="t", status=TaskStatus.DONE)
-        )
-
-
 def _closed_port_url() -> str:
-    import socket
-
+    """A callback URL on a loopback port nothing listens on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}/update_task_status_api/"
+
+
+def test_unreachable_gives_up_after_max_wait() -> None:
+    with pytest.raises(CallbackError, match="not delivered"):
+        client(_closed_port_url(), max_wait=0.3).report(
+            StatusUpdate(task_id="t", status=TaskStatus.DONE)
+        )
 
 
 def test_a_stopping_worker_gives_up_after_the_stopping_wait() -> None:

@@ -115,17 +115,19 @@ class CallbackClient:
         seconds after the worker was found stopping.
         """
         body = update.model_dump_json().encode()
-        stopping_seen: list[float] = []  # when this report first saw the worker stopping
+        past_max_wait = stop_before_delay(self._max_wait)
+        stopping_since: float | None = None  # when this report first saw the worker stopping
 
         def stop(state: RetryCallState) -> bool:
-            if stop_before_delay(self._max_wait)(state):
+            nonlocal stopping_since
+            if past_max_wait(state):
                 return True
-            if not self._stopping():
-                return False
-            if not stopping_seen:
-                stopping_seen.append(time.monotonic())
+            if stopping_since is None:
+                if not self._stopping():
+                    return False
+                stopping_since = time.monotonic()
             upcoming = state.upcoming_sleep or 0.0
-            return time.monotonic() + upcoming - stopping_seen[0] > self._stopping_wait
+            return time.monotonic() + upcoming - stopping_since > self._stopping_wait
 
         def warn(state: RetryCallState) -> None:
             log.warning(
@@ -150,7 +152,7 @@ class CallbackClient:
             return retrying(self._post, update, body)
         except RetryError as exc:
             tries = exc.last_attempt.attempt_number
-            while_stopping = " (the worker is stopping)" if stopping_seen else ""
+            while_stopping = " (the worker is stopping)" if stopping_since is not None else ""
             raise CallbackError(
                 f"callback for task {update.task_id} ({update.status}) not delivered "
                 f"after {tries} tries{while_stopping}: {_problem(exc.last_attempt)}"
