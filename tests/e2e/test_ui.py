@@ -18,7 +18,14 @@ from playwright.sync_api import Browser, Locator, Page, Route, expect
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
 from tasklab_common.signing import sign_headers
-from tasklab_devtools.browser import card, open_board, submitted_num, task_row
+from tasklab_devtools.browser import (
+    card,
+    open_board,
+    submitted_num,
+    task_row,
+    wait_for_statuses,
+    watch_statuses,
+)
 
 TIMEOUT_MS = 30_000
 #: The board at both widths (for a test of the layout, or of a defect seen on both).
@@ -47,6 +54,7 @@ def test_submit_and_watch_the_row_go_done(
     page: Page, shots: Path, method: str, button: str
 ) -> None:
     form = card(page, method)
+    watch_statuses(page)
     # (long enough to be seen running on a loaded machine)
     form.get_by_label("Duration, s").fill("4")
     form.get_by_role("button", name=button).click()
@@ -54,9 +62,9 @@ def test_submit_and_watch_the_row_go_done(
     num = submitted_num(form)
     r = row(page, num)
     expect(r.locator(".badge")).to_have_text({"celery": "Celery", "rabbitmq": "RabbitMQ"}[method])
-    expect(r.locator("td.st")).to_have_text("IN_PROGRESS")
+    wait_for_statuses(page, num, ["IN_PROGRESS"])
     page.screenshot(path=str(shots / f"board-{method}-in-progress.png"), full_page=True)
-    expect(r.locator("td.st")).to_have_text("DONE")
+    wait_for_statuses(page, num, ["IN_PROGRESS", "DONE"])
     expect(r.locator("td").nth(4)).to_contain_text("celery@" if method == "celery" else "consumer@")
     assert_not_reloaded(page)
     page.screenshot(path=str(shots / f"board-{method}-done.png"), full_page=True)

@@ -19,7 +19,15 @@ import pytest
 from playwright.sync_api import Browser, HttpCredentials, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from tasklab_devtools.browser import card, chart_data, open_board, submitted_num, task_row
+from tasklab_devtools.browser import (
+    card,
+    chart_data,
+    open_board,
+    submitted_num,
+    task_row,
+    wait_for_statuses,
+    watch_statuses,
+)
 from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port
 from tasklab_devtools.rabbitmq import RabbitNode
@@ -144,13 +152,13 @@ def test_with_basic_auth_the_board_works(
     expect(p.locator("#conn")).to_have_attribute("data-state", "live")  # the live stream
     p.evaluate("window.__noReload = true")
     form = card(p, "rabbitmq")
+    watch_statuses(p)
     form.get_by_label("Duration, s").fill("3")  # (long enough to be seen running)
     form.get_by_role("button", name="Send via RabbitMQ").click()
     expect(form.locator(".msg")).to_contain_text("accepted")
     num = submitted_num(form)
     r = task_row(p, num)
-    expect(r.locator("td.st")).to_have_text("IN_PROGRESS")
-    expect(r.locator("td.st")).to_have_text("DONE")
+    wait_for_statuses(p, num, ["IN_PROGRESS", "DONE"])
     expect(r.locator("td").nth(4)).to_contain_text("consumer@")
     expect(p.locator("#s-workers li.online", has_text="consumer@")).to_have_count(1)  # overview
     assert_not_reloaded(p)

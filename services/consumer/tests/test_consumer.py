@@ -504,7 +504,9 @@ def test_reconnects_after_the_broker_closes_the_connection(
     start_consumer: StartConsumer, queue: BrokerVhost, api: FakeApi
 ) -> None:
     consumer = start_consumer()
-    interrupted, body = task_body(9, duration=1.5)
+    # (long enough to outlast rabbitmqctl's start on a loaded machine: a task over before
+    # the close would be acked on the old connection, and nothing would be interrupted)
+    interrupted, body = task_body(9, duration=8)
     queue.publish(body)
     consumer.wait_for(STARTED.format(9))
 
@@ -515,8 +517,8 @@ def test_reconnects_after_the_broker_closes_the_connection(
     consumer.wait_for("connected; consuming", times=2)
     # The first run of task 9 cannot be acked on the new channel: the broker
     # redelivers it, and the api ignores the second run's repeated reports.
-    consumer.wait_for("connection lost before a delivery could be settled")
-    assert api.wait_final(interrupted).status is DONE
+    consumer.wait_for("connection lost before a delivery could be settled", timeout=20)
+    assert api.wait_final(interrupted, timeout=20).status is DONE
 
     after, body = task_body(10)
     queue.publish(body)

@@ -11,7 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, Locator, Page, Playwright, ViewportSize, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Locator,
+    Page,
+    Playwright,
+    ViewportSize,
+    sync_playwright,
+)
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 CHROMIUM = os.environ.get("TASKLAB_CHROMIUM", "/usr/bin/chromium")
 #: No sandbox (root), no GPU, and nothing that reaches out to the network by itself.
@@ -98,6 +106,55 @@ def task_row(page: Page, num: int) -> Locator:
     return page.locator(
         "#tasks tbody tr", has=page.locator("button.num-btn", has_text=re.compile(rf"^{num}$"))
     )
+
+
+#: Records, per task number, each status the task table showed, in order (a
+#: MutationObserver): a state a loaded browser showed for less than one of ``expect``'s
+#: polls still counts.
+_STATUS_TRAIL = """() => {
+  if (window.__trail) return;
+  window.__trail = {};
+  const note = () => {
+    for (const tr of document.querySelectorAll('#tasks tbody tr')) {
+      const num = tr.querySelector('button.num-btn')?.textContent.trim();
+      const st = tr.querySelector('td.st')?.textContent.trim().split(/\\s+/)[0];
+      if (!num || !st) continue;
+      const trail = (window.__trail[num] ||= []);
+      if (trail[trail.length - 1] !== st) trail.push(st);
+    }
+  };
+  note();
+  new MutationObserver(note).observe(document.querySelector('#tasks'),
+    {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+def watch_statuses(page: Page) -> None:
+    """Start recording the statuses the task table shows (see :func:`wait_for_statuses`)."""
+    page.evaluate(_STATUS_TRAIL)
+
+
+def wait_for_statuses(
+    page: Page, num: int, statuses: list[str], timeout_ms: float = 30_000
+) -> None:
+    """Wait until task ``num``'s row has shown ``statuses`` in this order (others may come
+    between), as recorded since :func:`watch_statuses`; the trail it showed otherwise."""
+    try:
+        page.wait_for_function(
+            """([num, want]) => {
+              let i = 0;
+              for (const st of (window.__trail || {})[num] || []) if (st === want[i]) i++;
+              return i === want.length;
+            }""",
+            arg=[str(num), statuses],
+            timeout=timeout_ms,
+        )
+    except PlaywrightTimeoutError:
+        trail = page.evaluate("(num) => (window.__trail || {})[num] || []", str(num))
+        raise AssertionError(
+            f"task {num}'s row did not show {' -> '.join(statuses)} within "
+            f"{timeout_ms / 1000:g} s; it showed {trail}"
+        ) from None
 
 
 def submitted_num(form: Locator) -> int:
