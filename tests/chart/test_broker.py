@@ -222,9 +222,10 @@ def test_the_beat_gets_housekeeping_run(
     (beat,) = chart.find(default_docs, "Deployment", "celery-beat")
     container = beat["spec"]["template"]["spec"]["containers"][0]
     schedule = "/tmp/celerybeat-schedule"
-    assert f"--schedule={schedule}" in container["command"]
+    command = chart.service_command(container)
+    assert f"--schedule={schedule}" in command
     argv = [venv_command("celery")] + [
-        a.replace(schedule, str(tmp_path / "celerybeat-schedule")) for a in container["command"][1:]
+        a.replace(schedule, str(tmp_path / "celerybeat-schedule")) for a in command[1:]
     ]
     assert argv[1:5] == ["-A", "celery_app", "beat", "--loglevel=info"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}

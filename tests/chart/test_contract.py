@@ -336,7 +336,7 @@ def test_beat_command(default_docs: list[Obj]) -> None:
     """celery's beat subcommand on the real app, with options celery has, and its
     schedule file on the writable /tmp volume (the root filesystem is read-only)."""
     spec, container = _beat(default_docs)
-    command = container["command"]
+    command = chart.service_command(container)
     assert command[:4] == ["celery", "-A", "celery_app", "beat"]
     assert celery_app.celery_app.main == "tasks"
     options = {opt for param in celery_cli.commands["beat"].params for opt in param.opts}
@@ -391,7 +391,7 @@ def test_the_beat_runs_as_rendered(default_docs: list[Obj], tmp_path: Path) -> N
     spec, container = _beat(default_docs)
     schedule = tmp_path / "celerybeat-schedule"
     argv = [venv_command("celery")] + [
-        a.replace(SCHEDULE, str(schedule)) for a in container["command"][1:]
+        a.replace(SCHEDULE, str(schedule)) for a in chart.service_command(container)[1:]
     ]
     env = {
         "PATH": os.environ["PATH"],
@@ -428,7 +428,10 @@ def _console_scripts() -> set[str]:
 
 def test_commands_and_modules_exist(default_docs: list[Obj]) -> None:
     scripts = _console_scripts()
-    commands = {c["name"]: c for _, c in workload_containers(default_docs)}
+    containers = {c["name"]: c for _, c in workload_containers(default_docs)}
+    # Each under the image's tini (a SIGTERM while it starts must not be dropped).
+    commands = {name: {**c, "command": chart.service_command(c)} for name, c in containers.items()}
+    assert set(commands) == {"api", "migrate", "consumer", "celery-worker", "celery-beat"}
     assert commands["api"]["command"] == ["tasklab-api"]
     assert commands["migrate"]["command"] == ["tasklab-api", "migrate"]
     assert commands["consumer"]["command"] == ["tasklab-consumer"]

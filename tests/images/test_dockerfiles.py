@@ -158,6 +158,10 @@ UI_COPY = ("COPY", "--from=ui", "/ui/vendor")
 VENV_STAGE = {"api": "api-builder"}
 
 
+#: What every image runs its service under: tini as PID 1 (see the Dockerfile).
+INIT = ["/usr/bin/tini", "-e", "143", "--"]
+
+
 def exec_form(ins: Instruction | None) -> list[str]:
     """The JSON array of an exec-form ENTRYPOINT/CMD ([] when absent)."""
     if ins is None:
@@ -364,6 +368,9 @@ def rule_command(service: str, text: str) -> list[str]:
         return [f"{exc} (shell form runs under /bin/sh, which does not pass signals on)"]
     expected = stack_command(service)
     problems = []
+    if command[: len(INIT)] != INIT:
+        problems.append(f"the entrypoint must start with {INIT} (a PID 1 that passes SIGTERM on)")
+    command = command[len(INIT) :]
     if not command or not command[0].startswith(VENV_BIN):
         problems.append(f"the entrypoint must be a script of the venv ({VENV_BIN}...)")
     elif PurePosixPath(command[0]).name != Path(expected[0]).name or command[1:] != expected[1:]:
@@ -395,11 +402,20 @@ REGRESSIONS: dict[str, tuple[str, str, str]] = {
     "named user": ("consumer", "USER 10001:10001", "USER tasklab"),
     "shell-form entrypoint": (
         "consumer",
-        'ENTRYPOINT ["/opt/venv/bin/tasklab-consumer"]',
-        "ENTRYPOINT /opt/venv/bin/tasklab-consumer",
+        'ENTRYPOINT ["/usr/bin/tini", "-e", "143", "--", "/opt/venv/bin/tasklab-consumer"]',
+        "ENTRYPOINT /usr/bin/tini -- /opt/venv/bin/tasklab-consumer",
     ),
     "other command": ("celery-worker", '"--concurrency=3"', '"--concurrency=8"'),
-    "entrypoint outside the venv": ("api", '["/opt/venv/bin/tasklab-api"]', '["tasklab-api"]'),
+    "entrypoint outside the venv": (
+        "api",
+        '"--", "/opt/venv/bin/tasklab-api"]',
+        '"--", "tasklab-api"]',
+    ),
+    "no init as PID 1": (
+        "celery-worker",
+        '["/usr/bin/tini", "-e", "143", "--", "/opt/venv/bin/celery"]',
+        '["/opt/venv/bin/celery"]',
+    ),
     "whole context copied": (
         "api",
         "COPY libs/common/src libs/common/src",

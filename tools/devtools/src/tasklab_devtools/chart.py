@@ -210,6 +210,20 @@ def containers(spec: Obj) -> list[Obj]:
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
 
 
+#: What the chart runs each of tasklab's services under: the image's tini as PID 1 (exit
+#: 143, the service ended by the SIGTERM it was sent, counted as 0).
+INIT_COMMAND = ["tini", "-e", "143", "--"]
+
+
+def service_command(container: Obj) -> list[str]:
+    """A tasklab container's command without its init (``tini -e 143 --``), which it must
+    have."""
+    command: list[str] = container.get("command", [])
+    if command[: len(INIT_COMMAND)] != INIT_COMMAND:
+        raise AssertionError(f"{container.get('name')}: {command} does not run under tini")
+    return command[len(INIT_COMMAND) :]
+
+
 def label(obj: Obj) -> str:
     return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
 

@@ -153,6 +153,7 @@ def check_images(run: ImageRun, timings: dict[str, float]) -> None:
         _check_beat(run, env_file, names["celery-worker"])
         timings["celery beat: housekeeping ran"] = time.monotonic() - began
         _stop_all(run, names, timings)
+        _check_stop_while_starting(run, env_file, timings)
     finally:
         began = time.monotonic()
         node.stop()
@@ -295,3 +296,28 @@ def _stop_all(run: ImageRun, names: dict[str, str], timings: dict[str, float]) -
         if code != 0:
             raise RuntimeError(f"{service} exited {code} on SIGTERM:\n{run.logs(name)[-3000:]}")
         say(f"{service}: exit 0 on SIGTERM after {seconds:.1f} s")
+
+
+#: The grace ``docker stop`` gives a container stopped as it starts: one that ignored the
+#: SIGTERM would be killed (137) only when it ends.
+EARLY_STOP_GRACE = 20
+
+
+def _check_stop_while_starting(run: ImageRun, env_file: Path, timings: dict[str, float]) -> None:
+    """Each image stopped the moment it started (before Python could install a handler)
+    ends on the SIGTERM, not on the SIGKILL at the end of the grace: its tini passes the
+    signal on (a Python PID 1 would ignore it; a pod deleted while starting then waited
+    out its whole grace period)."""
+    for service in SERVICES:
+        name = run.run(service, env_file, role="early-stop")
+        began = time.monotonic()
+        docker("stop", "--time", str(EARLY_STOP_GRACE), name, timeout=90)
+        seconds = time.monotonic() - began
+        code = run.inspect(name)["State"]["ExitCode"]
+        timings[f"{service} stopped while starting"] = seconds
+        if code == 137 or seconds > EARLY_STOP_GRACE / 2:
+            raise RuntimeError(
+                f"{service} stopped while starting: exit {code} after {seconds:.1f} s (the "
+                f"SIGTERM was not acted on):\n{run.logs(name)[-3000:]}"
+            )
+        say(f"{service}: stopped while starting, exit {code} after {seconds:.1f} s")
