@@ -1,10 +1,11 @@
-"""What housekeeping takes for an empty queue (the orphan sweep's safety)."""
+"""What housekeeping takes for an empty queue (the orphan sweep's safety), and how the
+management API's queue objects are read."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tasklab_api.brokerstats import BrokerSnapshot, EmptyQueues, QueueStats
+from tasklab_api.brokerstats import BrokerSnapshot, EmptyQueues, QueueStats, consumer_connections
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -42,3 +43,19 @@ def test_a_queue_counts_as_empty_only_after_an_unbroken_row_of_empty_looks() -> 
     watch.observe(snap(QueueStats("celery", 0, 2, 1)), t1)
     watch.observe(snap(QueueStats("celery", 0, 0, 1)), t2)
     assert watch.empty_since(span, t2) == {}
+
+
+def test_a_consumer_whose_channel_is_closing_is_left_out() -> None:
+    """The management API gives a closing channel's ``channel_details`` as ``[]``: the
+    overview once answered 500 on it (``'list' object has no attribute 'get'``)."""
+    queue = {
+        "consumer_details": [
+            {"channel_details": {"connection_name": "127.0.0.1:5001 -> 127.0.0.1:5672"}},
+            {"channel_details": []},
+            {"channel_details": {"connection_name": ""}},
+            {},
+        ]
+    }
+    assert consumer_connections(queue) == {"127.0.0.1:5001 -> 127.0.0.1:5672"}
+    assert consumer_connections({}) == set()
+    assert consumer_connections({"consumer_details": []}) == set()

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -49,6 +50,18 @@ class BrokerSnapshot:
     queues: tuple[QueueStats, ...] = ()
     error: str | None = None
     taken_at: float = field(default_factory=time.monotonic)
+
+
+def consumer_connections(queue: dict[str, Any]) -> set[str]:
+    """The broker's names of the connections that consume from ``queue`` (the management
+    API's queue object). A consumer whose channel is closing has ``channel_details`` as an
+    empty list rather than an object (seen while a worker stopped): it is left out."""
+    names = set()
+    for consumer in queue.get("consumer_details") or []:
+        details = consumer.get("channel_details") if isinstance(consumer, dict) else None
+        if isinstance(details, dict) and (conn := details.get("connection_name")):
+            names.add(str(conn))
+    return names
 
 
 class BrokerStats:
@@ -102,17 +115,7 @@ class BrokerStats:
                     continue
                 resp.raise_for_status()
                 q = resp.json()
-                names = tuple(
-                    sorted(
-                        {
-                            named.get(conn, conn)
-                            for c in q.get("consumer_details", [])
-                            if (
-                                conn := str(c.get("channel_details", {}).get("connection_name", ""))
-                            )
-                        }
-                    )
-                )
+                names = tuple(sorted({named.get(c, c) for c in consumer_connections(q)}))
                 queues.append(
                     QueueStats(
                         name=name,
@@ -130,6 +133,10 @@ class BrokerStats:
             return BrokerSnapshot(
                 ok=False, error=f"management API unavailable ({type(exc).__name__})"
             )
+        except (KeyError, TypeError, AttributeError) as exc:
+            # An answer of another shape than this reads: no figures, never a 500.
+            log.warning("management API answer not understood: %r", exc)
+            return BrokerSnapshot(ok=False, error="management API answer not understood")
         return BrokerSnapshot(ok=True, queues=tuple(queues))
 
     async def close(self) -> None:
