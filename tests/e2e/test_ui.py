@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from e2eclient import Target
-from playwright.sync_api import Browser, Locator, Page, Route, expect
+from playwright.sync_api import APIResponse, Browser, Locator, Page, Route, expect
 
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
@@ -28,6 +28,8 @@ from tasklab_devtools.browser import (
 )
 
 TIMEOUT_MS = 30_000
+#: Rows on a page of the board's task table (table.js).
+PAGE_SIZE = 20
 #: The board at both widths (for a test of the layout, or of a defect seen on both).
 WIDTHS = pytest.mark.parametrize("page", ["desktop", "phone"], indirect=True)
 
@@ -381,6 +383,44 @@ def test_callback_to_screen_latency(page: Page, target: Target, artifacts: Path)
     )
     print(f"callback -> visible: p50 {p50:.1f} ms, max {worst:.1f} ms")
     assert worst < 1000
+
+
+def test_a_task_made_while_the_list_loads_stays_on_the_board(
+    browser: Browser, target: Target
+) -> None:
+    """The page loads the task list when its stream connects; a task created while that
+    list is on its way is heard on the stream, and the list, read before it, does not
+    have it. The row stays and the count has it (the row used to vanish when the older
+    list arrived: seen on a loaded machine, where a task submitted right after the page
+    went live never showed)."""
+    target.wait_status(target.submit_ok(method="rabbitmq", duration=0)["id"])  # not alone
+    ctx = browser.new_context(base_url=target.base_url)
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold_the_first_list(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:  # read now, handed to the page later
+            held.append((route, route.fetch()))
+
+    ctx.route("**/api/tasks?*", hold_the_first_list)
+    p = ctx.new_page()
+    p.goto("/")
+    expect(p.locator("#conn")).to_have_attribute("data-state", "live")
+    deadline = time.monotonic() + 15
+    while not held and time.monotonic() < deadline:
+        p.wait_for_timeout(100)
+    assert held, "the page did not ask for the task list"
+    task = target.submit_ok(method="rabbitmq", duration=0)
+    r = row(p, task["num"])
+    expect(r.locator("td.st")).to_have_text("DONE")  # from the stream
+    total = target.http.get("/api/tasks", params={"limit": 1}).json()["total"]
+    route, response = held[0]
+    route.fulfill(response=response)  # the list as it was before the task
+    shown = p.locator("#page" if total > PAGE_SIZE else "#count")
+    expect(shown).to_have_text(re.compile(rf"(^|\D){total}(\D|$)"))
+    expect(r.locator("td.st")).to_have_text("DONE")
+    ctx.close()
 
 
 def test_page_recovers_after_api_restart(page: Page, target: Target) -> None:

@@ -13,27 +13,36 @@ function matches(task) {
   return (!f.method || task.method === f.method) && (!f.status || task.status === f.status);
 }
 
+// The task events heard while the newest load() is on its way (null when none is).
+let heard = null;
+
 export async function load() {
   const f = filters();
   const q = new URLSearchParams({ limit: PAGE_SIZE, offset: view.offset });
   if (f.method) q.append("method", f.method);
   if (f.status) q.append("status", f.status);
-  const r = await fetch(`/api/tasks?${q}`);
-  if (!r.ok) return;
-  const page = await r.json();
+  const mine = [];
+  heard = mine;
+  let page = null;
+  try {
+    const r = await fetch(`/api/tasks?${q}`);
+    if (r.ok) page = await r.json();
+  } catch { /* the stream's reconnect loads again */ }
+  if (heard !== mine) return;   // a newer load() is on its way: its list wins
+  heard = null;
+  if (!page) return;
   view.total = page.total;
-  // A live event may have landed while the list was on its way: keep the newer copy.
-  const rows = new Map(page.items.map((x) => [x.id, x]));
-  for (const [id, old] of view.rows) {
-    const got = rows.get(id);
-    if (got && new Date(old.updated_at) > new Date(got.updated_at)) rows.set(id, old);
-  }
-  view.rows = rows; view.loaded = true;
+  view.rows = new Map(page.items.map((x) => [x.id, x]));
+  view.loaded = true;
+  // The list is as it was when the api read it: what the stream told since then goes
+  // on top (newer copies, and tasks created meanwhile, which the list does not have).
+  for (const task of mine) upsert(task);
   render();
 }
 
 export function upsert(task) {
   if (!task || !task.id) return;
+  if (heard) heard.push(task);
   const old = view.rows.get(task.id);
   if (old) {
     if (new Date(old.updated_at) > new Date(task.updated_at)) return;
