@@ -14,12 +14,27 @@ GRAFANA_PORT=${GRAFANA_PORT:-3000}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+cleanup() {
+  for pid in "${pids[@]}"; do
+    mapfile -t kids < <(pgrep -P "$pid" || true)  # its kubectl, stopped after the loop
+    kill "$pid" 2>/dev/null || true
+    [ "${#kids[@]}" = 0 ] || kill "${kids[@]}" 2>/dev/null || true
+  done
+}
 trap cleanup EXIT INT TERM
 
+# kubectl port-forward ends for good on the first error a forwarded connection meets
+# (a connection reset by the pod, the pod replaced by a rollout): each runs in a loop
+# that starts it again.
 forward() {  # namespace service local-port remote-port label
   if kubectl -n "$1" get service "$2" >/dev/null 2>&1; then
-    kubectl -n "$1" port-forward "service/$2" "$3:$4" >/dev/null &
+    (
+      while true; do
+        kubectl -n "$1" port-forward "service/$2" "$3:$4" >/dev/null || true
+        echo "port-forward: $5 ended; starting it again" >&2
+        sleep 1
+      done
+    ) &
     pids+=($!)
     printf '  %-22s http://localhost:%s\n' "$5" "$3"
   fi

@@ -70,8 +70,13 @@ def target(
 ) -> Iterator[Target]:
     if release is not None:
         logs = artifacts / "logs-kind"
+        # The api's public port: TASKLAB_E2E_URL when given (a NodePort, an ingress), else
+        # a port-forward.
+        given = os.environ.get("TASKLAB_E2E_URL", "").rstrip("/")
         with (
-            release.port_forward("api", 8080, log_dir=logs) as url,
+            contextlib.nullcontext(given)
+            if given
+            else release.port_forward("api", 8080, log_dir=logs) as url,
             # The signed routes, on the api's internal port (as a worker pod calls them).
             release.port_forward("api-internal", 8081, log_dir=logs, ready_path=None) as internal,
         ):

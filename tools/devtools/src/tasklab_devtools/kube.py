@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -125,7 +126,10 @@ class Release:
         """``kubectl port-forward svc/<service>`` on a free local port; yields its URL
         once ``ready_path`` answers 200 there (None: once the port accepts).
 
-        kubectl's output goes to ``log_dir/port-forward-<service>.log`` when given.
+        kubectl ends for good on the first error a forwarded connection meets (one reset
+        by the pod, the pod replaced): it is started again on the same port, as
+        ``make port-forward`` does. Its output goes to
+        ``log_dir/port-forward-<service>.log`` when given.
         """
         kubectl = shutil.which("kubectl")
         if kubectl is None:
@@ -146,13 +150,25 @@ class Release:
         log_path = None if log_dir is None else log_dir / f"{name}.log"
         proc = ManagedProcess(name, argv, dict(os.environ), log_path=log_path)
         proc.start()
+        stop = threading.Event()
+
+        def keep_up() -> None:
+            while not stop.wait(0.5):
+                if not proc.running():
+                    proc.start()
+
+        keeper = threading.Thread(target=keep_up, name=f"{name}-keeper", daemon=True)
         try:
             _wait_port(local, 30, proc)
             url = f"http://127.0.0.1:{local}"
             if ready_path is not None:
                 wait_http_ok(f"{url}{ready_path}", 60, process=proc)
+            keeper.start()
             yield url
         finally:
+            stop.set()
+            if keeper.is_alive():
+                keeper.join(5)
             proc.terminate(5)
 
     # ------------------------------------------------------------------ scaling
