@@ -142,7 +142,14 @@ def test_the_queue_depth_prometheus_reports_is_the_brokers(
     prometheus: str, installed: Cluster, release: Release, target: Target
 ) -> None:
     installed.kubectl("-n", NAMESPACE, "scale", "deployment", "consumer", "--replicas=0")
-    installed.wait_for("no consumer", lambda: not release.pod_names("consumer"), 180)
+
+    def no_consumer_pod() -> bool:
+        # Not even a terminating one: until it exits, it may still take the messages.
+        return not release.core.list_namespaced_pod(
+            NAMESPACE, label_selector="app.kubernetes.io/component=consumer"
+        ).items
+
+    installed.wait_for("no consumer pod", no_consumer_pod, 180)
     tasks = [target.submit_ok(method="rabbitmq", duration=0) for _ in range(3)]
     user = release.secret_value("rabbitmq", "username")
     password = release.secret_value("rabbitmq", "password")
