@@ -1,6 +1,6 @@
-"""`kubectl port-forward` ends for good the first time the pod resets a forwarded
-connection (or goes away); the tests' port-forwards and `make port-forward` start it
-again on the same port."""
+"""The UI through a `kubectl port-forward`, as users open it; and `kubectl port-forward`
+ending for good the first time the pod resets a forwarded connection (or goes away):
+the tests' port-forwards and `make port-forward` start it again on the same port."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ import time
 from pathlib import Path
 
 import httpx
+from playwright.sync_api import expect
 
+from tasklab_devtools.browser import (
+    card,
+    chromium,
+    open_board,
+    submitted_num,
+    task_row,
+    wait_for_statuses,
+    watch_statuses,
+)
 from tasklab_devtools.cluster.handle import NAMESPACE, Cluster
 from tasklab_devtools.kube import Release
 from tasklab_devtools.procs import free_port
@@ -50,6 +60,27 @@ def _kill_and_see_it_back(installed: Cluster, port: int, url: str) -> None:
         lambda: _answers(url) and _kubectl_forwarding(port) not in ([], [first]),
         30,
     )
+
+
+def test_the_board_through_a_port_forward_shows_a_task_go_done(
+    installed: Cluster, release: Release
+) -> None:
+    """In Chromium, through `kubectl port-forward svc/api`: a task sent with the board's
+    form shows PENDING, IN_PROGRESS, then DONE, by the worker pod that ran it (PENDING
+    only when the form's answer comes before the worker's start, as the design allows:
+    never after it)."""
+    with release.port_forward("api", 8080) as url, chromium() as browser:
+        page = open_board(browser, url)
+        watch_statuses(page)
+        form = card(page, "rabbitmq")
+        form.get_by_label("Duration, s").fill("4")
+        form.get_by_role("button", name="Send via RabbitMQ").click()
+        num = submitted_num(form)
+        wait_for_statuses(page, num, ["IN_PROGRESS", "DONE"], timeout_ms=90_000)
+        trail = page.evaluate("(n) => window.__trail[n]", str(num))
+        assert trail in (["PENDING", "IN_PROGRESS", "DONE"], ["IN_PROGRESS", "DONE"]), trail
+        expect(task_row(page, num).locator("td").nth(4)).to_contain_text("consumer@consumer-")
+        page.context.close()
 
 
 def test_the_tests_port_forward_is_started_again(installed: Cluster, release: Release) -> None:
