@@ -143,13 +143,8 @@ def test_the_queue_depth_prometheus_reports_is_the_brokers(
 ) -> None:
     installed.kubectl("-n", NAMESPACE, "scale", "deployment", "consumer", "--replicas=0")
 
-    def no_consumer_pod() -> bool:
-        # Not even a terminating one: until it exits, it may still take the messages.
-        return not release.core.list_namespaced_pod(
-            NAMESPACE, label_selector="app.kubernetes.io/component=consumer"
-        ).items
-
-    installed.wait_for("no consumer pod", no_consumer_pod, 180)
+    # Not even a terminating one: until it exits, it may still take the messages.
+    installed.wait_for("no consumer pod", lambda: not release.pods("consumer"), 180)
     tasks = [target.submit_ok(method="rabbitmq", duration=0) for _ in range(3)]
     user = release.secret_value("rabbitmq", "username")
     password = release.secret_value("rabbitmq", "password")

@@ -99,13 +99,17 @@ class Release:
         ref = env.value_from.secret_key_ref
         return self.secret_value(ref.name, ref.key)
 
-    def pod_names(self, component: str) -> list[str]:
-        """Running, ready pods of a component (e.g. celery-worker), not terminating."""
-        pods = self.core.list_namespaced_pod(
+    def pods(self, component: str) -> list[Any]:
+        """Every pod of a component (e.g. consumer), terminating ones included."""
+        items: list[Any] = self.core.list_namespaced_pod(
             self.namespace, label_selector=f"app.kubernetes.io/component={component}"
         ).items
+        return items
+
+    def pod_names(self, component: str) -> list[str]:
+        """Running, ready pods of a component (e.g. celery-worker), not terminating."""
         names = []
-        for pod in pods:
+        for pod in self.pods(component):
             ready = any(
                 c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
             )
