@@ -4,11 +4,18 @@ import { t } from "./i18n.js";
 import { $, el, throttle } from "./util.js";
 
 let last = null;
+// Reads overlap (the 3-s refresh and the one after each task event), and their answers
+// can come back out of order: only an answer to a later read than the one shown is
+// shown, so an older figure never replaces a newer one.
+let asked = 0, shown = 0;
 
 export async function refreshOverview() {
+  const n = ++asked;
   try {
     const r = await fetch("/api/overview");
-    if (r.ok) { last = await r.json(); renderOverview(); }
+    if (!r.ok) return;
+    const o = await r.json();
+    if (n > shown) { shown = n; last = o; renderOverview(); }
   } catch (e) { /* the connection badge tells */ }
 }
 export const soonOverview = throttle(refreshOverview, 300);
