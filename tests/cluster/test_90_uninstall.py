@@ -13,7 +13,8 @@ from tasklab_devtools.cluster.handle import NAMESPACE, RELEASE, Cluster
 from tasklab_devtools.kube import Release
 
 #: A stopping worker whose report finds no api retries it CALLBACK_STOPPING_WAIT (30 s),
-#: waits REQUEUE_DELAY (5 s) and exits; the api's own grace is 40 s, the broker's 120 s.
+#: waits REQUEUE_DELAY (5 s) and exits (a Celery worker whose stop then hangs: STOP_LINGER,
+#: 30 s, later); the api's own grace is 40 s, the broker's 120 s.
 PODS_GONE_WITHIN = 150
 
 

@@ -189,3 +189,35 @@ def test_sigterm_with_the_api_gone_gives_unreported_tasks_back(scenario: Scenari
     wait_until("the four DONE", lambda: scenario.counts(ids) == {"DONE": 4}, 90)
     scenario.note(f"workers out {stopped:.1f} s after SIGTERM with the api gone; 4 DONE after")
     scenario.check()
+
+
+@pytest.mark.scenario("3d SIGTERM, the stop hangs after the last task")
+def test_a_stop_that_hangs_after_the_last_task_ends_within_the_linger(
+    scenario: Scenario,
+) -> None:
+    """A warm shutdown waits for the running task, however long; once none runs, a
+    worker that does not exit (seen on a cluster with its broker and api uninstalled
+    with it: silent until its 65-min grace) exits ``STOP_LINGER`` seconds later, with
+    where each thread waited in its log. The hang is injected after Celery's own stop."""
+    fx = scenario.fx
+    fx.celery.env.update({"TASKLAB_FAULT_HANG_ON_STOP": "1", "STOP_LINGER": "2"})
+    fx.celery.restart()
+    task = scenario.submit_ok(method="celery", duration=4)
+    wait_until("the task running", lambda: scenario.counts([task["id"]]) == {"IN_PROGRESS": 1}, 30)
+    scenario.fault("SIGTERM to the Celery worker, its stop hanging")
+    began = time.monotonic()
+    fx.celery.kill(signal.SIGTERM)
+    try:
+        # The task (4 s) ends DONE first; the worker is out 2 s after (30 s: no grace).
+        assert fx.celery.wait(30) == 0, f"the worker did not exit:\n{fx.celery.log_tail()}"
+    finally:
+        for name in ("TASKLAB_FAULT_HANG_ON_STOP", "STOP_LINGER"):
+            fx.celery.env.pop(name, None)
+    stopped = time.monotonic() - began
+    assert scenario.counts([task["id"]]) == {"DONE": 1}, scenario.counts([task["id"]])
+    log = fx.celery.log_text()
+    assert "still stopping 2 s after the last task ended" in log, fx.celery.log_tail()
+    assert "_hang_when_asked" in log, fx.celery.log_tail()  # where it waited
+    fx.celery.restart()
+    scenario.note(f"the task DONE, then the hanging worker out {stopped:.1f} s after SIGTERM")
+    scenario.check(max_duplicates=0)

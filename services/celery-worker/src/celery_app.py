@@ -26,12 +26,15 @@ queue is declared and nothing is published), so it costs the api's tasks nothing
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
+import time
 from functools import lru_cache
 from typing import Any, Final
 
@@ -93,8 +96,24 @@ def _housekeeping_interval() -> float:
         return default
 
 
-#: Settings of a running worker (``RMQ_URL``, ``API_URL``, ``CALLBACK_SECRET``...).
-CeleryWorkerSettings = WorkerSettings
+#: Fault injection, for the fault suite only: when set, the worker hangs once its
+#: shutdown is done, before it exits (the watchdog of :class:`StopWatchdogStep` ends it).
+#: Unset (the default) in every deployment.
+HANG_ON_STOP_ENV: Final = "TASKLAB_FAULT_HANG_ON_STOP"
+
+
+class CeleryWorkerSettings(WorkerSettings):
+    """Settings of a running worker (``RMQ_URL``, ``API_URL``, ``CALLBACK_SECRET``...)."""
+
+    stop_linger: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Seconds a stopping worker (SIGTERM) may take to exit once no task runs; "
+            "past them it logs where it waits and exits: what it had not acknowledged "
+            "goes back to the queue (STOP_LINGER; 0: wait as long as it takes)."
+        ),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -235,6 +254,72 @@ def _hand_back_running_tasks() -> None:
 
 
 celery_app.steps["worker"].add(HandBackStep)
+
+
+class StopWatchdogStep(bootsteps.StartStopStep):
+    """Ends a warm shutdown that lingers once no task runs (``STOP_LINGER``).
+
+    A stopping worker waits for its running tasks, then closes its broker connection
+    and exits, within a second or so. Seen on a cluster: a worker uninstalled together
+    with its broker and the api stayed up, silent, long after its last task had been
+    handed back, and would have until its grace period ended (65 min). Nothing is left
+    to lose by then: a message it has not acknowledged goes back to the queue when its
+    connection goes. So the worker logs where each of its threads waits (the next such
+    stop can be read) and exits.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.watching = False
+
+    def stop(self, worker: Any) -> None:
+        linger = get_settings().stop_linger
+        if linger > 0 and not self.watching:
+            self.watching = True
+            threading.Thread(
+                target=_end_a_lingering_stop, args=(linger,), name="stop-watchdog", daemon=True
+            ).start()
+
+
+#: How often the stop watchdog looks at the running tasks, in seconds.
+STOP_WATCH_TICK: Final = 0.5
+
+
+def _end_a_lingering_stop(linger: float) -> None:
+    from celery.worker import state
+
+    idle_since: float | None = None
+    while True:
+        time.sleep(STOP_WATCH_TICK)
+        if state.active_requests:
+            idle_since = None
+            continue
+        now = time.monotonic()
+        if idle_since is None:
+            idle_since = now
+        elif now - idle_since >= linger:
+            logging.getLogger(TASK_LOGGER).warning(
+                "still stopping %.0f s after the last task ended: exiting now (its "
+                "unacknowledged messages go back to the queue); where each thread waited:",
+                linger,
+            )
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            os._exit(0)
+
+
+celery_app.steps["worker"].add(StopWatchdogStep)
+
+
+@signals.worker_shutdown.connect
+def _hang_when_asked(**_: Any) -> None:
+    if os.environ.get(HANG_ON_STOP_ENV):
+        while True:
+            time.sleep(1)
+
 
 #: Set when the worker begins to stop (a warm shutdown); made before the pool forks, so
 #: that every pool process sees it: a status report then stops retrying an unreachable
