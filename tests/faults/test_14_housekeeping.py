@@ -101,10 +101,18 @@ def test_beat_fails_stuck_tasks_and_purges_history(scenario: Scenario, tmp_path:
         fx.stack.add(beat)
         beat.start()
 
+        watched = [ghost["id"], *(t["id"] for t in purged)]
+        # (90 s: the beat and the restarted worker start first, each taking 10-20 s on a
+        # machine loaded by the cluster's builds; then a run every second)
         wait_until(
             "housekeeping to fail the abandoned and the purged tasks",
-            lambda: scenario.counts([ghost["id"], *(t["id"] for t in purged)]) == {"FAILED": 3},
-            30,
+            lambda: scenario.counts(watched) == {"FAILED": 3},
+            90,
+            interval=0.5,
+            detail=lambda: (
+                f"statuses {scenario.counts(watched)}; beat running: {beat.running()}; "
+                f"worker running: {fx.celery.running()}"
+            ),
         )
         verdict = scenario.check()
         row = verdict.tasks[ghost["id"]]
