@@ -32,7 +32,16 @@ def test_the_e2e_suite_passes_against_the_release(
     }
     with log.open("w") as out:
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", "-q"],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "tests/e2e",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "--durations=25",
+            ],
             cwd=ROOT,
             env={k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"},
             stdout=out,
