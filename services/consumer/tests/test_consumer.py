@@ -484,6 +484,43 @@ def test_redelivered_messages_run_one_at_a_time(
     assert queue.ready_messages() == 0
 
 
+def test_tasks_handed_back_at_a_stop_run_side_by_side_on_the_next_consumer(
+    start_consumer: StartConsumer, queue: BrokerVhost, api: FakeApi
+) -> None:
+    """Tasks a stopping consumer hands back go back to the queue as fresh messages: the
+    next consumer runs them together, as first deliveries. (Requeued as they were, they
+    came back flagged redelivered, like those of a consumer that crashed, and each
+    waited to run alone: after a scale-down, one by one.)"""
+    first = start_consumer(consumer_concurrency=2, hand_back_after=0.5)
+    ids = []
+    for num in (31, 32):
+        task_id, body = task_body(num, duration=4)
+        queue.publish(body)
+        ids.append(task_id)
+    for num in (31, 32):
+        first.wait_for(STARTED.format(num))
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit() == 0
+    assert [api.history(t) for t in ids] == [[(IN_PROGRESS, 1), (RETRYING, 1)]] * 2
+    assert queue.ready_messages() == 2
+
+    second = start_consumer(consumer_concurrency=2)
+    for task_id in ids:
+        assert api.wait_final(task_id, timeout=20).status is DONE
+    runs = []
+    for task_id in ids:
+        assert api.history(task_id)[-2:] == [(IN_PROGRESS, 2), (DONE, 2)]
+        reports = api.reports(task_id)
+        started = [u.at for u in reports if u.status is IN_PROGRESS][-1]
+        finished = [u.at for u in reports if u.status is DONE][-1]
+        runs.append((started, finished))
+    runs.sort()
+    assert runs[1][0] < runs[0][1], f"the two ran one after the other: {runs}"
+    assert second.count("to run alone") == 0, second.output
+    assert second.stop() == 0
+    assert queue.ready_messages() == 0
+
+
 def test_second_signal_exits_at_once(
     start_consumer: StartConsumer, queue: BrokerVhost, api: FakeApi
 ) -> None:

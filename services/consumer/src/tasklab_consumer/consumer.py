@@ -3,7 +3,9 @@
 The main thread is the connection's I/O thread: it only moves frames (so heartbeats
 keep flowing during long tasks) and settles deliveries. Tasks run in a pool of
 ``CONSUMER_CONCURRENCY`` threads, as many as the channel's prefetch count; a
-redelivered message runs alone (see :mod:`tasklab_consumer.gate`). A worker
+redelivered message runs alone (see :mod:`tasklab_consumer.gate`); a message this
+consumer gives back itself goes back as a fresh copy, so that it is not taken for one
+that crashed a consumer (:meth:`Session.give_back`). A worker
 thread hands its outcome back with ``add_callback_threadsafe`` to the connection the
 message came from; after a reconnection, deliveries of the old connection are never
 settled on the new channel (delivery tags belong to one channel): the broker
@@ -17,11 +19,12 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
-from pika.exceptions import AMQPError, ConsumerCancelled
+from pika.exceptions import AMQPChannelError, AMQPError, ConsumerCancelled
 from pika.exchange_type import ExchangeType
 from pika.spec import Basic, BasicProperties
 
@@ -61,19 +64,33 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {details}"
 
 
-class Session:
-    """One connection and its channel, with the deliveries not settled on it yet."""
+@dataclass(frozen=True)
+class Delivery:
+    """One message as the broker delivered it on a session's channel."""
 
-    def __init__(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
+    tag: int
+    properties: BasicProperties
+    body: bytes
+    redelivered: bool
+
+
+class Session:
+    """One connection, its consuming channel and its publishing channel (with publisher
+    confirms), with the deliveries not settled on it yet."""
+
+    def __init__(
+        self, connection: BlockingConnection, channel: BlockingChannel, publisher: BlockingChannel
+    ) -> None:
         self.connection = connection
         self.channel = channel
+        self.publisher = publisher
         self.unsettled = 0  # touched by the I/O thread only
 
-    def settle_threadsafe(self, delivery_tag: int, outcome: Settlement) -> None:
+    def settle_threadsafe(self, delivery: Delivery, outcome: Settlement) -> None:
         """From a worker thread: settle a delivery on the I/O thread, if still possible."""
         try:
             self.connection.add_callback_threadsafe(
-                functools.partial(self._settle, delivery_tag, outcome)
+                functools.partial(self._settle, delivery, outcome)
             )
         except AMQPError:
             log.warning(
@@ -81,20 +98,42 @@ class Session:
                 outcome.value,
             )
 
-    def _settle(self, delivery_tag: int, outcome: Settlement) -> None:
-        """On the I/O thread: ack, reject or requeue a delivery of this channel."""
+    def _settle(self, delivery: Delivery, outcome: Settlement) -> None:
+        """On the I/O thread: ack, reject or give back a delivery of this channel."""
         self.unsettled -= 1
         try:
             if outcome is Settlement.ACK:
-                self.channel.basic_ack(delivery_tag)
+                self.channel.basic_ack(delivery.tag)
             elif outcome is Settlement.REJECT:
-                self.channel.basic_reject(delivery_tag, requeue=False)
+                self.channel.basic_reject(delivery.tag, requeue=False)
             else:
-                self.channel.basic_nack(delivery_tag, requeue=True)
+                self.give_back(delivery)
         except AMQPError as exc:
             log.warning(
                 "could not %s a delivery (%s); the broker redelivers it", outcome.value, exc
             )
+
+    def give_back(self, delivery: Delivery) -> None:
+        """Put back in the queue a message this consumer did not finish (handed back at
+        a stop, not started before one, its report undeliverable): a copy is published,
+        and once the broker confirms it, the delivery is acknowledged.
+
+        Requeued as it was, the message would come back flagged redelivered, like those
+        of a consumer that crashed, and each would wait to run alone (after every
+        scale-down, the tasks handed back would run one by one, a minute apart). The
+        copy is a first delivery; it is flagged redelivered only if a consumer dies
+        while it runs. When the copy is not confirmed, the delivery is requeued as it
+        was; when the ack is lost after the copy, the task runs twice (at least once).
+        """
+        try:
+            self.publisher.basic_publish(
+                "", DIRECT_QUEUE, delivery.body, delivery.properties, mandatory=True
+            )
+        except AMQPChannelError as exc:  # refused or unroutable: the connection lives on
+            log.warning("could not put a copy back in the queue (%s); requeueing it", exc)
+            self.channel.basic_nack(delivery.tag, requeue=True)
+            return
+        self.channel.basic_ack(delivery.tag)
 
     def close(self) -> None:
         """Close the connection; its unsettled deliveries go back to the queue."""
@@ -193,10 +232,12 @@ class Consumer:
             channel.basic_qos(prefetch_count=self._settings.consumer_concurrency)
             channel.add_on_cancel_callback(self._on_cancelled)
             self._listen_for_cancels(channel)
+            publisher = connection.channel()
+            publisher.confirm_delivery()
         except BaseException:
             close_quietly(connection)
             raise
-        return Session(connection, channel)
+        return Session(connection, channel, publisher)
 
     def _listen_for_cancels(self, channel: BlockingChannel) -> None:
         """Bind a queue of this connection's own (exclusive, auto-delete, named by the
@@ -233,23 +274,23 @@ class Consumer:
         pool: ThreadPoolExecutor,
         _channel: BlockingChannel,
         method: Basic.Deliver,
-        _properties: BasicProperties,
+        properties: BasicProperties,
         body: bytes,
     ) -> None:
         """On the I/O thread: hand a delivery to a worker thread."""
-        delivery_tag = method.delivery_tag
-        assert delivery_tag is not None, "a Basic.Deliver always carries a delivery tag"
+        assert method.delivery_tag is not None, "a Basic.Deliver always carries a delivery tag"
         session.unsettled += 1
-        pool.submit(self._work, session, delivery_tag, body, bool(method.redelivered))
+        delivery = Delivery(method.delivery_tag, properties, body, bool(method.redelivered))
+        pool.submit(self._work, session, delivery)
 
-    def _work(self, session: Session, delivery_tag: int, body: bytes, redelivered: bool) -> None:
+    def _work(self, session: Session, delivery: Delivery) -> None:
         """In a worker thread: process one delivery and settle it."""
         outcome = Settlement.REQUEUE
-        with self._gate.slot(alone=redelivered) as entry:
+        with self._gate.slot(alone=delivery.redelivered) as entry:
             # Not started before a shutdown: give it back, another consumer will run it.
             if entry is not None:
-                outcome = self._handle(body)
-        session.settle_threadsafe(delivery_tag, outcome)
+                outcome = self._handle(delivery.body)
+        session.settle_threadsafe(delivery, outcome)
 
     def _handle(self, body: bytes) -> Settlement:
         """The runner's outcome; a bug must not lose the message nor kill the thread."""
