@@ -30,9 +30,13 @@ DASHBOARDS = sorted((ROOT / "deploy" / "helm" / "tasklab" / "dashboards").glob("
 @pytest.fixture(scope="module")
 def prometheus(installed: Cluster, release: Release, target: Target) -> Iterator[str]:
     installed.cli("up", "--keda", "--monitoring", "--no-service-images", timeout=3600)
+    # (documented values, shorter than their defaults so that the checks take seconds:
+    # the alert's wait, the api's and the broker's scrape intervals)
     installed.cli(
         "install", "--monitoring", "--keda",
-        "--", "--set", "monitoring.rules.withoutConsumerFor=1m",
+        "--", "--set", "monitoring.rules.withoutConsumerFor=20s",
+        "--set", "monitoring.interval=10s",
+        "--set", "rabbitmq.metrics.serviceMonitor.interval=10s",
         timeout=900,
     )  # fmt: skip
     release.wait_rollouts()
@@ -170,7 +174,7 @@ def test_the_queue_depth_prometheus_reports_is_the_brokers(
             break
         time.sleep(5)
     assert shown == queue["messages_ready"]
-    # No consumer, messages waiting: the alert fires after its 1 minute...
+    # No consumer, messages waiting: the alert fires after its 20 s...
     alert = (
         'ALERTS{alertname="TasklabMessagesWithoutConsumer", alertstate="firing",'
         ' queue="direct_tasks"}'
