@@ -7,11 +7,14 @@ import secrets
 import threading
 from datetime import timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import case, event, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from tasklab_api.db import libpq_conninfo, normalize_url
+from tasklab_api.events import NOTIFY_CHANNEL, NOTIFY_SEPARATOR, EventHub
 from tasklab_api.orm import Task, TaskEvent
 from tasklab_api.store import (
     GAVE_UP,
@@ -22,9 +25,10 @@ from tasklab_api.store import (
     TaskNotFound,
     TaskStore,
 )
+from tasklab_api.store.notify import IDS_PER_NOTIFY, notify_sync
 from tasklab_common import queues
 from tasklab_common.messages import StatusUpdate, TaskParams, utcnow
-from tasklab_common.models import Method, TaskKind, TaskStatus
+from tasklab_common.models import Method, TaskKind, TaskStatus, Verdict
 
 S = TaskStatus
 
@@ -518,3 +522,103 @@ async def test_a_group_whose_transaction_is_lost_fails_every_write(
     for tid in (a, b):
         assert (await store.get(tid)).status == "PENDING"  # type: ignore[union-attr]
     assert (await report(store, a, S.IN_PROGRESS)).applied  # the store works on
+
+
+async def test_a_work_failing_in_a_group_fails_alone(store: TaskStore, db_url: str) -> None:
+    """A write of a group that fails otherwise than by a refusal (which writes nothing)
+    may have written part of its work: the group is rolled back and its writes run
+    again one transaction each, so that only the failing one fails."""
+    if "sqlite" not in db_url:
+        pytest.skip("groups of writes exist on SQLite only")
+    a, b = await new_task(store), await new_task(store)
+    runs = 0
+
+    def half_done(s: Session) -> None:
+        nonlocal runs
+        runs += 1
+        s.execute(update(Task).where(Task.id == a).values(error="half-done"))
+        raise RuntimeError("failed midway")
+
+    release = threading.Event()
+    blocker = asyncio.ensure_future(store._writer.run(lambda s: release.wait(5)))
+    await asyncio.sleep(0.05)  # the writer is busy: the next three writes form one group
+    results = asyncio.gather(
+        report(store, a, S.IN_PROGRESS),
+        store._writer.run(half_done),
+        report(store, b, S.IN_PROGRESS),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(0.05)
+    release.set()
+    await blocker
+    first, failed, last = await results
+    assert isinstance(failed, RuntimeError)
+    assert runs == 2  # in the group, then alone
+    for outcome in (first, last):
+        assert not isinstance(outcome, BaseException) and outcome.applied
+    task = await store.get(a)
+    assert task is not None and task.status == "IN_PROGRESS" and task.error is None
+    assert (await store.get(b)).status == "IN_PROGRESS"  # type: ignore[union-attr]
+
+
+async def test_the_reports_of_one_request_share_its_nonce(store: TaskStore) -> None:
+    """Several reports under one nonce: applied in order in one transaction (None for a
+    task the store does not know); the nonce again refuses them all, nothing applied."""
+    a, b = await new_task(store), await new_task(store)
+    signed = nonce()
+
+    def update(task_id: str, status: S) -> StatusUpdate:
+        return StatusUpdate(task_id=task_id, status=status, attempt=1)
+
+    results = await store.apply_updates(
+        [update(a, S.IN_PROGRESS), update("no-such-task", S.DONE), update(b, S.IN_PROGRESS)],
+        signed,
+    )
+    assert [r.verdict if r else None for r in results] == [Verdict.APPLIED, None, Verdict.APPLIED]
+    with pytest.raises(ReplayError):
+        await store.apply_updates([update(a, S.DONE), update(b, S.DONE)], signed)
+    assert [t.status for t in await store.get_many([a, b])] == ["IN_PROGRESS"] * 2
+
+
+async def test_a_transaction_notifies_every_task_it_changed_at_once(
+    store: TaskStore, db_url: str
+) -> None:
+    """PostgreSQL: the tasks one transaction changed go out in one NOTIFY (split only
+    where the payload limit needs it), and the listener publishes each of them."""
+    if "sqlite" in db_url:
+        pytest.skip("NOTIFY is PostgreSQL's")
+    conninfo = libpq_conninfo(normalize_url(db_url))
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listen:
+        await listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        a, b = await new_task(store), await new_task(store)
+        await store.apply_updates(
+            [
+                StatusUpdate(task_id=a, status=S.IN_PROGRESS, attempt=1),
+                StatusUpdate(task_id=b, status=S.IN_PROGRESS, attempt=1),
+            ],
+            nonce(),
+        )
+        notes = [n.payload async for n in listen.notifies(timeout=5, stop_after=1)]
+        assert notes == [f"{a}{NOTIFY_SEPARATOR}{b}"]
+
+        many = [secrets.token_hex(18) for _ in range(IDS_PER_NOTIFY + 1)]
+        await store._writer.run(lambda s: notify_sync(s.connection(), many))
+        notes = [n.payload async for n in listen.notifies(timeout=5, stop_after=2)]
+        assert [len(n.split(NOTIFY_SEPARATOR)) for n in notes] == [IDS_PER_NOTIFY, 1]
+
+    hub = EventHub()
+    hub.start_listener(conninfo, store.get_many)
+    try:
+        await asyncio.wait_for(hub.listening.wait(), 10)
+        async with hub.subscribe() as q:
+            await store.apply_updates(
+                [
+                    StatusUpdate(task_id=a, status=S.DONE, attempt=1),
+                    StatusUpdate(task_id=b, status=S.DONE, attempt=1),
+                ],
+                nonce(),
+            )
+            seen = [await asyncio.wait_for(q.get(), 10) for _ in range(2)]
+        assert {(t.id, t.status) for t in seen if t is not None} == {(a, S.DONE), (b, S.DONE)}
+    finally:
+        await hub.close()

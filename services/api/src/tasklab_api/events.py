@@ -19,20 +19,22 @@ import contextlib
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import ClassVar
 
 import psycopg
 
-from tasklab_api.orm import Task
+from tasklab_api.orm import AnyTask
 from tasklab_api.schemas import TaskOut
 from tasklab_common.models import progress_key
 
 log = logging.getLogger("tasklab.events")
 
-#: The PostgreSQL channel of task changes (the store NOTIFYs, every api process LISTENs).
+#: The PostgreSQL channel of task changes (the store NOTIFYs, every api process LISTENs):
+#: the payload is the ids of the tasks a transaction changed, separated by commas.
 NOTIFY_CHANNEL = "tasklab_tasks"
+NOTIFY_SEPARATOR = ","
 
 SUBSCRIBER_QUEUE = 1000
 #: Tasks whose last published progress is remembered (the most recently changed).
@@ -84,7 +86,7 @@ class EventHub:
             self._published.popitem(last=False)
         return False
 
-    def publish(self, task: Task | TaskOut) -> None:
+    def publish(self, task: AnyTask | TaskOut) -> None:
         out = task if isinstance(task, TaskOut) else TaskOut.model_validate(task)
         if self._is_stale(out):
             return
@@ -144,10 +146,16 @@ class EventHub:
                     last = ev
             return last
 
-    def start_listener(self, conninfo: str, fetch: Callable[[str], Awaitable[Task | None]]) -> None:
+    def start_listener(
+        self, conninfo: str, fetch: Callable[[list[str]], Awaitable[Sequence[AnyTask]]]
+    ) -> None:
+        """LISTEN for the store's changes; ``fetch(ids)`` reads the tasks a notification
+        names (in one query), each then published."""
         self._listener = asyncio.create_task(self._listen(conninfo, fetch), name="pg-listen")
 
-    async def _listen(self, conninfo: str, fetch: Callable[[str], Awaitable[Task | None]]) -> None:
+    async def _listen(
+        self, conninfo: str, fetch: Callable[[list[str]], Awaitable[Sequence[AnyTask]]]
+    ) -> None:
         delay = 0.5
         while True:
             try:
@@ -156,8 +164,7 @@ class EventHub:
                     self.listening.set()
                     delay = 0.5
                     async for note in conn.notifies():
-                        task = await fetch(note.payload)
-                        if task is not None:
+                        for task in await fetch(note.payload.split(NOTIFY_SEPARATOR)):
                             self.publish(task)
             except asyncio.CancelledError:
                 raise

@@ -138,11 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("authentication of the UI and the API: %s", auth.summary())
         log.info("Kubernetes workers view: %s", state.cluster.summary())
         if postgres:
-
-            async def fetch(task_id: str):  # type: ignore[no-untyped-def]
-                return await store.get(task_id)
-
-            hub.start_listener(libpq_conninfo(url), fetch)
+            hub.start_listener(libpq_conninfo(url), store.get_many)
         await publisher.start()
         await publisher.wait_connected(settings.broker_connect_timeout)
         keep = timedelta(seconds=2 * settings.callback_tolerance_seconds)

@@ -31,7 +31,7 @@ from enum import StrEnum
 from prometheus_client import Counter, Gauge, Histogram
 
 from tasklab_api.brokerstats import BrokerSnapshot
-from tasklab_api.orm import Task
+from tasklab_api.orm import AnyTask
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import Method, TaskStatus, Verdict
 from tasklab_common.queues import CELERY_QUEUE
@@ -168,7 +168,7 @@ HOSTNAMES = BoundedLabel(MAX_HOSTNAMES, r"[A-Za-z0-9_.:+-]{1,100}")
 EXCEPTIONS = BoundedLabel(MAX_EXCEPTIONS, r"[A-Za-z_][A-Za-z0-9_.]{0,79}")
 
 
-def _celery_path(task: Task) -> bool:
+def _celery_path(task: AnyTask) -> bool:
     return Method(task.method).runs_on_celery
 
 
@@ -182,11 +182,11 @@ def _hostname(worker: str | None) -> str:
     return HOSTNAMES(_node(worker))
 
 
-def _celery_labels(task: Task) -> dict[str, str]:
+def _celery_labels(task: AnyTask) -> dict[str, str]:
     return {"name": task.kind, "hostname": _hostname(task.worker), "queue_name": CELERY_QUEUE}
 
 
-def on_submitted(task: Task) -> None:
+def on_submitted(task: AnyTask) -> None:
     TASKS_SUBMITTED.labels(task.method, task.kind).inc()
     if _celery_path(task):
         CELERY_SENT.labels(task.kind, "generic", CELERY_QUEUE).inc()
@@ -210,7 +210,7 @@ def on_callback_refused(refusal: Refusal) -> None:
     CALLBACKS.labels(refusal.value).inc()
 
 
-def on_report(verdict: Verdict, task: Task, update: StatusUpdate) -> None:
+def on_report(verdict: Verdict, task: AnyTask, update: StatusUpdate) -> None:
     """A worker's report the store took, with the verdict it gave."""
     CALLBACKS.labels(verdict.value).inc()
     if verdict is Verdict.GAVE_UP:
@@ -219,7 +219,7 @@ def on_report(verdict: Verdict, task: Task, update: StatusUpdate) -> None:
         _on_applied(task, update)
 
 
-def on_cancelled(task: Task) -> None:
+def on_cancelled(task: AnyTask) -> None:
     on_finished(task)
 
 
@@ -228,7 +228,7 @@ def on_housekeeping_run() -> None:
 
 
 def on_housekeeping(
-    failed_stuck: Sequence[Task], failed_orphaned: Sequence[Task], purged: int | None
+    failed_stuck: Sequence[AnyTask], failed_orphaned: Sequence[AnyTask], purged: int | None
 ) -> None:
     """What one housekeeping run did: the tasks it marked FAILED, and how many it
     deleted (None: history is kept for ever)."""
@@ -247,7 +247,7 @@ def on_http_request(method: str, route: str, code: int, seconds: float | None) -
         HTTP_LATENCY.labels(method, route).observe(seconds)
 
 
-def _on_applied(task: Task, update: StatusUpdate) -> None:
+def _on_applied(task: AnyTask, update: StatusUpdate) -> None:
     """A worker's report that was applied (moved the task forward)."""
     celery = _celery_path(task)
     if update.status is TaskStatus.IN_PROGRESS:
@@ -265,7 +265,7 @@ def _on_applied(task: Task, update: StatusUpdate) -> None:
         on_finished(task)
 
 
-def on_finished(task: Task) -> None:
+def on_finished(task: AnyTask) -> None:
     TASKS_FINISHED.labels(task.method, task.kind, task.status).inc()
     if task.finished_at is not None:
         E2E_TIME.labels(task.method).observe((task.finished_at - task.created_at).total_seconds())

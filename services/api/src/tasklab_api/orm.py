@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,3 +78,30 @@ class CallbackNonce(Base):
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """A task's row as the store's Core statements read and write it: a plain snapshot,
+    in no session (the status reports' path has no use for the ORM's identity map and
+    unit of work). Its fields are the columns of ``tasks``, in their order."""
+
+    num: int
+    id: str
+    method: str
+    kind: str
+    status: str
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    worker: str | None
+    attempts: int
+    deliveries: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+#: A task as the store hands it out: an ORM object or a Core snapshot (same attributes).
+AnyTask = Task | TaskRow

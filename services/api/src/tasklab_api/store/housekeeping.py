@@ -172,7 +172,7 @@ class Housekeeping:
             task.error = error
             task.finished_at = now
             task.updated_at = now
-            self._announcer.in_transaction(s, task.id)
+            self._announcer.in_transaction(s.connection(), [task.id])
             return task
 
         failed = []

@@ -13,24 +13,30 @@ that missed an event catches up on its next reload.
 
 from __future__ import annotations
 
-import functools
 import logging
+from collections.abc import Sequence
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from tasklab_api.events import NOTIFY_CHANNEL, EventHub
-from tasklab_api.orm import Task
+from tasklab_api.events import NOTIFY_CHANNEL, NOTIFY_SEPARATOR, EventHub
+from tasklab_api.orm import AnyTask
 from tasklab_api.store.writer import StoreWriter
 
 log = logging.getLogger("tasklab.api")
 
-_NOTIFY = select(func.pg_notify(NOTIFY_CHANNEL, bindparam("task_id")))
+_NOTIFY = select(func.pg_notify(NOTIFY_CHANNEL, bindparam("task_ids")))
+#: Task ids per NOTIFY: a payload must stay under PostgreSQL's 8,000 bytes (an id is
+#: the api's uuid4, 36 characters; at most 64).
+IDS_PER_NOTIFY = 100
 
 
-def notify_sync(s: Session, task_id: str) -> None:
-    """PostgreSQL: tell every api process that the task changed (delivered at commit)."""
-    s.execute(_NOTIFY, {"task_id": task_id})
+def notify_sync(conn: Connection, task_ids: Sequence[str]) -> None:
+    """PostgreSQL: tell every api process that the tasks changed (delivered at commit),
+    in as few notifications as the payload limit allows."""
+    for start in range(0, len(task_ids), IDS_PER_NOTIFY):
+        chunk = NOTIFY_SEPARATOR.join(task_ids[start : start + IDS_PER_NOTIFY])
+        conn.execute(_NOTIFY, {"task_ids": chunk})
 
 
 class Announcer:
@@ -42,22 +48,27 @@ class Announcer:
         self._postgres = postgres
         self._hub = hub
 
-    def in_transaction(self, s: Session, task_id: str) -> None:
-        """Inside the transaction that changes the task (PostgreSQL's NOTIFY)."""
+    def in_transaction(self, conn: Connection, task_ids: Sequence[str]) -> None:
+        """Inside the transaction that changes the tasks (PostgreSQL's NOTIFY), once."""
         if self._postgres:
-            notify_sync(s, task_id)
+            notify_sync(conn, task_ids)
 
-    def committed(self, task: Task) -> None:
+    def committed(self, *tasks: AnyTask) -> None:
         """After the commit of a transaction that called :meth:`in_transaction`."""
         if not self._postgres and self._hub is not None:
-            self._hub.publish(task)
+            for task in tasks:
+                self._hub.publish(task)
 
-    async def announce(self, task: Task) -> None:
+    async def announce(self, task: AnyTask) -> None:
         """A change that no transaction announced (committed already)."""
         if not self._postgres:
             self.committed(task)
             return
+
+        def notify(s: Session) -> None:
+            notify_sync(s.connection(), [task.id])
+
         try:
-            await self._writer.run(functools.partial(notify_sync, task_id=task.id))
+            await self._writer.run(notify)
         except Exception as exc:
             log.warning("could not announce task %s: %s: %s", task.id, type(exc).__name__, exc)

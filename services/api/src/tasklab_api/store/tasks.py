@@ -173,18 +173,21 @@ class TaskStore:
         One transaction records the nonce and applies the report. The nonce of a report
         for an unknown task is kept too (the transaction commits, then TaskNotFound).
         """
-        now = utcnow()
-
-        def transaction(s: Session) -> UpdateResult | None:
-            record_nonce(s, nonce, now)
-            return self._transitions.apply_update(s, update, now)
-
-        result = await self._writer.run(transaction)
+        (result,) = await self.apply_updates([update], nonce)
         if result is None:
             raise TaskNotFound(update.task_id)
-        if result.changed:
-            self._announcer.committed(result.task)
         return result
+
+    async def apply_updates(
+        self, updates: Sequence[StatusUpdate], nonce: str
+    ) -> list[UpdateResult | None]:
+        """The reports of one signed request, in order, in one transaction with its
+        nonce (:class:`ReplayError`: none is applied); None for a task the store does
+        not know. The tasks they changed are announced once, after the commit."""
+        now = utcnow()
+        results = await self._writer.run(lambda s: self._transitions.report(s, nonce, updates, now))
+        self._announcer.committed(*(r.task for r in results if r is not None and r.changed))
+        return results
 
     async def cancel(self, task_id: str) -> CancelResult:
         """Mark a task that is not final CANCELLED (NotCancellable when it is)."""
@@ -197,13 +200,21 @@ class TaskStore:
 
     async def use_nonce(self, nonce: str) -> None:
         """Record a signed request's nonce; :class:`ReplayError` when seen before."""
-        await self._writer.run(lambda s: record_nonce(s, nonce, utcnow()))
+        postgres = self._transitions.postgres
+        await self._writer.run(
+            lambda s: record_nonce(s.connection(), nonce, utcnow(), postgres=postgres)
+        )
 
     # ------------------------------------------------------------------ reads
 
     async def get(self, task_id: str) -> Task | None:
         async with self._reads() as s:
             return (await s.execute(TASK_BY_ID, {"task_id": task_id})).scalar_one_or_none()
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        """The tasks of ``task_ids`` that exist, in one query."""
+        async with self._reads() as s:
+            return list((await s.execute(select(Task).where(Task.id.in_(task_ids)))).scalars())
 
     async def list_tasks(
         self,

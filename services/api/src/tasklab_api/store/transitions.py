@@ -14,15 +14,17 @@ its message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tasklab_api.orm import Base, CallbackNonce, Task, TaskEvent
+from tasklab_api.orm import Base, CallbackNonce, Task, TaskEvent, TaskRow
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus, Verdict, supersedes
 
@@ -32,15 +34,20 @@ DEFAULT_DELIVERY_LIMIT = 5
 GAVE_UP = "gave up:"
 
 
-class ReplayError(Exception):
+class Refused(Exception):
+    """A write transaction that refused its work before writing anything (the store's
+    writer need not roll back what ran before it in the same transaction)."""
+
+
+class ReplayError(Refused):
     """A signed request's nonce was seen before."""
 
 
-class TaskNotFound(Exception):
+class TaskNotFound(Refused):
     pass
 
 
-class NotCancellable(Exception):
+class NotCancellable(Refused):
     def __init__(self, status: TaskStatus) -> None:
         super().__init__(f"task is already {status}")
         self.status = status
@@ -50,7 +57,7 @@ class NotCancellable(Exception):
 class UpdateResult:
     """What a worker's report did."""
 
-    task: Task
+    task: TaskRow
     verdict: Verdict
     previous: TaskStatus
     #: The task row changed: applied, given up, or one more delivery of a task that is
@@ -78,7 +85,7 @@ class UpdateResult:
 
 @dataclass(frozen=True)
 class CancelResult:
-    task: Task
+    task: TaskRow
     previous: TaskStatus
 
     @property
@@ -95,13 +102,30 @@ def gave_up_error(attempt: int, claims: int) -> str:
     )
 
 
-# Statements of every status report, built once, in Core: the ORM's unit of work and
-# identity map cost more than the rest of a report for rows that are never read back.
+# Every statement of a status report, built once, in Core: the ORM's identity map,
+# unit of work and autoflush cost more than the rest of a report (the task is read
+# into a TaskRow, changed in Python and written back with one UPDATE).
+_TASKS = Base.metadata.tables[Task.__tablename__]
 _NONCES = Base.metadata.tables[CallbackNonce.__tablename__]
 _EVENTS = Base.metadata.tables[TaskEvent.__tablename__]
+#: The columns a transition may change (every one but the key, the creation, the params).
+_MUTABLE = (
+    "status",
+    "result",
+    "error",
+    "worker",
+    "attempts",
+    "deliveries",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+TASK_ROW = select(*_TASKS.c).where(_TASKS.c.id == bindparam("task_id"))
+_TASK_ROW_FOR_UPDATE = TASK_ROW.with_for_update()
 TASK_BY_ID = select(Task).where(Task.id == bindparam("task_id"))
 _TASK_FOR_UPDATE = TASK_BY_ID.with_for_update()
-_INSERT_NONCE = insert(_NONCES)
+# (the SET clause: the parameters named after the columns, all of _MUTABLE)
+_UPDATE_TASK = update(_TASKS).where(_TASKS.c.id == bindparam("task_id"))
 _INSERT_EVENT = insert(_EVENTS)
 _EVENT_SEEN = select(_EVENTS.c.event_id).where(_EVENTS.c.event_id == bindparam("event_id"))
 _STARTS = (
@@ -113,65 +137,95 @@ _STARTS = (
         _EVENTS.c.status == TaskStatus.IN_PROGRESS.value,
     )
 )
+#: A nonce is recorded unless it is there already (then nothing is written, nothing
+#: returned, and nothing fails: the transaction goes on).
+_RECORD_NONCE = {
+    True: postgresql.insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce),
+    False: sqlite.insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce),
+}
+assert tuple(_TASKS.c.keys()) == tuple(f.name for f in dataclasses.fields(TaskRow))
 
 
 def locking(postgres: bool) -> Select[Task]:
-    """The task ``:task_id``, its row locked (PostgreSQL; SQLite has one writer)."""
+    """The task ``:task_id`` (ORM), its row locked (PostgreSQL; SQLite has one writer)."""
     return _TASK_FOR_UPDATE if postgres else TASK_BY_ID
 
 
-def record_nonce(s: Session, nonce: str, now: datetime) -> None:
-    """Add a signed request's nonce to the transaction; :class:`ReplayError` if seen."""
-    try:
-        s.execute(_INSERT_NONCE, {"nonce": nonce, "seen_at": now})
-    except IntegrityError:
-        raise ReplayError(nonce) from None
+def record_nonce(conn: Connection, nonce: str, now: datetime, *, postgres: bool) -> None:
+    """Add a signed request's nonce to the transaction; :class:`ReplayError` (nothing
+    written) when it was seen before."""
+    recorded = conn.execute(_RECORD_NONCE[postgres], {"nonce": nonce, "seen_at": now}).first()
+    if recorded is None:
+        raise ReplayError(nonce)
 
 
 class Transitions:
     """The bodies of the transactions that change a task's status.
 
-    ``notify(session, task_id)`` is called inside each transaction that changes a task
-    (the announcer's PostgreSQL NOTIFY).
+    ``notify(connection, task_ids)`` is called inside each transaction that changes
+    tasks, once (the announcer's PostgreSQL NOTIFY).
     """
 
     def __init__(
-        self, *, postgres: bool, delivery_limit: int, notify: Callable[[Session, str], None]
+        self,
+        *,
+        postgres: bool,
+        delivery_limit: int,
+        notify: Callable[[Connection, Sequence[str]], None],
     ) -> None:
-        self._locking = locking(postgres)
+        self.postgres = postgres
+        self._row = _TASK_ROW_FOR_UPDATE if postgres else TASK_ROW
         self.delivery_limit = delivery_limit
         self._notify = notify
 
-    def locked(self, s: Session, task_id: str) -> Task | None:
-        return s.execute(self._locking, {"task_id": task_id}).scalar_one_or_none()
+    def locked(self, conn: Connection, task_id: str) -> TaskRow | None:
+        """The task's row, locked (PostgreSQL) until the transaction ends."""
+        row = conn.execute(self._row, {"task_id": task_id}).first()
+        return None if row is None else TaskRow(*row)
 
-    def apply_update(self, s: Session, update: StatusUpdate, now: datetime) -> UpdateResult | None:
+    def report(
+        self, s: Session, nonce: str, updates: Sequence[StatusUpdate], now: datetime
+    ) -> list[UpdateResult | None]:
+        """The transaction of one signed request: its nonce recorded (:class:`ReplayError`
+        when seen before, and nothing else done), then each report applied in order
+        (None for an unknown task); one announcement for the tasks that changed."""
+        conn = s.connection()
+        record_nonce(conn, nonce, now, postgres=self.postgres)
+        results = [self.apply_update(conn, update, now) for update in updates]
+        changed = [r.task.id for r in results if r is not None and r.changed]
+        if changed:
+            self._notify(conn, changed)
+        return results
+
+    def apply_update(
+        self, conn: Connection, update: StatusUpdate, now: datetime
+    ) -> UpdateResult | None:
         """Record a report and apply it if it moves the task forward; None for an
-        unknown task."""
-        task = self.locked(s, update.task_id)
+        unknown task. Not announced: see :meth:`report`."""
+        task = self.locked(conn, update.task_id)
         if task is None:
             return None
         previous = TaskStatus(task.status)
-        if s.execute(_EVENT_SEEN, {"event_id": update.event_id}).first() is not None:
+        if conn.execute(_EVENT_SEEN, {"event_id": update.event_id}).first() is not None:
             return UpdateResult(task, Verdict.DUPLICATE, previous)
         applied = supersedes(update.status, update.attempt, previous, task.attempts)
         verdict = Verdict.APPLIED if applied else Verdict.STALE
         delivered = update.status is TaskStatus.IN_PROGRESS and not previous.is_final
         if delivered:
-            # Counted before the task changes: the query would flush a first UPDATE.
-            claims = self._claims(s, update.task_id, update.attempt)
-            task.deliveries += 1
-            if update.worker:
-                task.worker = update.worker
+            claims = self._claims(conn, update.task_id, update.attempt)
+            task = dataclasses.replace(
+                task, deliveries=task.deliveries + 1, worker=update.worker or task.worker
+            )
             if claims >= self.delivery_limit:
                 verdict = Verdict.GAVE_UP
-                _give_up(task, update.attempt, claims + 1, now)
+                task = _give_up(task, update.attempt, claims + 1, now)
         if verdict is Verdict.APPLIED:
-            _apply(task, update, now)
+            task = _apply(task, update, now)
         changed = verdict in (Verdict.APPLIED, Verdict.GAVE_UP) or delivered
         if changed:
-            task.updated_at = now
-        s.execute(  # a plain INSERT: nothing reads the event back in this transaction
+            task = dataclasses.replace(task, updated_at=now)
+            _write(conn, task)
+        conn.execute(  # recorded whatever the report did
             _INSERT_EVENT,
             {
                 "event_id": update.event_id,
@@ -184,52 +238,66 @@ class Transitions:
                 "received_at": now,
             },
         )
-        if changed:
-            self._notify(s, task.id)
         return UpdateResult(task, verdict, previous, changed=changed)
 
     def cancel(self, s: Session, task_id: str, now: datetime) -> CancelResult:
-        task = self.locked(s, task_id)
+        conn = s.connection()
+        task = self.locked(conn, task_id)
         if task is None:
             raise TaskNotFound(task_id)
         previous = TaskStatus(task.status)
         if previous.is_final:
             raise NotCancellable(previous)
-        task.status = TaskStatus.CANCELLED.value
-        task.finished_at = now
-        task.updated_at = now
-        self._notify(s, task.id)
+        task = dataclasses.replace(
+            task, status=TaskStatus.CANCELLED.value, finished_at=now, updated_at=now
+        )
+        _write(conn, task)
+        self._notify(conn, [task.id])
         return CancelResult(task, previous)
 
     @staticmethod
-    def _claims(s: Session, task_id: str, attempt: int) -> int:
+    def _claims(conn: Connection, task_id: str, attempt: int) -> int:
         """How many times ``attempt`` of the task was started before (distinct reports)."""
-        return int(s.execute(_STARTS, {"task_id": task_id, "attempt": attempt}).scalar_one())
+        return int(conn.execute(_STARTS, {"task_id": task_id, "attempt": attempt}).scalar_one())
 
 
-def _give_up(task: Task, attempt: int, claims: int, now: datetime) -> None:
-    task.status = TaskStatus.FAILED.value
-    task.attempts = max(task.attempts, attempt)
-    task.error = gave_up_error(attempt, claims)
-    task.finished_at = now
-    if task.started_at is None:
-        task.started_at = now
+def _write(conn: Connection, task: TaskRow) -> None:
+    """The task's changeable columns as ``task`` has them."""
+    values: dict[str, Any] = {name: getattr(task, name) for name in _MUTABLE}
+    conn.execute(_UPDATE_TASK, {"task_id": task.id, **values})
 
 
-def _apply(task: Task, update: StatusUpdate, now: datetime) -> None:
-    task.status = update.status.value
-    task.attempts = max(task.attempts, update.attempt)
-    if update.worker:
-        task.worker = update.worker
-    if update.status is TaskStatus.IN_PROGRESS and task.started_at is None:
-        task.started_at = now
+def _give_up(task: TaskRow, attempt: int, claims: int, now: datetime) -> TaskRow:
+    return dataclasses.replace(
+        task,
+        status=TaskStatus.FAILED.value,
+        attempts=max(task.attempts, attempt),
+        error=gave_up_error(attempt, claims),
+        finished_at=now,
+        started_at=task.started_at or now,
+    )
+
+
+def _apply(task: TaskRow, update: StatusUpdate, now: datetime) -> TaskRow:
+    started_at = task.started_at
+    finished_at = task.finished_at
+    if update.status is TaskStatus.IN_PROGRESS and started_at is None:
+        started_at = now
     if update.status.is_final:
-        task.finished_at = now
-        if task.started_at is None:
-            task.started_at = now
-    if update.result is not None:
-        task.result = update.result
+        finished_at = now
+        started_at = started_at or now
+    error = task.error
     if update.error is not None:
-        task.error = update.error
+        error = update.error
     elif update.status is TaskStatus.DONE:
-        task.error = None
+        error = None
+    return dataclasses.replace(
+        task,
+        status=update.status.value,
+        attempts=max(task.attempts, update.attempt),
+        worker=update.worker or task.worker,
+        started_at=started_at,
+        finished_at=finished_at,
+        result=update.result if update.result is not None else task.result,
+        error=error,
+    )

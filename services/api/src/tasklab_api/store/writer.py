@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasklab_api.db import create_sync_engine, engine_of
 from tasklab_api.orm import Task
+from tasklab_api.store.transitions import Refused
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -35,6 +36,10 @@ def _in_transaction(s: Session) -> bool:
     return bool(getattr(dbapi, "in_transaction", True))
 
 
+class _RollBack(Exception):
+    """A work of a group failed: roll the group's transaction back."""
+
+
 class StoreWriter:
     """Runs the store's write transactions as synchronous sessions on its own threads.
 
@@ -47,11 +52,14 @@ class StoreWriter:
     wait for nor block the writer.
 
     ``group`` (SQLite): the transactions that arrive while one runs wait and then run
-    together in one (group commit), each in its own savepoint, so that one failing
-    only rolls back itself and every caller gets its own result or exception, after
-    the commit. Under load (many workers reporting at once) this saves a BEGIN, a
-    COMMIT and a hop to the thread per transaction. PostgreSQL's writers do not group:
-    their transactions lock rows, and a group would hold its locks longer.
+    together in one (group commit), and every caller gets its own result or exception,
+    after the commit. Under load (many workers reporting at once) this saves a BEGIN, a
+    COMMIT and a hop to the thread per transaction. A work that raises
+    :class:`~tasklab_api.store.transitions.Refused` wrote nothing, and the group goes
+    on; any other exception rolls the group back, and its works run again one
+    transaction each, so that only the failing one fails (no savepoint per work: they
+    cost as much as the work). PostgreSQL's writers do not group: their transactions
+    lock rows, and a group would hold its locks longer.
     """
 
     POSTGRES_THREADS = 4
@@ -89,40 +97,49 @@ class StoreWriter:
         with self._sessions() as s, s.begin():
             return work(s)
 
-    def _grouped(self, works: list[Callable[[Session], Any]]) -> list[Settled]:
-        """One transaction, a savepoint per work; each work's (result, exception)."""
+    def _grouped(self, works: list[Callable[[Session], Any]]) -> list[Settled] | None:
+        """One transaction for all; each work's (result, exception). None when a work
+        failed otherwise than :class:`Refused`: the transaction was rolled back."""
         outcomes: list[Settled] = []
-        with self._sessions() as s, s.begin():
-            for work in works:
-                try:
-                    with s.begin_nested():
+        try:
+            with self._sessions() as s, s.begin():
+                for work in works:
+                    try:
                         value = work(s)
-                except Exception as exc:
-                    if not _in_transaction(s):
-                        # SQLite ended the whole transaction (disk full, I/O error...):
-                        # the group's earlier writes are gone too. Every caller gets the
-                        # error; nothing more runs outside the transaction.
-                        cause = exc.__context__
-                        raise cause if isinstance(cause, Exception) else exc from None
-                    outcomes.append((None, exc))
-                else:
-                    outcomes.append((value, None))
-                # Each result keeps its own copy of the rows it returns: a later work
-                # of the group changing the same task must not change an earlier result.
-                s.expunge_all()
+                    except Refused as refusal:
+                        outcomes.append((None, refusal))
+                    except Exception as exc:
+                        if not _in_transaction(s):
+                            # SQLite ended the whole transaction (disk full, I/O error...):
+                            # the group's earlier writes are gone too. Every caller gets
+                            # the error; nothing more runs outside the transaction.
+                            raise
+                        raise _RollBack from exc
+                    else:
+                        outcomes.append((value, None))
+                    if s.new or s.dirty or s.deleted:
+                        s.flush()  # (an ORM work's changes, before the next work reads)
+                    # Each result keeps its own copy of the ORM rows it returns: a later
+                    # work of the group changing the same task must not change it.
+                    s.expunge_all()
+        except _RollBack:
+            return None
         return outcomes
 
     async def _run_group(self, works: list[Callable[[Session], Any]]) -> list[Settled]:
         if len(works) == 1:
             return [await self._alone(works[0])]
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._grouped, works
-            )
+            outcomes = await loop.run_in_executor(self._pool, self._grouped, works)
         except Exception as exc:
-            # The group's own BEGIN or COMMIT failed: nothing of it was written, and
-            # every caller gets the error (as each would have alone).
+            # The group's own BEGIN or COMMIT failed, or SQLite ended its transaction:
+            # nothing of it was written, and every caller gets the error (as each would
+            # have alone).
             return [(None, exc)] * len(works)
+        if outcomes is None:
+            return [await self._alone(work) for work in works]
+        return outcomes
 
     async def _alone(self, work: Callable[[Session], Any]) -> Settled:
         loop = asyncio.get_running_loop()
