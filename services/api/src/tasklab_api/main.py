@@ -9,12 +9,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
+from tasklab_api import errorhandlers, signedapp
 from tasklab_api.brokerstats import BrokerStats
 from tasklab_api.cancelling import Canceller
 from tasklab_api.config import Settings, get_settings
@@ -30,11 +27,9 @@ from tasklab_api.origin import HostCheckMiddleware, OriginCheckMiddleware
 from tasklab_api.publisher import Publisher
 from tasklab_api.routers import (
     activity,
-    callbacks,
     cluster,
     docs,
     health,
-    maintenance,
     overview,
     stream,
     tasks,
@@ -59,39 +54,6 @@ async def _purge_nonces(store: TaskStore, keep: timedelta) -> None:
             log.warning("purging callback nonces failed: %s", exc)
 
 
-def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    """422 with a reason per problem; never echoes the (possibly huge or non-JSON) input."""
-    assert isinstance(exc, RequestValidationError)
-    detail = [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
-
-
-#: FastAPI's answer when the JSON parser itself fails (not a JSONDecodeError).
-_UNPARSABLE = "There was an error parsing the body"
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """FastAPI's own handler, but a body its JSON parser gives up on (nested too deep,
-    a number too long, not UTF-8) is a 422 with the reason, like any other bad JSON."""
-    assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and exc.detail == _UNPARSABLE:
-        cause = exc.__cause__
-        if isinstance(cause, RecursionError):
-            why = "JSON nested too deeply"
-        elif isinstance(cause, UnicodeDecodeError):
-            why = "the body is not UTF-8"
-        elif isinstance(cause, ValueError):
-            why = f"JSON the parser refuses: {str(cause)[:120]}"
-        else:
-            why = "the body could not be parsed as JSON"
-        detail = [{"loc": ["body"], "msg": why, "type": "json_invalid"}]
-        return JSONResponse({"detail": detail}, status_code=422)
-    return await http_exception_handler(request, exc)
-
-
 def authenticator(settings: Settings) -> Authenticator:
     basic = None
     if settings.auth_basic_user is not None and settings.auth_basic_password is not None:
@@ -103,6 +65,7 @@ def authenticator(settings: Settings) -> Authenticator:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     auth = authenticator(settings)
+    signed = signedapp.create_signed_app()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.k8s_namespace, settings.k8s_workloads, settings.k8s_scale_from_ui
             ),
         )
-        app.state.tasklab = state
+        app.state.tasklab = signed.state.tasklab = state
         log.info("authentication of the UI and the API: %s", auth.summary())
         log.info("Kubernetes workers view: %s", state.cluster.summary())
         if postgres:
@@ -164,8 +127,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    errorhandlers.install(app)
+    # Innermost: the workers' signed routes go to an app of their own, after every
+    # check below (added later is further out).
+    app.add_middleware(signedapp.SignedRoutes, signed_app=signed)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(OriginCheckMiddleware, allowed_origins=settings.allowed_origins)
     app.add_middleware(HttpMetricsMiddleware)
@@ -173,9 +138,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # A request for a host the api does not serve (DNS rebinding) goes no further.
     app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.allowed_hosts)
     # With an internal port, the workers' signed routes are served there alone.
-    signed = {route.path for r in (callbacks.router, maintenance.router) for route in r.routes}  # type: ignore[attr-defined]
     app.add_middleware(
-        InternalPortMiddleware, internal_port=settings.api_internal_port, signed_paths=signed
+        InternalPortMiddleware,
+        internal_port=settings.api_internal_port,
+        signed_paths=signedapp.PATHS,
     )
     # Authentication (when configured) is a dependency of every router but the open
     # ones: health, readiness and metrics, and the workers' callback (HMAC-signed).
@@ -198,7 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cluster.router, **api)
     app.include_router(ui.router, **protected)
     app.include_router(docs.router, **protected)
-    app.include_router(callbacks.router)  # HMAC-signed, like housekeeping
-    app.include_router(maintenance.router)
+    for router in signedapp.ROUTERS:  # HMAC-signed; served by ``signed`` (in the docs here)
+        app.include_router(router)
     app.include_router(health.router)
     return app
