@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -49,6 +51,19 @@ async def report(store: TaskStore, task_id: str, status: S, attempt: int = 1, **
         ),
         nonce(),
     )
+
+
+async def in_one_group(store: TaskStore, *writes: Awaitable[Any]) -> list[Any]:
+    """The outcomes of ``writes`` (results or exceptions), run as one group: the writer is
+    kept busy until they all wait for it."""
+    release = threading.Event()
+    blocker = asyncio.ensure_future(store._writer.run(lambda s: release.wait(5)))
+    await asyncio.sleep(0.05)  # the writer is busy: the writes below form one group
+    results = asyncio.gather(*writes, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    release.set()
+    await blocker
+    return await results
 
 
 async def test_numbers_follow_submission_order(store: TaskStore) -> None:
@@ -504,19 +519,12 @@ async def test_a_group_whose_transaction_is_lost_fails_every_write(
         finally:
             s.execute(text("PRAGMA max_page_count = 1073741823"))
 
-    release = threading.Event()
-    blocker = asyncio.ensure_future(store._writer.run(lambda s: release.wait(5)))
-    await asyncio.sleep(0.05)  # the writer is busy: the next three writes form one group
-    results = asyncio.gather(
+    outcomes = await in_one_group(
+        store,
         report(store, a, S.IN_PROGRESS),
         store._writer.run(fill),
         report(store, b, S.IN_PROGRESS),
-        return_exceptions=True,
     )
-    await asyncio.sleep(0.05)
-    release.set()
-    await blocker
-    outcomes = await results
     assert all(isinstance(r, OperationalError) for r in outcomes), outcomes
     assert "full" in str(outcomes[0])
     for tid in (a, b):
@@ -539,19 +547,12 @@ async def test_a_work_failing_in_a_group_fails_alone(store: TaskStore, db_url: s
         s.execute(update(Task).where(Task.id == a).values(error="half-done"))
         raise RuntimeError("failed midway")
 
-    release = threading.Event()
-    blocker = asyncio.ensure_future(store._writer.run(lambda s: release.wait(5)))
-    await asyncio.sleep(0.05)  # the writer is busy: the next three writes form one group
-    results = asyncio.gather(
+    first, failed, last = await in_one_group(
+        store,
         report(store, a, S.IN_PROGRESS),
         store._writer.run(half_done),
         report(store, b, S.IN_PROGRESS),
-        return_exceptions=True,
     )
-    await asyncio.sleep(0.05)
-    release.set()
-    await blocker
-    first, failed, last = await results
     assert isinstance(failed, RuntimeError)
     assert runs == 2  # in the group, then alone
     for outcome in (first, last):

@@ -23,7 +23,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -439,6 +440,33 @@ def test_a_stopping_consumer_gives_back_a_task_it_cannot_report(
     assert queue.ready_messages() == 1
 
 
+def run_tasks(
+    consumer: ConsumerProcess, queue: BrokerVhost, nums: Sequence[int], *, duration: float
+) -> list[str]:
+    """Publish a task of ``duration`` s per number and wait until ``consumer`` runs them
+    all; their ids."""
+    ids = []
+    for num in nums:
+        task_id, body = task_body(num, duration=duration)
+        queue.publish(body)
+        ids.append(task_id)
+    for num in nums:
+        consumer.wait_for(STARTED.format(num))
+    return ids
+
+
+def last_runs(api: FakeApi, ids: Sequence[str]) -> list[tuple[datetime, datetime]]:
+    """(start, end) of each task's last run, as its last IN_PROGRESS and DONE reports
+    say, in the order they started."""
+    runs = []
+    for task_id in ids:
+        reports = api.reports(task_id)
+        started = [u.at for u in reports if u.status is IN_PROGRESS][-1]
+        finished = [u.at for u in reports if u.status is DONE][-1]
+        runs.append((started, finished))
+    return sorted(runs)
+
+
 def test_redelivered_messages_run_one_at_a_time(
     start_consumer: StartConsumer, queue: BrokerVhost, api: FakeApi
 ) -> None:
@@ -446,38 +474,22 @@ def test_redelivered_messages_run_one_at_a_time(
     of them may be the one that killed it, so each runs alone: a poison message cannot
     take its neighbours down with it on every delivery."""
     first = start_consumer(consumer_concurrency=3)
-    ids = []
-    for num in (21, 22, 23):
-        task_id, body = task_body(num, duration=2)
-        queue.publish(body)
-        ids.append(task_id)
-    for num in (21, 22, 23):
-        first.wait_for(STARTED.format(num))
+    ids = run_tasks(first, queue, (21, 22, 23), duration=2)
     first.proc.kill()  # kill -9 while all three run side by side
     first.wait_exit()
 
     second = start_consumer(consumer_concurrency=3)
     for task_id in ids:
         assert api.wait_final(task_id, timeout=20).status is DONE
-    runs = []
     for task_id in ids:
-        reports = api.reports(task_id)
-        started = [u.at for u in reports if u.status is IN_PROGRESS]
-        finished = [u.at for u in reports if u.status is DONE]
-        assert len(started) == 2 and len(finished) == 1, reports  # killed once, then run
-        runs.append((started[1], finished[0]))
-    runs.sort()
+        statuses = [u.status for u in api.reports(task_id)]
+        assert statuses.count(IN_PROGRESS) == 2 and statuses.count(DONE) == 1, statuses
+    runs = last_runs(api, ids)  # killed once, then run
     for (_, end), (start, _) in itertools.pairwise(runs):
         assert end <= start, f"redelivered tasks overlapped: {runs}"
     assert second.count("to run alone") >= 1
     # New messages share the threads again once the redelivered ones are done.
-    fresh = []
-    for num in (24, 25):
-        task_id, body = task_body(num, duration=1)
-        queue.publish(body)
-        fresh.append(task_id)
-    for num in (24, 25):
-        second.wait_for(STARTED.format(num))
+    fresh = run_tasks(second, queue, (24, 25), duration=1)
     assert all(api.history(t)[-1] == (IN_PROGRESS, 1) for t in fresh)  # both running
     assert all(api.wait_final(t).status is DONE for t in fresh)
     assert second.stop() == 0
@@ -492,13 +504,7 @@ def test_tasks_handed_back_at_a_stop_run_side_by_side_on_the_next_consumer(
     came back flagged redelivered, like those of a consumer that crashed, and each
     waited to run alone: after a scale-down, one by one.)"""
     first = start_consumer(consumer_concurrency=2, hand_back_after=0.5)
-    ids = []
-    for num in (31, 32):
-        task_id, body = task_body(num, duration=4)
-        queue.publish(body)
-        ids.append(task_id)
-    for num in (31, 32):
-        first.wait_for(STARTED.format(num))
+    ids = run_tasks(first, queue, (31, 32), duration=4)
     first.signal(signal.SIGTERM)
     assert first.wait_exit() == 0
     assert [api.history(t) for t in ids] == [[(IN_PROGRESS, 1), (RETRYING, 1)]] * 2
@@ -507,14 +513,9 @@ def test_tasks_handed_back_at_a_stop_run_side_by_side_on_the_next_consumer(
     second = start_consumer(consumer_concurrency=2)
     for task_id in ids:
         assert api.wait_final(task_id, timeout=20).status is DONE
-    runs = []
     for task_id in ids:
         assert api.history(task_id)[-2:] == [(IN_PROGRESS, 2), (DONE, 2)]
-        reports = api.reports(task_id)
-        started = [u.at for u in reports if u.status is IN_PROGRESS][-1]
-        finished = [u.at for u in reports if u.status is DONE][-1]
-        runs.append((started, finished))
-    runs.sort()
+    runs = last_runs(api, ids)
     assert runs[1][0] < runs[0][1], f"the two ran one after the other: {runs}"
     assert second.count("to run alone") == 0, second.output
     assert second.stop() == 0
