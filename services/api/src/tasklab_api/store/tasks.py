@@ -200,10 +200,7 @@ class TaskStore:
 
     async def use_nonce(self, nonce: str) -> None:
         """Record a signed request's nonce; :class:`ReplayError` when seen before."""
-        postgres = self._transitions.postgres
-        await self._writer.run(
-            lambda s: record_nonce(s.connection(), nonce, utcnow(), postgres=postgres)
-        )
+        await self._writer.run(lambda s: record_nonce(s.connection(), nonce, utcnow()))
 
     # ------------------------------------------------------------------ reads
 

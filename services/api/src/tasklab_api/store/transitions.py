@@ -22,9 +22,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ClauseElement
 
 from tasklab_api.orm import Base, CallbackNonce, Task, TaskEvent, TaskRow
+from tasklab_api.store.prepared import Statements
 from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus, Verdict, supersedes
 
@@ -102,9 +105,10 @@ def gave_up_error(attempt: int, claims: int) -> str:
     )
 
 
-# Every statement of a status report, built once, in Core: the ORM's identity map,
-# unit of work and autoflush cost more than the rest of a report (the task is read
-# into a TaskRow, changed in Python and written back with one UPDATE).
+# Every statement of a status report, built once, in Core and run prepared (see
+# tasklab_api.store.prepared): the ORM's identity map, unit of work and autoflush, and
+# then SQLAlchemy's per-statement work, cost more than the database's own (the task is
+# read into a TaskRow, changed in Python and written back with one UPDATE).
 _TASKS = Base.metadata.tables[Task.__tablename__]
 _NONCES = Base.metadata.tables[CallbackNonce.__tablename__]
 _EVENTS = Base.metadata.tables[TaskEvent.__tablename__]
@@ -120,29 +124,35 @@ _MUTABLE = (
     "finished_at",
     "updated_at",
 )
-TASK_ROW = select(*_TASKS.c).where(_TASKS.c.id == bindparam("task_id"))
-_TASK_ROW_FOR_UPDATE = TASK_ROW.with_for_update()
+_TASK_ROW = select(*_TASKS.c).where(_TASKS.c.id == bindparam("task_id"))
 TASK_BY_ID = select(Task).where(Task.id == bindparam("task_id"))
 _TASK_FOR_UPDATE = TASK_BY_ID.with_for_update()
-# (the SET clause: the parameters named after the columns, all of _MUTABLE)
-_UPDATE_TASK = update(_TASKS).where(_TASKS.c.id == bindparam("task_id"))
-_INSERT_EVENT = insert(_EVENTS)
-_EVENT_SEEN = select(_EVENTS.c.event_id).where(_EVENTS.c.event_id == bindparam("event_id"))
-_STARTS = (
-    select(func.count())
+
+
+def _record_nonce(dialect: Dialect) -> ClauseElement:
+    """A nonce recorded unless it is there already (then nothing is written, nothing
+    returned, and nothing fails: the transaction goes on)."""
+    dialect_insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce)
+
+
+_STATEMENTS = Statements(
+    task_row=_TASK_ROW,
+    task_row_locked=_TASK_ROW.with_for_update(),
+    update_task=update(_TASKS)
+    .where(_TASKS.c.id == bindparam("task_id"))
+    .values({name: bindparam(name) for name in _MUTABLE}),
+    insert_event=insert(_EVENTS),
+    event_seen=select(_EVENTS.c.event_id).where(_EVENTS.c.event_id == bindparam("event_id")),
+    starts=select(func.count())
     .select_from(_EVENTS)
     .where(
         _EVENTS.c.task_id == bindparam("task_id"),
         _EVENTS.c.attempt == bindparam("attempt"),
         _EVENTS.c.status == TaskStatus.IN_PROGRESS.value,
-    )
+    ),
+    record_nonce=_record_nonce,
 )
-#: A nonce is recorded unless it is there already (then nothing is written, nothing
-#: returned, and nothing fails: the transaction goes on).
-_RECORD_NONCE = {
-    True: postgresql.insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce),
-    False: sqlite.insert(_NONCES).on_conflict_do_nothing().returning(_NONCES.c.nonce),
-}
 assert tuple(_TASKS.c.keys()) == tuple(f.name for f in dataclasses.fields(TaskRow))
 
 
@@ -151,10 +161,10 @@ def locking(postgres: bool) -> Select[Task]:
     return _TASK_FOR_UPDATE if postgres else TASK_BY_ID
 
 
-def record_nonce(conn: Connection, nonce: str, now: datetime, *, postgres: bool) -> None:
+def record_nonce(conn: Connection, nonce: str, now: datetime) -> None:
     """Add a signed request's nonce to the transaction; :class:`ReplayError` (nothing
     written) when it was seen before."""
-    recorded = conn.execute(_RECORD_NONCE[postgres], {"nonce": nonce, "seen_at": now}).first()
+    recorded = _STATEMENTS.on(conn)["record_nonce"].first(conn, {"nonce": nonce, "seen_at": now})
     if recorded is None:
         raise ReplayError(nonce)
 
@@ -174,13 +184,13 @@ class Transitions:
         notify: Callable[[Connection, Sequence[str]], None],
     ) -> None:
         self.postgres = postgres
-        self._row = _TASK_ROW_FOR_UPDATE if postgres else TASK_ROW
+        self._row = "task_row_locked" if postgres else "task_row"
         self.delivery_limit = delivery_limit
         self._notify = notify
 
     def locked(self, conn: Connection, task_id: str) -> TaskRow | None:
         """The task's row, locked (PostgreSQL) until the transaction ends."""
-        row = conn.execute(self._row, {"task_id": task_id}).first()
+        row = _STATEMENTS.on(conn)[self._row].first(conn, {"task_id": task_id})
         return None if row is None else TaskRow(*row)
 
     def report(
@@ -190,7 +200,7 @@ class Transitions:
         when seen before, and nothing else done), then each report applied in order
         (None for an unknown task); one announcement for the tasks that changed."""
         conn = s.connection()
-        record_nonce(conn, nonce, now, postgres=self.postgres)
+        record_nonce(conn, nonce, now)
         results = [self.apply_update(conn, update, now) for update in updates]
         changed = [r.task.id for r in results if r is not None and r.changed]
         if changed:
@@ -205,8 +215,9 @@ class Transitions:
         task = self.locked(conn, update.task_id)
         if task is None:
             return None
+        statements = _STATEMENTS.on(conn)
         previous = TaskStatus(task.status)
-        if conn.execute(_EVENT_SEEN, {"event_id": update.event_id}).first() is not None:
+        if statements["event_seen"].first(conn, {"event_id": update.event_id}) is not None:
             return UpdateResult(task, Verdict.DUPLICATE, previous)
         applied = supersedes(update.status, update.attempt, previous, task.attempts)
         verdict = Verdict.APPLIED if applied else Verdict.STALE
@@ -225,8 +236,8 @@ class Transitions:
         if changed:
             task = dataclasses.replace(task, updated_at=now)
             _write(conn, task)
-        conn.execute(  # recorded whatever the report did
-            _INSERT_EVENT,
+        statements["insert_event"].run(  # recorded whatever the report did
+            conn,
             {
                 "event_id": update.event_id,
                 "task_id": update.task_id,
@@ -258,13 +269,15 @@ class Transitions:
     @staticmethod
     def _claims(conn: Connection, task_id: str, attempt: int) -> int:
         """How many times ``attempt`` of the task was started before (distinct reports)."""
-        return int(conn.execute(_STARTS, {"task_id": task_id, "attempt": attempt}).scalar_one())
+        row = _STATEMENTS.on(conn)["starts"].first(conn, {"task_id": task_id, "attempt": attempt})
+        assert row is not None
+        return int(row[0])
 
 
 def _write(conn: Connection, task: TaskRow) -> None:
     """The task's changeable columns as ``task`` has them."""
     values: dict[str, Any] = {name: getattr(task, name) for name in _MUTABLE}
-    conn.execute(_UPDATE_TASK, {"task_id": task.id, **values})
+    _STATEMENTS.on(conn)["update_task"].run(conn, {"task_id": task.id, **values})
 
 
 def _give_up(task: TaskRow, attempt: int, claims: int, now: datetime) -> TaskRow:
