@@ -145,9 +145,9 @@ def _uses_signed_body(dependant: Dependant) -> bool:
 
 def test_the_internal_port_serves_exactly_the_signed_routes(tmp_path: Path) -> None:
     """The paths the internal port alone serves are exactly those of the routes (of
-    every router) that take a SignedBody: the status callback and housekeeping, at the
-    paths the workers call."""
-    signed = set()
+    every router) that take a SignedBody, and the status callback (served by its own
+    endpoint, which checks the same signature): the paths the workers call."""
+    signed = {CALLBACK_PATH}
     for module in pkgutil.iter_modules(routers.__path__):
         router = importlib.import_module(f"{routers.__name__}.{module.name}").router
         signed |= {

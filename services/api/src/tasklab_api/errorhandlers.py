@@ -3,6 +3,10 @@ input echoed. Installed on every app of the api (:func:`install`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -13,14 +17,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 _UNPARSABLE = "There was an error parsing the body"
 
 
+def problems(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A 422's ``detail``: where, why and what kind, per problem; never the input."""
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+        for e in errors
+    ]
+
+
+def detail_body(detail: Any) -> bytes:
+    """An error answer's JSON body, ``{"detail": ...}``, as every handler here renders it."""
+    return json.dumps({"detail": detail}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """422 with a reason per problem; never echoes the (possibly huge or non-JSON) input."""
     assert isinstance(exc, RequestValidationError)
-    detail = [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return JSONResponse({"detail": problems(exc.errors())}, status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
 
-from tasklab_api import metrics
+from tasklab_api.callback import DISCONNECTED, answer_report
 from tasklab_api.deps import State
 from tasklab_api.schemas import ErrorOut
-from tasklab_api.signing import SignedBody
-from tasklab_api.store import ReplayError, TaskNotFound
-from tasklab_common.messages import UNKNOWN_TASK_HEADER, CallbackReply, StatusUpdate
-from tasklab_common.models import TaskStatus
+from tasklab_common.messages import CallbackReply, StatusUpdate
 from tasklab_common.settings import CALLBACK_PATH
 
 router = APIRouter(tags=["callbacks"])
@@ -58,26 +56,17 @@ def inline_schema(model: type[StatusUpdate]) -> dict[str, Any]:
         404: {"model": ErrorOut, "description": "Unknown task"},
     },
 )
-async def update_task_status(signed: SignedBody, state: State) -> CallbackReply:
+async def update_task_status(request: Request, state: State) -> Response:
     """A worker reports a status change. Requests are signed (HMAC-SHA256 with the
     shared secret over timestamp, nonce and body). An update that does not move the
-    task forward is accepted and changes nothing; ``verdict`` says what was made of it."""
-    update = signed.parse(StatusUpdate, metrics.Refusal.INVALID)
+    task forward is accepted and changes nothing; ``verdict`` says what was made of it.
+
+    (The api serves this path with :class:`tasklab_api.callback.CallbackEndpoint`; the
+    route documents it, with the same answers.)"""
     try:
-        result = await state.store.apply_update(update, signed.nonce)
-    except ReplayError:
-        metrics.on_callback_refused(metrics.Refusal.REPLAYED)
-        raise HTTPException(403, "callback rejected: replayed request") from None
-    except TaskNotFound:
-        metrics.on_callback_refused(metrics.Refusal.UNKNOWN_TASK)
-        raise HTTPException(404, "no such task", headers={UNKNOWN_TASK_HEADER: "1"}) from None
-    metrics.on_report(result.verdict, result.task, update)
-    return CallbackReply(
-        applied=result.applied,
-        status=TaskStatus(result.task.status),
-        proceed=result.proceed,
-        attempts=result.task.attempts,
-        duplicate=result.duplicate,
-        dead_letter=result.gave_up,
-        verdict=result.verdict,
-    )
+        body = await request.body()
+    except ClientDisconnect:
+        answer = DISCONNECTED
+    else:
+        answer = await answer_report(state, body, request.headers)
+    return Response(answer.body, answer.status, answer.headers, media_type="application/json")
