@@ -197,6 +197,25 @@ def test_callback_rejects_invalid_body(client: TestClient, secret: str) -> None:
         assert resp.status_code == 422, raw
 
 
+def test_the_callback_answers_like_every_route(client: TestClient, secret: str) -> None:
+    """Served by its own endpoint, the callback answers as a FastAPI route would: 405
+    with Allow for another method, JSON errors with a reason, the HTTP metrics under
+    its path."""
+    resp = client.get("/update_task_status_api/")
+    assert (resp.status_code, resp.headers["allow"]) == (405, "POST")
+    assert resp.json() == {"detail": "Method Not Allowed"}
+    raw = b'{"task_id": "x"}'
+    resp = _callback(client, raw, sign_headers(secret, raw))
+    assert resp.headers["content-type"] == "application/json"
+    (problem,) = resp.json()["detail"]
+    assert (problem["loc"], problem["type"]) == (["status"], "missing")
+    assert "input" not in problem  # never the input echoed
+    labels = (
+        'tasklab_http_requests_total{code="422",method="POST",route="/update_task_status_api/"}'
+    )
+    assert _sample(client.get("/metrics").text, labels) >= 1
+
+
 def test_overview_without_broker_stats(client: TestClient) -> None:
     body = client.get("/api/overview").json()
     assert body["counts"]["PENDING"] == 0
