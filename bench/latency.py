@@ -12,6 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import sys
 import time
 from typing import Any
 
@@ -25,12 +29,21 @@ from tasklab_common.messages import StatusUpdate
 from tasklab_common.models import TaskStatus
 from tasklab_common.signing import sign_headers
 
-__all__ = ["TASK_TIMEOUT", "callback_latency", "submit_to_done", "sync_latency"]
+__all__ = [
+    "PROBE_SECRET_ENV",
+    "TASK_TIMEOUT",
+    "CallbackProbe",
+    "callback_latency",
+    "submit_to_done",
+    "sync_latency",
+]
 
 #: How long one task may take to reach DONE in a latency measurement.
 TASK_TIMEOUT = 15.0
 #: Requests before the measured ones (connections, caches).
 WARMUP = 5
+#: The environment variable that hands the callback secret to the probe's process.
+PROBE_SECRET_ENV = "BENCH_CALLBACK_SECRET"  # noqa: S105 (a variable's name)
 
 
 async def submit_to_done(
@@ -71,14 +84,13 @@ async def sync_latency(system: SystemStack, samples: int) -> dict[str, Any]:
 
 
 async def callback_latency(
-    system: SystemStack, stream: EventStream, task_ids: list[str], gap: float
+    callback_url: str, secret: str, stream: EventStream, task_ids: list[str], gap: float
 ) -> tuple[list[float], int]:
     """Signed IN_PROGRESS then DONE reports for each task, as a worker sends them;
     seconds from sending each report to its event on the live stream, and how many
     events never came."""
     latencies: list[float] = []
     timeouts = 0
-    secret = system.cfg.callback_secret
     async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
         for task_id in task_ids:
             for status, result in (
@@ -95,9 +107,7 @@ async def callback_latency(
                 body = update.model_dump_json().encode()
                 headers = {**JSON_HEADERS, **sign_headers(secret, body)}
                 sent = time.time()
-                response = await client.post(
-                    system.cfg.api_callback_url, content=body, headers=headers
-                )
+                response = await client.post(callback_url, content=body, headers=headers)
                 if response.status_code != 200:
                     raise RuntimeError(
                         f"callback answered {response.status_code}: {response.text[:200]}"
@@ -110,3 +120,47 @@ async def callback_latency(
                 latencies.append(seen.arrived - sent)
             await asyncio.sleep(gap)
     return latencies, timeouts
+
+
+class CallbackProbe:
+    """:func:`callback_latency` in a process of its own (``bench.probe``), following
+    the live stream itself, as a UI does from its own machine. Under load the
+    benchmark's process runs the load generator's clients: reports sent from it, and
+    events read by it, waited behind them, and the latency measured that wait too."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @classmethod
+    async def start(cls, system: SystemStack, task_ids: list[str], gap: float) -> CallbackProbe:
+        """The probe, once it follows the stream (it sends its first report then)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.probe",
+            system.cfg.api_base_url,
+            system.cfg.api_callback_url,
+            str(gap),
+            *task_ids,
+            env={**os.environ, PROBE_SECRET_ENV: system.cfg.callback_secret},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+        except TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise RuntimeError(f"the callback probe did not start (exit {process.returncode})")
+        return cls(process)
+
+    async def result(self) -> tuple[list[float], int]:
+        """Its latencies and timeouts, once it is done."""
+        out, _ = await self._process.communicate()
+        if self._process.returncode != 0:
+            raise RuntimeError(f"the callback probe failed (exit {self._process.returncode})")
+        found = json.loads(out)
+        return [float(x) for x in found["latencies"]], int(found["timeouts"])

@@ -129,7 +129,13 @@ class Run:
             async def at_rest(index: int) -> dict[str, Any]:
                 tasks = self.reserved[index * per_round : (index + 1) * per_round]
                 async with system.following() as stream:
-                    latencies, timeouts = await callback_latency(system, stream, tasks, gap=0.02)
+                    latencies, timeouts = await callback_latency(
+                        system.cfg.api_callback_url,
+                        system.cfg.callback_secret,
+                        stream,
+                        tasks,
+                        gap=0.02,
+                    )
                 return {**summarize(latencies).as_dict(), "timeouts": timeouts}
 
             def endpoint(mode: str) -> Variant:

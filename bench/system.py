@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -21,7 +20,7 @@ import httpx
 from bench.baselines import rate_stats
 from bench.common import Context, say
 from bench.drain import DrainTarget
-from bench.latency import callback_latency
+from bench.latency import CallbackProbe
 from bench.loadgen import LoadGenerator
 from bench.procstat import CpuAccount, Service
 from bench.stack import QUEUE_OF, SystemStack, epoch
@@ -107,13 +106,13 @@ async def live_load(
     tasks = ctx.plan.live_tasks
     await system.resume("celery")
     async with system.following() as stream:
-        under_load = asyncio.create_task(callback_latency(system, stream, reserved, gap=0.1))
+        probe = await CallbackProbe.start(system, reserved, gap=0.1)
         submitted = await system.submit(load, "celery", tasks)
         started = min(sent for sent, _ in submitted)
         done = await system.wait_done(
             stream, [task_id for _, task_id in submitted], 60 + tasks / 10
         )
-        latencies, timeouts = await under_load
+        latencies, timeouts = await probe.result()
     finished = {task_id: epoch(task["finished_at"]) for task_id, task in done.items()}
     rate = len(finished) / (max(finished.values()) - started)
     p99 = summarize(latencies).p99
