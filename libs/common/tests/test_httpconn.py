@@ -70,7 +70,7 @@ def test_posts_travel_on_one_kept_alive_connection(server: Server) -> None:
     for n in range(5):
         reply = conn.post(b'{"n": %d}' % n, {"Content-Type": "application/json", "X-A": "b"})
         assert (reply.status, reply.body) == (200, b'{"ok": true}')
-        assert reply.headers["Content-Type"] == "application/json"
+        assert reply.header("Content-Type") == reply.header("content-type") == "application/json"
     assert server.connections == 1
     path, headers, body = server.requests[-1]
     assert path == "/update_task_status_api/?x=1"
@@ -129,3 +129,59 @@ def test_tls_to_a_plain_server_is_a_transport_error(server: Server) -> None:
 def test_only_http_urls(bad: str) -> None:
     with pytest.raises(ValueError, match="not an http"):
         KeepAlive(bad, timeout=1)
+
+
+def _raw_server(answer: bytes) -> tuple[socket.socket, str]:
+    """A listener that answers every request on one connection with ``answer`` (raw
+    bytes, then closes)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        peer, _ = listener.accept()
+        with peer:
+            peer.recv(65536)
+            peer.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+
+
+@pytest.mark.parametrize(
+    ("answer", "body"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'4\r\n{"a"\r\n6;ext=1\r\n: 1}  \r\n0\r\nX-Trailer: t\r\n\r\n',
+            b'{"a": 1}  ',
+        ),
+        (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{}", b"{}"),
+        (b"HTTP/1.1 404 Not Found\r\nX-Unknown-Task: 1\r\nContent-Length: 2\r\n\r\n{}", b"{}"),
+    ],
+)
+def test_answers_of_every_framing_are_read_whole(answer: bytes, body: bytes) -> None:
+    listener, address = _raw_server(answer)
+    with listener:
+        reply = KeepAlive(address, timeout=5).post(b"{}", {})
+    assert reply.body == body
+    assert reply.status in (200, 404)
+    if reply.status == 404:
+        assert reply.header("x-unknown-task") == "1"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SMTP 220 hello\r\n\r\n",
+        b"HTTP/1.1 2x0 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 10_000 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+    ],
+)
+def test_a_malformed_or_cut_answer_is_a_transport_error(answer: bytes) -> None:
+    listener, address = _raw_server(answer)
+    with listener, pytest.raises(TransportError):
+        KeepAlive(address, timeout=5).post(b"{}", {})

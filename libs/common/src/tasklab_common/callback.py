@@ -167,7 +167,7 @@ class CallbackClient:
             raise _NotDelivered(f"{type(exc).__name__}: {exc}") from exc
         if resp.status == 200:
             return CallbackReply.model_validate_json(resp.body)
-        if resp.status == 404 and resp.headers.get(UNKNOWN_TASK_HEADER) == "1":
+        if resp.status == 404 and resp.header(UNKNOWN_TASK_HEADER) == "1":
             log.info("task %s is unknown to the api", update.task_id)
             return CallbackReply(
                 applied=False, status=TaskStatus.FAILED, proceed=False, unknown=True
