@@ -22,7 +22,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from functools import lru_cache
 from types import FrameType
 from typing import Any, Final
 
@@ -59,18 +58,23 @@ log = logging.getLogger(TASK_LOGGER)
 RUNNER: Final = "Celery Worker"
 
 
-@lru_cache(maxsize=1)
-def _client_for(pid: int, settings: CeleryWorkerSettings) -> CallbackClient:
-    return CallbackClient.from_settings(settings, stopping=WORKER_STOPPING.is_set)
+#: The process's callback client: (process id, the settings it was made from, client).
+_client: tuple[int, CeleryWorkerSettings, CallbackClient] | None = None
 
 
 def callback_client() -> CallbackClient:
     """The process-wide callback client, created on first use in each process.
 
-    Keyed by process id: a prefork child never uses a client (and its connections)
-    inherited from the process it was forked from.
+    Kept with the process id: a prefork child never uses a client (and its connections)
+    inherited from the process it was forked from. (Not an ``lru_cache`` on the
+    settings: it hashed every field of them at every report.)
     """
-    return _client_for(os.getpid(), get_settings())
+    global _client
+    pid, settings = os.getpid(), get_settings()
+    if _client is None or _client[0] != pid or _client[1] is not settings:
+        client = CallbackClient.from_settings(settings, stopping=WORKER_STOPPING.is_set)
+        _client = (pid, settings, client)
+    return _client[2]
 
 
 #: Whether this pool process is inside a task's work (where a hand-back may strike).

@@ -10,6 +10,7 @@ is left out.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import uuid
 from collections.abc import Iterator
@@ -250,6 +251,25 @@ def test_invalid_arguments_fail_without_retry(
 
 def test_callback_client_is_shared_within_a_process() -> None:
     assert celery_tasks.callback_client() is celery_tasks.callback_client()
+
+
+def test_a_forked_process_makes_a_callback_client_of_its_own() -> None:
+    """A prefork child never reports through the client (and connection) of the
+    process it was forked from."""
+    parents = id(celery_tasks.callback_client())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: whether its client is a new one, as one byte
+        try:
+            os.write(write, b"1" if id(celery_tasks.callback_client()) != parents else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert id(celery_tasks.callback_client()) == parents
 
 
 def test_retry_that_cannot_be_published_requeues_the_message(
