@@ -9,13 +9,23 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tasklab_common.messages import UNKNOWN_TASK_HEADER, StatusUpdate
+from tasklab_api.main import create_app
+from tasklab_api.migrate import upgrade
+from tasklab_common.messages import (
+    MAX_REPORTS_PER_REQUEST,
+    UNKNOWN_TASK_HEADER,
+    StatusUpdate,
+    TaskParams,
+)
+from tasklab_common.models import Method, TaskKind
 from tasklab_common.signing import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_headers
+from tasklab_devtools.testing.apisettings import api_settings
 
 
 def _details(resp: Any) -> str:
@@ -214,6 +224,81 @@ def test_the_callback_answers_like_every_route(client: TestClient, secret: str) 
         'tasklab_http_requests_total{code="422",method="POST",route="/update_task_status_api/"}'
     )
     assert _sample(client.get("/metrics").text, labels) >= 1
+
+
+def _task(client: TestClient) -> str:
+    store = client.app.state.tasklab.store  # type: ignore[attr-defined]
+    task = client.portal.call(store.create, Method.CELERY, TaskKind.PROCESS_TASK, TaskParams())  # type: ignore[union-attr]
+    return str(task.id)
+
+
+def _report(task_id: str, status: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(
+        StatusUpdate(task_id=task_id, status=status, worker="w1").model_dump_json()
+    )
+    return report
+
+
+def test_a_batch_of_reports_is_answered_report_by_report(client: TestClient, secret: str) -> None:
+    """An array of reports is one signed request: each applied in order, with its own
+    reply (an unknown task's says so instead of a 404); the same request again is a
+    replay and changes nothing."""
+    one, two = _task(client), _task(client)
+    batch = [
+        _report(one, "IN_PROGRESS"),
+        _report(one, "DONE"),
+        _report("no-such-task", "IN_PROGRESS"),
+        _report(two, "IN_PROGRESS"),
+    ]
+    body = json.dumps(batch).encode()
+    headers = sign_headers(secret, body)
+    resp = _callback(client, body, headers)
+    assert resp.status_code == 200, resp.text
+    replies = resp.json()
+    assert [(r["status"], r["applied"], r["proceed"], r["unknown"]) for r in replies] == [
+        ("IN_PROGRESS", True, True, False),
+        ("DONE", True, False, False),
+        ("FAILED", False, False, True),
+        ("IN_PROGRESS", True, True, False),
+    ]
+    assert [client.get(f"/api/tasks/{t}").json()["status"] for t in (one, two)] == [
+        "DONE",
+        "IN_PROGRESS",
+    ]
+    assert _callback(client, body, headers).status_code == 403
+    assert client.get(f"/api/tasks/{two}").json()["status"] == "IN_PROGRESS"
+
+
+@pytest.mark.parametrize(
+    ("items", "needle"),
+    [(0, "at least 1"), (MAX_REPORTS_PER_REQUEST + 1, f"at most {MAX_REPORTS_PER_REQUEST}")],
+)
+def test_a_batch_of_no_or_too_many_reports_is_422(
+    tmp_path: Path, secret: str, items: int, needle: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/api.db"
+    upgrade(url)
+    with TestClient(create_app(api_settings(url, secret=secret))) as client:
+        _assert_refused_batch(client, secret, items, needle)
+
+
+def _assert_refused_batch(client: TestClient, secret: str, items: int, needle: str) -> None:
+    task = _task(client)
+    body = json.dumps([_report(task, "IN_PROGRESS")] * items).encode()
+    resp = _callback(client, body, sign_headers(secret, body))
+    assert resp.status_code == 422, resp.text
+    assert needle in _details(resp)
+    assert client.get(f"/api/tasks/{task}").json()["status"] == "PENDING"
+
+
+def test_a_batch_with_a_bad_report_applies_none(client: TestClient, secret: str) -> None:
+    task = _task(client)
+    body = json.dumps([_report(task, "IN_PROGRESS"), {"task_id": task}]).encode()
+    resp = _callback(client, body, sign_headers(secret, body))
+    assert resp.status_code == 422, resp.text
+    (problem,) = resp.json()["detail"]
+    assert (problem["loc"], problem["type"]) == ([1, "status"], "missing")
+    assert client.get(f"/api/tasks/{task}").json()["status"] == "PENDING"
 
 
 def test_overview_without_broker_stats(client: TestClient) -> None:

@@ -48,6 +48,7 @@ def test_the_callback_body_is_described() -> None:
     )
     doc = create_app(settings).openapi()
     body = doc["paths"]["/update_task_status_api/"]["post"]["requestBody"]
-    schema = body["content"]["application/json"]["schema"]
-    assert schema["required"] == ["task_id", "status"]
-    assert "DONE" in schema["properties"]["status"]["enum"]
+    one, batch = body["content"]["application/json"]["schema"]["oneOf"]
+    assert one["required"] == ["task_id", "status"]
+    assert "DONE" in one["properties"]["status"]["enum"]
+    assert (batch["type"], batch["items"], batch["minItems"]) == ("array", one, 1)

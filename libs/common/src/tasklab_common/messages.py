@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -227,12 +228,17 @@ class StatusUpdate(BaseModel):
         return self
 
 
+#: Most reports one callback request may carry (a JSON array of them: a batch).
+MAX_REPORTS_PER_REQUEST: Final = 50
+
+
 class CallbackReply(BaseModel):
     """The api's answer to a status callback.
 
     ``proceed`` tells a worker whether it should (still) run the task: false once the
-    task is final (done elsewhere, failed or cancelled) or unknown. ``unknown`` is set by
-    the callback client, not by the api: the api has no such task (it answered 404).
+    task is final (done elsewhere, failed or cancelled) or unknown. ``unknown``: the api
+    has no such task (it answered a single report 404; in the answer to a batch, the
+    report's own reply says it, see :meth:`unknown_task`).
     ``dead_letter``
     (with ``proceed`` false) tells it to reject the message without requeueing, so
     the broker moves it to the dead-letter queue: the task was delivered more times
@@ -250,6 +256,19 @@ class CallbackReply(BaseModel):
     duplicate: bool = False
     dead_letter: bool = False
     unknown: bool = False
+
+    @classmethod
+    def unknown_task(cls) -> CallbackReply:
+        """The reply for a task the api does not know: do not run it."""
+        return cls(applied=False, status=TaskStatus.FAILED, proceed=False, unknown=True)
+
+
+#: A batch of reports (one signed request), and the api's answer to it: a reply per
+#: report, in order.
+StatusUpdates = TypeAdapter(
+    Annotated[list[StatusUpdate], Field(min_length=1, max_length=MAX_REPORTS_PER_REQUEST)]
+)
+CallbackReplies = TypeAdapter(list[CallbackReply])
 
 
 class HousekeepingRequest(BaseModel):

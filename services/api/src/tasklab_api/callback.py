@@ -1,4 +1,5 @@
-"""The workers' status callback: what a signed report is answered, served as pure ASGI.
+"""The workers' status callback: what a signed report (or batch) is answered, served
+as pure ASGI.
 
 Every task brings two or more reports, so this is the api's busiest path. Served by
 FastAPI, a report went through the exception and exit-stack layers, dependency
@@ -19,16 +20,22 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from tasklab_api import errorhandlers, metrics
+from tasklab_api.signing import verified_nonce
 from tasklab_api.state import AppState
-from tasklab_api.store import ReplayError, TaskNotFound
-from tasklab_common.messages import UNKNOWN_TASK_HEADER, CallbackReply, StatusUpdate
+from tasklab_api.store import ReplayError
+from tasklab_common.messages import (
+    UNKNOWN_TASK_HEADER,
+    CallbackReplies,
+    CallbackReply,
+    StatusUpdate,
+    StatusUpdates,
+)
 from tasklab_common.models import TaskStatus
 from tasklab_common.signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     CallbackAuthError,
-    verify,
 )
 
 #: The signature's headers, as ASGI names them (lower case, bytes).
@@ -56,51 +63,60 @@ DISCONNECTED = Answer.error(400, "incomplete request: the client disconnected")
 
 
 async def answer_report(state: AppState, body: bytes, headers: Mapping[str, str]) -> Answer:
-    """A worker's signed report, applied if it moves its task forward, and the answer.
+    """A worker's signed report, or batch of reports, applied where it moves its task
+    forward, and the answer.
 
-    401 for a missing, bad or stale signature, 422 with a reason per problem for a
-    report that is not one, 403 for a replayed request, 404 (marked with
-    ``UNKNOWN_TASK_HEADER``) for a task the store does not know; else 200 with the
-    :class:`~tasklab_common.messages.CallbackReply` (``verdict`` says what was made of
-    the report: an update that does not move the task forward changes nothing).
+    The body is one :class:`~tasklab_common.messages.StatusUpdate`, or a JSON array of
+    1 to ``MAX_REPORTS_PER_REQUEST`` of them (a batch: one signature, one transaction,
+    applied in order). 401 for a missing, bad or stale signature, 422 with a reason per
+    problem for a body that is neither, 403 for a replayed request (nothing applied).
+    One report: 404 (marked with ``UNKNOWN_TASK_HEADER``) for a task the store does not
+    know, else 200 with its :class:`~tasklab_common.messages.CallbackReply`. A batch:
+    200 with a reply per report, in order (``unknown`` set for a task the store does
+    not know). ``verdict`` says what was made of each report: an update that does not
+    move the task forward changes nothing.
     """
-    settings = state.settings
     try:
-        call = verify(
-            settings.callback_secret.get_secret_value(),
-            body,
-            headers.get(TIMESTAMP_HEADER),
-            headers.get(NONCE_HEADER),
-            headers.get(SIGNATURE_HEADER),
-            tolerance=settings.callback_tolerance_seconds,
-        )
+        nonce = verified_nonce(state.settings, body, headers)
     except CallbackAuthError as exc:
-        metrics.on_callback_refused(metrics.Refusal.UNAUTHENTICATED)
         return Answer.error(401, f"callback rejected: {exc.reason}")
+    batch = body.lstrip()[:1] == b"["
     try:
-        update = StatusUpdate.model_validate_json(body)
+        updates = (
+            StatusUpdates.validate_json(body) if batch else [StatusUpdate.model_validate_json(body)]
+        )
     except ValidationError as exc:
         metrics.on_callback_refused(metrics.Refusal.INVALID)
         errors = exc.errors(include_url=False, include_context=False)
         return Answer.error(422, errorhandlers.problems(errors))
     try:
-        result = await state.store.apply_update(update, call.nonce)
+        results = await state.store.apply_updates(updates, nonce)
     except ReplayError:
         metrics.on_callback_refused(metrics.Refusal.REPLAYED)
         return Answer.error(403, "callback rejected: replayed request")
-    except TaskNotFound:
-        metrics.on_callback_refused(metrics.Refusal.UNKNOWN_TASK)
+    replies: list[CallbackReply] = []
+    for update, result in zip(updates, results, strict=True):
+        if result is None:
+            metrics.on_callback_refused(metrics.Refusal.UNKNOWN_TASK)
+            replies.append(CallbackReply.unknown_task())
+            continue
+        metrics.on_report(result.verdict, result.task, update)
+        replies.append(
+            CallbackReply(
+                applied=result.applied,
+                status=TaskStatus(result.task.status),
+                proceed=result.proceed,
+                attempts=result.task.attempts,
+                duplicate=result.duplicate,
+                dead_letter=result.gave_up,
+                verdict=result.verdict,
+            )
+        )
+    if batch:
+        return Answer(200, CallbackReplies.dump_json(replies))
+    (reply,) = replies
+    if reply.unknown:
         return Answer.error(404, "no such task", **{UNKNOWN_TASK_HEADER: "1"})
-    metrics.on_report(result.verdict, result.task, update)
-    reply = CallbackReply(
-        applied=result.applied,
-        status=TaskStatus(result.task.status),
-        proceed=result.proceed,
-        attempts=result.task.attempts,
-        duplicate=result.duplicate,
-        dead_letter=result.gave_up,
-        verdict=result.verdict,
-    )
     return Answer(200, reply.model_dump_json().encode())
 
 

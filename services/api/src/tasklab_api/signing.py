@@ -1,13 +1,15 @@
 """Requests signed with the callback secret (the workers' status reports, housekeeping).
 
-:data:`SignedBody` is the dependency of both signed routes: the request's body once
-its signature (HMAC-SHA256 over timestamp, nonce and body, see
+:func:`verified_nonce` checks a request's signature (the status callback's endpoint
+calls it); :data:`SignedBody` is the housekeeping route's dependency: the request's body
+once its signature (HMAC-SHA256 over timestamp, nonce and body, see
 :mod:`tasklab_common.signing`) is verified. The nonce is the route's to record, in the
 transaction of what the request does, so that a replay changes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from tasklab_api import metrics
+from tasklab_api.config import Settings
 from tasklab_api.deps import State
 from tasklab_common.signing import (
     NONCE_HEADER,
@@ -47,6 +50,28 @@ class Signed:
             raise RequestValidationError(errors) from None
 
 
+def verified_nonce(settings: Settings, body: bytes, headers: Mapping[str, str]) -> str:
+    """The nonce of a request whose signature verifies with the callback secret.
+
+    :class:`CallbackAuthError` (its ``reason`` safe to answer) for a missing, bad or
+    stale signature, counted as an unauthenticated callback: the same secret, the same
+    alert on forgeries.
+    """
+    try:
+        call = verify(
+            settings.callback_secret.get_secret_value(),
+            body,
+            headers.get(TIMESTAMP_HEADER),
+            headers.get(NONCE_HEADER),
+            headers.get(SIGNATURE_HEADER),
+            tolerance=settings.callback_tolerance_seconds,
+        )
+    except CallbackAuthError:
+        metrics.on_callback_refused(metrics.Refusal.UNAUTHENTICATED)
+        raise
+    return call.nonce
+
+
 async def signed_body(request: Request, state: State) -> Signed:
     """The body of a signed request, its signature verified.
 
@@ -59,20 +84,11 @@ async def signed_body(request: Request, state: State) -> Signed:
         raw = await request.body()
     except ClientDisconnect:
         raise HTTPException(400, "incomplete request: the client disconnected") from None
-    settings = state.settings
     try:
-        call = verify(
-            settings.callback_secret.get_secret_value(),
-            raw,
-            request.headers.get(TIMESTAMP_HEADER),
-            request.headers.get(NONCE_HEADER),
-            request.headers.get(SIGNATURE_HEADER),
-            tolerance=settings.callback_tolerance_seconds,
-        )
+        nonce = verified_nonce(state.settings, raw, request.headers)
     except CallbackAuthError as exc:
-        metrics.on_callback_refused(metrics.Refusal.UNAUTHENTICATED)
         raise HTTPException(401, f"callback rejected: {exc.reason}") from None
-    return Signed(raw, call.nonce)
+    return Signed(raw, nonce)
 
 
 SignedBody = Annotated[Signed, Depends(signed_body)]

@@ -10,7 +10,7 @@ from starlette.requests import ClientDisconnect
 from tasklab_api.callback import DISCONNECTED, answer_report
 from tasklab_api.deps import State
 from tasklab_api.schemas import ErrorOut
-from tasklab_common.messages import CallbackReply, StatusUpdate
+from tasklab_common.messages import MAX_REPORTS_PER_REQUEST, CallbackReply, StatusUpdate
 from tasklab_common.settings import CALLBACK_PATH
 
 router = APIRouter(tags=["callbacks"])
@@ -40,13 +40,31 @@ def inline_schema(model: type[StatusUpdate]) -> dict[str, Any]:
     return resolved
 
 
+_REPORT = inline_schema(StatusUpdate)
+
+
 @router.post(
     CALLBACK_PATH,
     response_model=CallbackReply,
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": inline_schema(StatusUpdate)}},
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            _REPORT,
+                            {
+                                "type": "array",
+                                "items": _REPORT,
+                                "minItems": 1,
+                                "maxItems": MAX_REPORTS_PER_REQUEST,
+                                "description": "A batch: a reply per report, in order.",
+                            },
+                        ]
+                    }
+                }
+            },
         }
     },
     responses={
@@ -57,7 +75,9 @@ def inline_schema(model: type[StatusUpdate]) -> dict[str, Any]:
     },
 )
 async def update_task_status(request: Request, state: State) -> Response:
-    """A worker reports a status change. Requests are signed (HMAC-SHA256 with the
+    """A worker reports a status change, or several (a JSON array: one transaction,
+    answered with a JSON array of replies, in order; an unknown task's reply has
+    ``unknown`` set instead of a 404). Requests are signed (HMAC-SHA256 with the
     shared secret over timestamp, nonce and body). An update that does not move the
     task forward is accepted and changes nothing; ``verdict`` says what was made of it.
 
