@@ -17,7 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-from tasklab_common.messages import UNKNOWN_TASK_HEADER, CallbackReply, StatusUpdate
+from tasklab_common.messages import (
+    UNKNOWN_TASK_HEADER,
+    CallbackReplies,
+    CallbackReply,
+    StatusUpdate,
+    StatusUpdates,
+)
 from tasklab_common.models import TaskStatus, Verdict, supersedes
 from tasklab_common.settings import CALLBACK_PATH
 from tasklab_common.signing import (
@@ -45,7 +51,7 @@ def retried(attempts: int, final: TaskStatus) -> list[tuple[TaskStatus, int]]:
 @dataclass
 class _Answer:
     code: int
-    body: dict[str, Any]
+    body: Any
     unknown_task: bool = False
 
 
@@ -70,6 +76,11 @@ class FakeApi:
         self.refuse_with: int | None = None
         #: Seconds to wait before answering a report of this status (a slow api).
         self.slow: dict[TaskStatus, float] = {}
+        #: Whether it takes batches (a JSON array of reports); False: 422, as an api
+        #: that predates them.
+        self.takes_batches = True
+        #: How many reports each authentic request carried (1: a single report).
+        self.request_sizes: list[int] = []
         self._state: dict[str, tuple[TaskStatus, int]] = {}
         self._nonces: set[str] = set()
         self._lock = threading.Lock()
@@ -125,22 +136,35 @@ class FakeApi:
         except CallbackAuthError as exc:
             self.bad_calls.append(exc.reason)
             return _Answer(401, {"detail": exc.reason})
-        update = StatusUpdate.model_validate_json(body)
+        batch = body.lstrip()[:1] == b"["
+        if batch and not self.takes_batches:
+            return _Answer(422, {"detail": [{"loc": [], "msg": "not an object", "type": "x"}]})
+        if batch:
+            updates = StatusUpdates.validate_json(body)
+        else:
+            updates = [StatusUpdate.model_validate_json(body)]
         with self._lock:
             if call.nonce in self._nonces:
                 self.bad_calls.append("replayed nonce")
                 return _Answer(403, {"detail": "replayed nonce"})
             self._nonces.add(call.nonce)
-            delay = self.slow.get(update.status, 0.0)
+            self.request_sizes.append(len(updates))
+            delay = max(self.slow.get(update.status, 0.0) for update in updates)
         time.sleep(delay)
         with self._lock:
             if self.refuse_with is not None:
-                self.refused.append(update)
+                self.refused.extend(updates)
                 return _Answer(self.refuse_with, {"detail": "refused by the test"})
-            self.updates.append(update)
-            if update.task_id in self.unknown:
-                return _Answer(404, {"detail": "no such task"}, unknown_task=True)
-            return _Answer(200, self._apply(update).model_dump(mode="json"))
+            self.updates.extend(updates)
+            replies = [
+                CallbackReply.unknown_task() if u.task_id in self.unknown else self._apply(u)
+                for u in updates
+            ]
+        if batch:
+            return _Answer(200, json.loads(CallbackReplies.dump_json(replies)))
+        if replies[0].unknown:
+            return _Answer(404, {"detail": "no such task"}, unknown_task=True)
+        return _Answer(200, replies[0].model_dump(mode="json"))
 
     def _apply(self, update: StatusUpdate) -> CallbackReply:
         if update.task_id in self.no_proceed:
