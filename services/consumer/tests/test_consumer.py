@@ -587,3 +587,29 @@ def test_a_broker_that_never_answers_is_retried_not_fatal(tmp_path: Path) -> Non
             assert consumer.stop() == 0
         finally:
             consumer.kill()
+
+
+@pytest.mark.parametrize("takes_batches", [True, False])
+def test_reports_made_at_once_travel_together(
+    start_consumer: StartConsumer, queue: BrokerVhost, api: FakeApi, takes_batches: bool
+) -> None:
+    """While one report is on its way (a slow api), the reports the other threads make
+    go together in the next request; each task gets its own reply and ends DONE. An api
+    that refuses batches gets them one at a time, and nothing is lost."""
+    api.slow[IN_PROGRESS] = 0.3
+    api.takes_batches = takes_batches
+    consumer = start_consumer(consumer_concurrency=3)
+    ids = []
+    for num in range(1, 10):
+        task_id, body = task_body(num)
+        ids.append(task_id)
+        queue.publish(body)
+    for task_id in ids:
+        assert api.wait_final(task_id).status is DONE
+    assert [api.history(task_id) for task_id in ids] == [[(IN_PROGRESS, 1), (DONE, 1)]] * 9
+    if takes_batches:
+        assert max(api.request_sizes) > 1, api.request_sizes
+        assert consumer.count("refused a batch") == 0
+    else:
+        assert set(api.request_sizes) == {1}
+        assert consumer.count("the api refused a batch of reports") == 1

@@ -36,9 +36,12 @@ def main() -> None:
     shutdown = Shutdown(hand_back_after=settings.hand_back_after)
     shutdown.install()
     cancels = CancelBoard()
-    # One callback client, shared by all worker threads; once stopping, it gives up on an
+    # One callback client, shared by all worker threads, which combines their reports
+    # into batches when they report at once; once stopping, it gives up on an
     # unreachable api after CALLBACK_STOPPING_WAIT (the message is then requeued).
-    callbacks = CallbackClient.from_settings(settings, stopping=lambda: shutdown.requested)
+    callbacks = CallbackClient.from_settings(
+        settings, stopping=lambda: shutdown.requested, batching=True
+    )
     runner = TaskRunner(settings, callbacks, shutdown, cancels)
     Consumer(settings, runner, shutdown, cancels).run()
 
