@@ -599,11 +599,7 @@ def test_reports_made_at_once_travel_together(
     api.slow[IN_PROGRESS] = 0.3
     api.takes_batches = takes_batches
     consumer = start_consumer(consumer_concurrency=3)
-    ids = []
-    for num in range(1, 10):
-        task_id, body = task_body(num)
-        ids.append(task_id)
-        queue.publish(body)
+    ids = run_tasks(consumer, queue, range(1, 10), duration=0)
     for task_id in ids:
         assert api.wait_final(task_id).status is DONE
     assert [api.history(task_id) for task_id in ids] == [[(IN_PROGRESS, 1), (DONE, 1)]] * 9

@@ -271,6 +271,19 @@ StatusUpdates = TypeAdapter(
 CallbackReplies = TypeAdapter(list[CallbackReply])
 
 
+def is_batch(body: bytes) -> bool:
+    """Whether a callback body is a batch (a JSON array) rather than one report."""
+    return body.lstrip()[:1] == b"["
+
+
+def parse_reports(body: bytes) -> list[StatusUpdate]:
+    """The reports of a callback body, one or a batch (pydantic's ``ValidationError``
+    for a body that is neither)."""
+    if is_batch(body):
+        return StatusUpdates.validate_json(body)
+    return [StatusUpdate.model_validate_json(body)]
+
+
 class HousekeepingRequest(BaseModel):
     """Body of ``POST /internal/housekeeping`` (signed like a status callback)."""
 

@@ -27,8 +27,8 @@ from tasklab_common.messages import (
     UNKNOWN_TASK_HEADER,
     CallbackReplies,
     CallbackReply,
-    StatusUpdate,
-    StatusUpdates,
+    is_batch,
+    parse_reports,
 )
 from tasklab_common.models import TaskStatus
 from tasklab_common.signing import (
@@ -80,11 +80,9 @@ async def answer_report(state: AppState, body: bytes, headers: Mapping[str, str]
         nonce = verified_nonce(state.settings, body, headers)
     except CallbackAuthError as exc:
         return Answer.error(401, f"callback rejected: {exc.reason}")
-    batch = body.lstrip()[:1] == b"["
+    batch = is_batch(body)
     try:
-        updates = (
-            StatusUpdates.validate_json(body) if batch else [StatusUpdate.model_validate_json(body)]
-        )
+        updates = parse_reports(body)
     except ValidationError as exc:
         metrics.on_callback_refused(metrics.Refusal.INVALID)
         errors = exc.errors(include_url=False, include_context=False)

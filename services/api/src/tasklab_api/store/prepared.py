@@ -109,17 +109,18 @@ class Statements:
 
     def __init__(self, **statements: Statement) -> None:
         self._statements = statements
-        self._prepared: dict[str, dict[str, Prepared]] = {}
+        #: By dialect object: an engine's connections share one, so a lookup on the
+        #: hot path is one dict get.
+        self._prepared: dict[Dialect, dict[str, Prepared]] = {}
 
     def on(self, conn: Connection) -> dict[str, Prepared]:
         """The statements prepared for the dialect of ``conn``."""
         dialect = conn.dialect
-        key = f"{dialect.name}+{dialect.driver}"
-        prepared = self._prepared.get(key)
+        prepared = self._prepared.get(dialect)
         if prepared is None:
             prepared = {
                 name: Prepared(s if isinstance(s, ClauseElement) else s(dialect), dialect)
                 for name, s in self._statements.items()
             }
-            self._prepared[key] = prepared
+            self._prepared[dialect] = prepared
         return prepared

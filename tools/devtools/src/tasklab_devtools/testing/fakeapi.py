@@ -22,7 +22,8 @@ from tasklab_common.messages import (
     CallbackReplies,
     CallbackReply,
     StatusUpdate,
-    StatusUpdates,
+    is_batch,
+    parse_reports,
 )
 from tasklab_common.models import TaskStatus, Verdict, supersedes
 from tasklab_common.settings import CALLBACK_PATH
@@ -136,13 +137,10 @@ class FakeApi:
         except CallbackAuthError as exc:
             self.bad_calls.append(exc.reason)
             return _Answer(401, {"detail": exc.reason})
-        batch = body.lstrip()[:1] == b"["
+        batch = is_batch(body)
         if batch and not self.takes_batches:
             return _Answer(422, {"detail": [{"loc": [], "msg": "not an object", "type": "x"}]})
-        if batch:
-            updates = StatusUpdates.validate_json(body)
-        else:
-            updates = [StatusUpdate.model_validate_json(body)]
+        updates = parse_reports(body)
         with self._lock:
             if call.nonce in self._nonces:
                 self.bad_calls.append("replayed nonce")
