@@ -1,0 +1,180 @@
+"""The report relay: forked processes' reports through their parent, to a real HTTP
+callback server (:class:`~tasklab_devtools.testing.fakeapi.FakeApi`)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from tasklab_common.callback import CallbackClient, CallbackError
+from tasklab_common.messages import CallbackReply, StatusUpdate
+from tasklab_common.models import TaskStatus
+from tasklab_common.relay import RelayClient, ReportRelay
+from tasklab_devtools.testing.fakeapi import FakeApi
+
+SECRET = "relay-test-secret-0123456789"
+IN_PROGRESS, DONE = TaskStatus.IN_PROGRESS, TaskStatus.DONE
+FORK = multiprocessing.get_context("fork")
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    with FakeApi(SECRET) as server:
+        yield server
+    assert server.bad_calls == []
+
+
+@pytest.fixture
+def relay(api: FakeApi) -> Iterator[ReportRelay]:
+    client = CallbackClient(api.url, SECRET, max_wait=1.0, backoff=0.01, batching=True)
+    server = ReportRelay(client).start()
+    yield server
+    server.close()
+
+
+def update(status: TaskStatus = IN_PROGRESS, task_id: str | None = None) -> StatusUpdate:
+    return StatusUpdate(task_id=task_id or uuid.uuid4().hex, status=status, worker="celery@test")
+
+
+def in_child(job: Callable[[], str]) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+    """``job`` in a forked process; its outcome (what it returned, or the exception's
+    type and text) comes back on the returned pipe."""
+    receiving, sending = FORK.Pipe(duplex=False)
+
+    def run() -> None:
+        try:
+            outcome = job()
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        sending.send(outcome)
+
+    process = FORK.Process(target=run)
+    process.start()
+    return process, receiving
+
+
+def outcome_of(child: tuple[multiprocessing.process.BaseProcess, Connection]) -> str:
+    process, pipe = child
+    if not pipe.poll(20):
+        state = f"alive: {process.is_alive()}, exit code {process.exitcode}"
+        raise AssertionError(f"the child never answered ({state})")
+    result: str = pipe.recv()
+    process.join(10)
+    assert process.exitcode == 0
+    return result
+
+
+def test_reports_of_several_processes_made_at_once_travel_together(
+    api: FakeApi, relay: ReportRelay
+) -> None:
+    """While one report is on its way (a slow api), the reports other processes make go
+    together in the next request; each process gets the reply to its own report."""
+    api.slow[IN_PROGRESS] = 0.4
+    reports = [update() for _ in range(6)]
+
+    def report(one: StatusUpdate) -> Callable[[], str]:
+        return lambda: RelayClient(relay.path).report(one).model_dump_json()
+
+    children = [in_child(report(one)) for one in reports]
+    replies = [CallbackReply.model_validate_json(outcome_of(child)) for child in children]
+    assert all(reply.applied and reply.status is IN_PROGRESS for reply in replies)
+    assert sorted(u.task_id for u in api.updates) == sorted(u.task_id for u in reports)
+    assert len(api.request_sizes) < len(reports) and max(api.request_sizes) > 1, api.request_sizes
+
+
+def test_a_process_reports_over_one_connection_and_gets_each_reply(
+    api: FakeApi, relay: ReportRelay
+) -> None:
+    client = RelayClient(relay.path)
+    task_id = uuid.uuid4().hex
+    api.unknown.add("gone")
+    assert client.report(update(IN_PROGRESS, task_id)).proceed
+    done = client.report(update(DONE, task_id))
+    assert done.applied and done.status is DONE and not done.proceed
+    assert client.report(update(DONE, task_id)).applied is False  # a duplicate
+    assert client.report(update(IN_PROGRESS, "gone")).unknown
+    assert api.history(task_id) == [(IN_PROGRESS, 1), (DONE, 1), (DONE, 1)]
+
+
+def test_a_refusal_comes_back_with_its_reason(api: FakeApi, relay: ReportRelay) -> None:
+    api.refuse_with = 400
+    with pytest.raises(CallbackError, match="refused: 400"):
+        RelayClient(relay.path).report(update())
+
+
+def test_a_relay_out_of_reach_is_a_report_not_delivered(tmp_path: Path) -> None:
+    with pytest.raises(CallbackError, match="not relayed"):
+        RelayClient(str(tmp_path / "none.sock")).report(update())
+
+
+def test_a_closed_relay_takes_no_more_reports(api: FakeApi, relay: ReportRelay) -> None:
+    client = RelayClient(relay.path)
+    assert client.report(update()).applied
+    relay.close()
+    assert not os.path.exists(relay.path)
+    with pytest.raises(CallbackError, match="not relayed"):
+        client.report(update())
+    with pytest.raises(CallbackError, match="not relayed"):
+        RelayClient(relay.path).report(update())
+
+
+def test_a_forked_process_cannot_close_the_relay(api: FakeApi, relay: ReportRelay) -> None:
+    def close() -> str:
+        relay.close()
+        return "closed"
+
+    assert outcome_of(in_child(close)) == "closed"
+    assert os.path.exists(relay.path)
+    assert RelayClient(relay.path).report(update()).applied
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_wait_cut_short_never_takes_the_late_answer_for_the_next(
+    api: FakeApi, relay: ReportRelay
+) -> None:
+    """A process interrupted while its report is on its way (a time limit) gets, for its
+    next report, that report's answer, not the late one of the first."""
+    first, second = update(IN_PROGRESS), update(DONE)
+    api.slow[IN_PROGRESS] = 0.5
+
+    def interrupted_then_again() -> str:
+        def strike(_signum: int, _frame: FrameType | None) -> None:
+            raise Interrupted
+
+        signal.signal(signal.SIGALRM, strike)
+        client = RelayClient(relay.path)
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        try:
+            client.report(first)
+        except Interrupted:
+            pass
+        else:
+            return "not interrupted"
+        return client.report(second).model_dump_json()
+
+    reply = CallbackReply.model_validate_json(outcome_of(in_child(interrupted_then_again)))
+    assert reply.status is DONE and reply.applied
+    assert [u.task_id for u in api.updates] == [first.task_id, second.task_id]
+
+
+def test_what_is_not_a_report_is_refused(relay: ReportRelay) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(relay.path)
+        payload = b'{"task_id": "x"}'
+        sock.sendall(len(payload).to_bytes(4, "big") + payload)
+        with sock.makefile("rb") as reader:
+            length = int.from_bytes(reader.read(4), "big")
+            answer = reader.read(length)
+    assert answer.startswith(b"E") and b"malformed report" in answer
