@@ -16,6 +16,7 @@ result backend.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -51,6 +52,7 @@ from tasklab_common.messages import (
 )
 from tasklab_common.models import Method, TaskKind, TaskStatus
 from tasklab_common.protocol import Ending, RetryRule, TaskWorker
+from tasklab_common.relay import RelayClient, Reporter, ReportRelay
 
 log = logging.getLogger(TASK_LOGGER)
 
@@ -58,12 +60,30 @@ log = logging.getLogger(TASK_LOGGER)
 RUNNER: Final = "Celery Worker"
 
 
-#: The process's callback client: (process id, the settings it was made from, client).
-_client: tuple[int, CeleryWorkerSettings, CallbackClient] | None = None
+#: The worker's report relay: made in its main process before the pool forks.
+_relay: ReportRelay | None = None
 
 
-def callback_client() -> CallbackClient:
-    """The process-wide callback client, created on first use in each process.
+@signals.worker_init.connect
+def start_report_relay(**_: Any) -> None:
+    """Relay the pool processes' reports through the main process, where the reports
+    made at once travel together (:mod:`tasklab_common.relay`)."""
+    global _relay
+    client = CallbackClient.from_settings(
+        get_settings(), stopping=WORKER_STOPPING.is_set, batching=True
+    )
+    _relay = ReportRelay(client).start()
+    atexit.register(_relay.close)
+
+
+#: The process's reporter: (process id, the settings it was made from, reporter).
+_client: tuple[int, CeleryWorkerSettings, Reporter] | None = None
+
+
+def callback_client() -> Reporter:
+    """The process-wide reporter, created on first use in each process: in a pool
+    process, a client of the main process's relay; elsewhere (a solo or threads pool,
+    ``.apply()``), a callback client of its own.
 
     Kept with the process id: a prefork child never uses a client (and its connections)
     inherited from the process it was forked from. (Not an ``lru_cache`` on the
@@ -72,8 +92,12 @@ def callback_client() -> CallbackClient:
     global _client
     pid, settings = os.getpid(), get_settings()
     if _client is None or _client[0] != pid or _client[1] is not settings:
-        client = CallbackClient.from_settings(settings, stopping=WORKER_STOPPING.is_set)
-        _client = (pid, settings, client)
+        reporter: Reporter
+        if _relay is not None and _relay.owner != pid:
+            reporter = RelayClient(_relay.path)
+        else:
+            reporter = CallbackClient.from_settings(settings, stopping=WORKER_STOPPING.is_set)
+        _client = (pid, settings, reporter)
     return _client[2]
 
 
