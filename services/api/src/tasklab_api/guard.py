@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tasklab_api.onewrite import OneWrite
 
 __all__ = ["guarded_protocol"]
 
@@ -72,7 +74,8 @@ class _GuardedProtocol(HttpToolsProtocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # A response's head and body in one write (see tasklab_api.onewrite).
+        super().connection_made(cast(asyncio.Transport, OneWrite(transport, self.loop)))
         self._arm(self.head_timeout, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -150,7 +153,8 @@ class _GuardedProtocol(HttpToolsProtocol):
 def guarded_protocol(
     max_head_bytes: int, head_timeout: float, body_timeout: float
 ) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with the limits above (pass it as ``Config(http=)``)."""
+    """uvicorn's httptools protocol with the limits above, each response sent in one
+    write (:mod:`tasklab_api.onewrite`); pass it as ``Config(http=)``."""
     return type(
         "GuardedHttpToolsProtocol",
         (_GuardedProtocol,),
