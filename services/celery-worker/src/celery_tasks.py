@@ -67,12 +67,18 @@ _relay: ReportRelay | None = None
 @signals.worker_init.connect
 def start_report_relay(**_: Any) -> None:
     """Relay the pool processes' reports through the main process, where the reports
-    made at once travel together (:mod:`tasklab_common.relay`)."""
+    made at once travel together (:mod:`tasklab_common.relay`). Without a relay (its
+    socket cannot be made, e.g. a temporary directory whose path is too long for a Unix
+    socket) each pool process reports on its own, as a solo pool does."""
     global _relay
     client = CallbackClient.from_settings(
         get_settings(), stopping=WORKER_STOPPING.is_set, batching=True
     )
-    _relay = ReportRelay(client).start()
+    try:
+        _relay = ReportRelay(client).start()
+    except OSError as exc:
+        log.warning("no report relay (%s): each pool process reports on its own", exc)
+        return
     atexit.register(_relay.close)
 
 

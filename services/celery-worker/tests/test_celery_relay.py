@@ -9,6 +9,7 @@ api publishes them (Celery protocol 2, the api's ``origin``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -64,8 +65,11 @@ def sender(broker_url: str) -> Iterator[Celery]:
     app.close()
 
 
-@pytest.fixture
-def worker(broker_url: str, api: FakeApi, tmp_path: Path) -> Iterator[ManagedProcess]:
+@contextlib.contextmanager
+def running_worker(
+    broker_url: str, api: FakeApi, tmp_path: Path, **settings: str
+) -> Iterator[ManagedProcess]:
+    """``celery -A celery_app worker --concurrency=3`` against the broker and ``api``."""
     env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
     env.update(
         RMQ_URL=broker_url,
@@ -74,14 +78,23 @@ def worker(broker_url: str, api: FakeApi, tmp_path: Path) -> Iterator[ManagedPro
         CALLBACK_MAX_WAIT="5",
         PYTHONPATH=str(SRC),
         LOG_FORMAT="text",
+        **settings,
     )
     argv = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--loglevel=info"]
     argv.append("--concurrency=3")
     process = ManagedProcess("celery-worker", argv, env, cwd=tmp_path, log_path=tmp_path / "log")
     process.start()
-    wait_until(lambda: "ready." in process.log_text(), "the worker ready", 60)
-    yield process
-    process.terminate(timeout=20)
+    try:
+        wait_until(lambda: "ready." in process.log_text(), "the worker ready", 60)
+        yield process
+    finally:
+        process.terminate(timeout=20)
+
+
+@pytest.fixture
+def worker(broker_url: str, api: FakeApi, tmp_path: Path) -> Iterator[ManagedProcess]:
+    with running_worker(broker_url, api, tmp_path) as process:
+        yield process
 
 
 def publish(app: Celery, num: int) -> str:
@@ -136,3 +149,18 @@ def test_a_report_the_api_refuses_requeues_through_the_relay(
     assert "refused: 400" in worker.log_text()
     api.refuse_with = None
     assert api.wait_final(task_id, timeout=30).status is DONE
+
+
+def test_without_a_relay_the_pool_processes_report_on_their_own(
+    broker_url: str, sender: Celery, api: FakeApi, tmp_path: Path
+) -> None:
+    """A temporary directory whose path is too long for a Unix socket: the worker starts
+    all the same, says so, and every task ends DONE through the pool processes' own
+    reports."""
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    with running_worker(broker_url, api, tmp_path, TMPDIR=str(deep)) as worker:
+        ids = [publish(sender, num) for num in range(1, 4)]
+        for task_id in ids:
+            assert api.wait_final(task_id, timeout=30).status is DONE
+        assert "no report relay" in worker.log_text()
