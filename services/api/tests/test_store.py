@@ -437,9 +437,9 @@ async def test_concurrent_submissions_are_inserted_together_and_numbered(
 async def test_reports_arriving_together_share_a_commit_each_with_its_own_outcome(
     store: TaskStore, db_url: str
 ) -> None:
-    """SQLite groups concurrent writes into one transaction, a savepoint each: a
-    replayed nonce fails only its own report, and two reports on the same task in one
-    group keep their own outcomes."""
+    """SQLite groups concurrent writes into one transaction: a replayed nonce fails only
+    its own report, and two reports on the same task in one group keep their own
+    outcomes. (PostgreSQL's writer threads run them side by side, in no set order.)"""
     tids = [await new_task(store) for _ in range(30)]
     replayed = nonce()
     await store.apply_update(StatusUpdate(task_id=tids[0], status=S.IN_PROGRESS), replayed)
@@ -469,6 +469,11 @@ async def test_reports_arriving_together_share_a_commit_each_with_its_own_outcom
     assert not isinstance(first, BaseException) and not first.applied and first.proceed
     for i, claim in enumerate(claims[1:], start=1):
         assert not isinstance(claim, BaseException)
+        if i == 1 and not claim.applied and db_url.startswith("postgresql"):
+            # Another writer thread applied this task's DONE first: its IN_PROGRESS is
+            # then stale, and says so.
+            assert claim.task.status == "DONE" and not claim.proceed
+            continue
         assert claim.applied and claim.task.status == "IN_PROGRESS" and claim.proceed
         assert claim.task.worker == f"w{i}"
     done = results[-2]
