@@ -24,7 +24,7 @@ from tasklab_common.messages import API_ORIGIN_PREFIX, TaskMessage, TaskParams, 
 from tasklab_common.models import Method, TaskKind, TaskStatus
 from tasklab_common.queues import CELERY_QUEUE
 from tasklab_devtools.procs import ManagedProcess
-from tasklab_devtools.rabbitmq import private_node
+from tasklab_devtools.testing.amqp import broker_vhost
 from tasklab_devtools.testing.fakeapi import FakeApi
 from tasklab_devtools.waiting import wait_until
 
@@ -35,15 +35,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 @pytest.fixture(scope="module")
 def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("TASKLAB_TEST_RMQ_URL")
-    if url:
-        yield url
-        return
-    with (
-        private_node("tasklab-celery-test", tmp_path_factory.mktemp("rabbitmq")) as node,
-        node.vhost("celery-test") as vhost_url,
-    ):
-        yield vhost_url
+    with broker_vhost("celery-test", tmp_path_factory.mktemp("rabbitmq")) as vhost:
+        yield vhost.url
 
 
 @pytest.fixture

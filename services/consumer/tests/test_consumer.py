@@ -34,8 +34,7 @@ from tasklab_common.messages import (
     TaskParams,
 )
 from tasklab_common.models import Method, TaskKind, TaskStatus
-from tasklab_devtools.rabbitmq import private_node
-from tasklab_devtools.testing.amqp import BrokerVhost
+from tasklab_devtools.testing.amqp import BrokerVhost, broker_vhost
 from tasklab_devtools.testing.fakeapi import FakeApi, retried
 from tasklab_devtools.waiting import wait_until
 
@@ -131,15 +130,8 @@ StartConsumer = Callable[..., ConsumerProcess]
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerVhost]:
     """``TASKLAB_TEST_RMQ_URL``, or a private node's vhost for the session."""
-    url = os.environ.get("TASKLAB_TEST_RMQ_URL")
-    if url:
-        yield BrokerVhost(url)
-        return
-    with (
-        private_node("tasklab-consumer-test", tmp_path_factory.mktemp("rabbitmq")) as node,
-        node.vhost("consumer-test") as vhost_url,
-    ):
-        yield BrokerVhost(vhost_url, node)
+    with broker_vhost("consumer-test", tmp_path_factory.mktemp("rabbitmq")) as vhost:
+        yield vhost
 
 
 @pytest.fixture

@@ -78,6 +78,10 @@ def _receive(reader: IO[bytes]) -> bytes | None:
     return payload
 
 
+def _what(update: StatusUpdate) -> str:
+    return f"task {update.task_id} ({update.status})"
+
+
 class ReportRelay:
     """The forking process's side: reports taken on a Unix socket (:attr:`path`) and
     sent with ``client``, each answered once the api answered it.
@@ -182,27 +186,28 @@ class RelayClient:
     def report(self, update: StatusUpdate) -> CallbackReply:
         """The api's reply to ``update``; :class:`CallbackError` when the api refused it,
         it could not be delivered, or the relay could not be reached."""
-        what = f"task {update.task_id} ({update.status})"
         try:
             sock, reader = self._connection()
             _send(sock, update.model_dump_json().encode())
             answer = _receive(reader)
         except OSError as exc:
             self.close()
-            raise CallbackError(f"report of {what} not relayed: {exc}") from exc
+            raise CallbackError(f"report of {_what(update)} not relayed: {exc}") from exc
         except BaseException:  # interrupted (a time limit): the late answer is not read
             self.close()
             raise
         if answer is None:
             self.close()
-            raise CallbackError(f"report of {what} not relayed: the relay closed the connection")
+            raise CallbackError(
+                f"report of {_what(update)} not relayed: the relay closed the connection"
+            )
         kind, payload = answer[:1], answer[1:]
         if kind == REPLY:
             return CallbackReply.model_validate_json(payload)
         if kind == REFUSAL:
             raise CallbackError(payload.decode(errors="replace"))
         self.close()
-        raise CallbackError(f"report of {what}: the relay answered {kind!r}")
+        raise CallbackError(f"report of {_what(update)}: the relay answered {kind!r}")
 
     def _connection(self) -> tuple[socket.socket, IO[bytes]]:
         if self._sock is None or self._reader is None:

@@ -8,6 +8,10 @@ is the node itself and its management API.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pika
@@ -16,9 +20,22 @@ from pika.exchange_type import ExchangeType
 
 from tasklab_common.messages import CancelNotice
 from tasklab_common.queues import CANCEL_EXCHANGE, DIRECT_QUEUE
-from tasklab_devtools.rabbitmq import RabbitNode
+from tasklab_devtools.rabbitmq import RabbitNode, private_node
 
-__all__ = ["BrokerVhost"]
+__all__ = ["BrokerVhost", "broker_vhost"]
+
+
+@contextlib.contextmanager
+def broker_vhost(name: str, base_dir: Path) -> Iterator[BrokerVhost]:
+    """The tests' broker: ``TASKLAB_TEST_RMQ_URL`` when set (its vhost must exist), else
+    vhost ``name`` on a private node of their own (node ``tasklab-<name>``, data under
+    ``base_dir``), stopped at exit."""
+    url = os.environ.get("TASKLAB_TEST_RMQ_URL")
+    if url:
+        yield BrokerVhost(url)
+        return
+    with private_node(f"tasklab-{name}", base_dir) as node, node.vhost(name) as vhost_url:
+        yield BrokerVhost(vhost_url, node)
 
 
 class BrokerVhost:
