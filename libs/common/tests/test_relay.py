@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -16,7 +18,7 @@ from types import FrameType
 import pytest
 
 from tasklab_common.callback import CallbackClient, CallbackError
-from tasklab_common.messages import CallbackReply, StatusUpdate
+from tasklab_common.messages import MAX_REPORTS_PER_REQUEST, CallbackReply, StatusUpdate
 from tasklab_common.models import TaskStatus
 from tasklab_common.relay import RelayClient, ReportRelay
 from tasklab_devtools.testing.fakeapi import FakeApi
@@ -89,6 +91,45 @@ def test_reports_of_several_processes_made_at_once_travel_together(
     assert all(reply.applied and reply.status is IN_PROGRESS for reply in replies)
     assert sorted(u.task_id for u in api.updates) == sorted(u.task_id for u in reports)
     assert len(api.request_sizes) < len(reports) and max(api.request_sizes) > 1, api.request_sizes
+
+
+def test_reports_of_connected_processes_made_while_one_is_on_its_way_go_in_the_next_request(
+    api: FakeApi, relay: ReportRelay
+) -> None:
+    """Processes connected long before (as pool processes are) report while one report
+    waits for a slow api: their reports go together in the next request, each process
+    with its own reply."""
+    go = FORK.Event()
+    reports = [update(DONE) for _ in range(4)]
+
+    def warm_then_report(one: StatusUpdate) -> Callable[[], str]:
+        def job() -> str:
+            client = RelayClient(relay.path)
+            assert client.report(update(DONE)).applied  # connected, and a report done
+            assert go.wait(20)
+            return client.report(one).model_dump_json()
+
+        return job
+
+    children = [in_child(warm_then_report(one)) for one in reports]
+    _until(lambda: len(api.updates) == len(reports))
+    api.slow[IN_PROGRESS] = 0.4
+    before = len(api.request_sizes)
+    slow = threading.Thread(target=lambda: RelayClient(relay.path).report(update()))
+    slow.start()
+    _until(lambda: len(api.request_sizes) == before + 1)  # the slow one on its way
+    go.set()
+    replies = [CallbackReply.model_validate_json(outcome_of(child)) for child in children]
+    slow.join(10)
+    assert [(r.applied, r.status) for r in replies] == [(True, DONE)] * len(reports)
+    assert api.request_sizes[before + 1 :] == [len(reports)], api.request_sizes
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.01)
 
 
 def test_a_process_reports_over_one_connection_and_gets_each_reply(
@@ -178,3 +219,34 @@ def test_what_is_not_a_report_is_refused(relay: ReportRelay) -> None:
             length = int.from_bytes(reader.read(4), "big")
             answer = reader.read(length)
     assert answer.startswith(b"E") and b"malformed report" in answer
+
+
+def _bodies(updates: list[StatusUpdate]) -> list[tuple[StatusUpdate, bytes]]:
+    return [(u, u.model_dump_json().encode()) for u in updates]
+
+
+def test_reports_together_go_in_as_few_requests_as_the_batch_limit_allows(api: FakeApi) -> None:
+    client = CallbackClient(api.url, SECRET, max_wait=1.0, backoff=0.01, batching=True)
+    reports = [update() for _ in range(MAX_REPORTS_PER_REQUEST + 7)]
+    outcomes = client.report_together(_bodies(reports))
+    assert api.request_sizes == [MAX_REPORTS_PER_REQUEST, 7]
+    assert all(isinstance(o, CallbackReply) and o.applied for o in outcomes)
+    assert [u.task_id for u in api.updates] == [u.task_id for u in reports]
+
+
+def test_reports_together_to_an_api_without_batches_go_alone_each_with_its_outcome(
+    api: FakeApi,
+) -> None:
+    api.takes_batches = False
+    api.unknown.add("gone")
+    client = CallbackClient(api.url, SECRET, max_wait=1.0, backoff=0.01, batching=True)
+    outcomes = client.report_together(_bodies([update(), update(IN_PROGRESS, "gone"), update()]))
+    assert api.request_sizes == [1, 1, 1]
+    assert [isinstance(o, CallbackReply) and o.unknown for o in outcomes] == [False, True, False]
+    api.refuse_with = 400
+    two = [update(), update()]
+    refused = client.report_together(_bodies(two))
+    assert api.request_sizes[3:] == [1, 1]  # each sent, and refused, alone
+    for one, outcome in zip(two, refused, strict=True):
+        assert isinstance(outcome, CallbackError)
+        assert f"task {one.task_id} refused: 400" in str(outcome)

@@ -14,10 +14,23 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["Combiner"]
+__all__ = ["Combiner", "fitting"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+def fitting(sizes: Sequence[int], max_items: int, max_size: int) -> int:
+    """How many of the first items (of these sizes) make one batch: at most
+    ``max_items``, their sizes adding up to at most ``max_size``; always at least one
+    (an item larger than that goes alone)."""
+    count, total = 0, 0
+    for size in sizes:
+        if count and (count == max_items or total + size > max_size):
+            break
+        count += 1
+        total += size
+    return count
 
 
 class _Call(Generic[Item, Result]):
@@ -87,12 +100,8 @@ class Combiner(Generic[Item, Result]):
 
     def _take(self) -> list[_Call[Item, Result]]:
         with self._lock:
-            count, size = 0, 0
-            for c in self._waiting:
-                if count and (count == self._max_items or size + c.size > self._max_size):
-                    break
-                count += 1
-                size += c.size
+            sizes = [c.size for c in self._waiting]
+            count = fitting(sizes, self._max_items, self._max_size)
             batch = self._waiting[:count]
             del self._waiting[:count]
         return batch

@@ -38,7 +38,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from tasklab_common.batching import Combiner
+from tasklab_common.batching import Combiner, fitting
 from tasklab_common.httpconn import KeepAlive, Reply, TransportError
 from tasklab_common.messages import (
     MAX_REPORTS_PER_REQUEST,
@@ -90,6 +90,8 @@ class CallbackClient:
         self._stopping_wait = stopping_wait
         self._local = threading.local()
         self._timeout = timeout
+        #: Whether reports may go together (false once the api refused a batch).
+        self._together = batching
         self._batches: Combiner[tuple[StatusUpdate, bytes], CallbackReply] | None = (
             Combiner(self._send, max_items=MAX_REPORTS_PER_REQUEST, max_size=MAX_BATCH_BYTES)
             if batching
@@ -141,20 +143,42 @@ class CallbackClient:
         travel with other threads' reports: the outcome is the same.
         """
         body = update.model_dump_json().encode()
-        if self._batches is None:
+        if self._batches is None or not self._together:
             return self._deliver_one(update, body)
         return self._batches.call((update, body), len(body))
 
+    def report_together(
+        self, reports: Sequence[tuple[StatusUpdate, bytes]]
+    ) -> list[CallbackReply | CallbackError]:
+        """Reports made at once (each with its JSON body), sent together in as few
+        requests as the batch limits allow (one at a time when the client does not batch,
+        or once the api refused a batch); each report's outcome, in order: its reply, or
+        the :class:`CallbackError` of the request that carried it. For one caller that
+        gathers reports itself (the report relay), without :meth:`report`'s threads."""
+        outcomes: list[CallbackReply | CallbackError] = []
+        while len(outcomes) < len(reports):
+            rest = reports[len(outcomes) :]
+            count = (
+                fitting([len(body) for _, body in rest], MAX_REPORTS_PER_REQUEST, MAX_BATCH_BYTES)
+                if self._together
+                else 1
+            )
+            try:
+                outcomes.extend(self._send(rest[:count]))
+            except CallbackError as exc:
+                outcomes.extend([exc] * count)
+        return outcomes
+
     def _send(self, reports: Sequence[tuple[StatusUpdate, bytes]]) -> list[CallbackReply]:
         """The reports of one batch (one alone: as a single report)."""
-        if len(reports) > 1 and self._batches is not None:
+        if len(reports) > 1 and self._together:
             try:
                 return self._deliver_many(reports)
             except _BatchRefused as refusal:
                 log.warning(
                     "the api refused a batch of reports (%s); reporting one at a time", refusal
                 )
-                self._batches = None
+                self._together = False
         return [self._deliver_one(update, body) for update, body in reports]
 
     def _deliver_one(self, update: StatusUpdate, body: bytes) -> CallbackReply:

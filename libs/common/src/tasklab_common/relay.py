@@ -6,9 +6,10 @@ as the consumer's threads' reports do (:mod:`tasklab_common.batching`). The rela
 them back in one process. The worker's main process listens on a Unix socket, in a
 directory only its own user may enter, before it forks the pool (:class:`ReportRelay`);
 each pool process sends its reports there over one connection of its own
-(:class:`RelayClient`) and waits for the answer; a thread per connection hands them to
-one batching :class:`~tasklab_common.callback.CallbackClient`, so that the reports the
-pool processes make while another is on its way go together in the next request.
+(:class:`RelayClient`) and waits for the answer. One thread of the relay reads the
+reports of every connection and sends those that arrived together in one request
+(:meth:`~tasklab_common.callback.CallbackClient.report_together`), so that the reports
+the pool processes make while another request is on its way go in the next one.
 
 For the process that makes a report nothing else changes: the relay's client retries it
 as its own would (and stops early once the worker is stopping), and the answer comes
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import shutil
 import socket
 import struct
@@ -37,7 +39,7 @@ from typing import IO, Final, Protocol, Self
 
 from pydantic import ValidationError
 
-from tasklab_common.callback import CallbackError
+from tasklab_common.callback import CallbackClient, CallbackError
 from tasklab_common.messages import CallbackReply, StatusUpdate
 
 __all__ = ["RelayClient", "ReportRelay", "Reporter"]
@@ -47,6 +49,8 @@ log = logging.getLogger("tasklab.relay")
 _LENGTH: Final = struct.Struct("!I")
 #: Largest frame either side reads: far above any report (the api takes 1 MiB bodies).
 MAX_FRAME: Final = 4 * 1024 * 1024
+#: Most bytes the relay reads from a connection at once.
+READ_SIZE: Final = 64 * 1024
 REPLY: Final = b"R"
 REFUSAL: Final = b"E"
 
@@ -86,11 +90,14 @@ class ReportRelay:
     """The forking process's side: reports taken on a Unix socket (:attr:`path`) and
     sent with ``client``, each answered once the api answered it.
 
-    Made before the fork; only the process that made it (:attr:`owner`) serves and
-    closes it.
+    One thread serves every connection: it waits until reports arrive, reads all those
+    that did (at most one per process, which waits for its answer), sends them together
+    (:meth:`CallbackClient.report_together`) and answers each; the reports made while a
+    request is on its way are the next request's. Made before the fork; only the process
+    that made it (:attr:`owner`) serves and closes it.
     """
 
-    def __init__(self, client: Reporter) -> None:
+    def __init__(self, client: CallbackClient) -> None:
         self._client = client
         self.owner = os.getpid()
         self._dir = tempfile.mkdtemp(prefix="tasklab-relay-")  # only this user may enter
@@ -99,16 +106,24 @@ class ReportRelay:
         try:
             self._server.bind(self.path)
             self._server.listen(128)
+            self._server.setblocking(False)
         except BaseException:
             self._server.close()
             shutil.rmtree(self._dir, ignore_errors=True)
             raise
+        self._wake, self._waker = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._server, selectors.EVENT_READ)
+        self._selector.register(self._wake, selectors.EVENT_READ)
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
+        #: Each connection's bytes not yet a whole frame.
+        self._conns: dict[socket.socket, bytearray] = {}
+        self._thread: threading.Thread | None = None
 
     def start(self) -> Self:
-        threading.Thread(target=self._accept, name="report-relay", daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, name="report-relay", daemon=True)
+        self._thread.start()
         return self
 
     def close(self) -> None:
@@ -119,58 +134,128 @@ class ReportRelay:
             return
         self._closed.set()
         with self._lock:
-            conns, self._conns = self._conns, set()
+            conns = list(self._conns)
         for sock in (self._server, *conns):
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread reading it
-        self._server.close()
+                sock.shutdown(socket.SHUT_RDWR)  # its process sees the end at once
+        if self._thread is None:
+            self._close_sockets()
+        else:
+            with contextlib.suppress(OSError):
+                self._waker.send(b"x")  # the serving thread closes the sockets
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
+    def _serve(self) -> None:
+        try:
+            while not self._closed.is_set():
+                reports = self._arrived()
+                if reports and not self._closed.is_set():
+                    self._relay(reports)
+        except Exception:
+            log.exception("the report relay stopped")
+            self._closed.set()
+        finally:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns), {}
+        for sock in (self._server, self._wake, self._waker, *conns):
+            sock.close()
+        self._selector.close()
+
+    def _arrived(self) -> list[tuple[socket.socket, bytes]]:
+        """The reports that arrived (waiting for the first), with their connections."""
+        reports: list[tuple[socket.socket, bytes]] = []
+        for key, _ in self._selector.select():
+            sock = key.fileobj
+            if sock is self._server:
+                reports.extend(self._accept())
+            elif sock is not self._wake:
+                assert isinstance(sock, socket.socket)
+                reports.extend((sock, frame) for frame in self._read(sock))
+        return reports
+
+    def _accept(self) -> list[tuple[socket.socket, bytes]]:
+        """Take the connections waiting; the reports they already sent."""
+        reports: list[tuple[socket.socket, bytes]] = []
+        while True:
             try:
                 conn, _ = self._server.accept()
+            except BlockingIOError:
+                return reports
             except OSError as exc:
-                if self._closed.is_set():
-                    return
                 log.warning("the report relay could not take a connection: %s", exc)
-                self._closed.wait(0.1)
-                continue
-            threading.Thread(
-                target=self._serve, args=(conn,), name="report-relay-conn", daemon=True
-            ).start()
+                return reports
+            # Never waits on a connection: reads when the selector says so; an answer is
+            # far smaller than the socket's buffer, and a process has one at a time.
+            conn.setblocking(False)
+            with self._lock:
+                self._conns[conn] = bytearray()
+            self._selector.register(conn, selectors.EVENT_READ)
+            reports.extend((conn, frame) for frame in self._read(conn))
 
-    def _serve(self, conn: socket.socket) -> None:
-        """One process's reports, one at a time, until it closes its connection."""
-        with self._lock:
-            if self._closed.is_set():
-                conn.close()
-                return
-            self._conns.add(conn)
-        with conn, conn.makefile("rb") as reader:
-            while True:
-                try:
-                    frame = _receive(reader)
-                    if frame is None:
-                        break
-                    _send(conn, self._answer(frame))
-                except OSError:  # the process is gone, or sent what is not a frame
-                    break
-        with self._lock:
-            self._conns.discard(conn)
+    def _read(self, conn: socket.socket) -> list[bytes]:
+        """The whole frames ``conn`` sent; none when it closed (then it is dropped), or
+        sent what is not a frame (dropped too)."""
+        try:
+            data = conn.recv(READ_SIZE)
+        except BlockingIOError:
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return []
+        pending = self._conns[conn]
+        pending += data
+        frames = []
+        while len(pending) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(pending)
+            if length > MAX_FRAME:
+                self._drop(conn)
+                return []
+            end = _LENGTH.size + length
+            if len(pending) < end:
+                break
+            frames.append(bytes(pending[_LENGTH.size : end]))
+            del pending[:end]
+        return frames
 
-    def _answer(self, frame: bytes) -> bytes:
+    def _drop(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._conns.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn)
+        conn.close()
+
+    def _relay(self, frames: list[tuple[socket.socket, bytes]]) -> None:
+        """Send the reports together; answer each on its connection."""
+        reports: list[tuple[socket.socket, StatusUpdate, bytes]] = []
+        for conn, frame in frames:
+            try:
+                reports.append((conn, StatusUpdate.model_validate_json(frame), frame))
+            except ValidationError as exc:
+                self._answer(
+                    conn, REFUSAL + f"the report relay got a malformed report: {exc}".encode()
+                )
         try:
-            update = StatusUpdate.model_validate_json(frame)
-        except ValidationError as exc:
-            return REFUSAL + f"the report relay got a malformed report: {exc}".encode()
-        try:
-            return REPLY + self._client.report(update).model_dump_json().encode()
-        except CallbackError as exc:
-            return REFUSAL + str(exc).encode()
+            outcomes = self._client.report_together([(update, body) for _, update, body in reports])
         except Exception as exc:
-            log.exception("relaying the report of task %s failed", update.task_id)
-            return REFUSAL + f"relaying the report failed: {type(exc).__name__}: {exc}".encode()
+            log.exception("relaying %d reports failed", len(reports))
+            failure = CallbackError(f"relaying the report failed: {type(exc).__name__}: {exc}")
+            outcomes = [failure] * len(reports)
+        for (conn, _, _), outcome in zip(reports, outcomes, strict=True):
+            if isinstance(outcome, CallbackError):
+                self._answer(conn, REFUSAL + str(outcome).encode())
+            else:
+                self._answer(conn, REPLY + outcome.model_dump_json().encode())
+
+    def _answer(self, conn: socket.socket, payload: bytes) -> None:
+        try:
+            _send(conn, payload)
+        except OSError:  # the process is gone (or, never seen, it stopped reading)
+            self._drop(conn)
 
 
 class RelayClient:
