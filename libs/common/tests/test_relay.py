@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -250,3 +250,25 @@ def test_reports_together_to_an_api_without_batches_go_alone_each_with_its_outco
     for one, outcome in zip(two, refused, strict=True):
         assert isinstance(outcome, CallbackError)
         assert f"task {one.task_id} refused: 400" in str(outcome)
+
+
+def test_a_failure_of_the_relays_client_is_a_refusal_and_the_relay_goes_on(api: FakeApi) -> None:
+    class Failing(CallbackClient):
+        failures = 1
+
+        def report_together(
+            self, reports: Sequence[tuple[StatusUpdate, bytes]]
+        ) -> list[CallbackReply | CallbackError]:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("a bug")
+            return super().report_together(reports)
+
+    relay = ReportRelay(Failing(api.url, SECRET, max_wait=1.0, batching=True)).start()
+    try:
+        client = RelayClient(relay.path)
+        with pytest.raises(CallbackError, match="relaying the report failed: RuntimeError: a bug"):
+            client.report(update())
+        assert client.report(update()).applied
+    finally:
+        relay.close()

@@ -148,12 +148,16 @@ class ReportRelay:
     def _serve(self) -> None:
         try:
             while not self._closed.is_set():
-                reports = self._arrived()
-                if reports and not self._closed.is_set():
-                    self._relay(reports)
-        except Exception:
-            log.exception("the report relay stopped")
-            self._closed.set()
+                reports: list[tuple[socket.socket, bytes]] = []
+                try:
+                    reports = self._arrived()
+                    if reports and not self._closed.is_set():
+                        self._relay(reports)
+                except Exception:  # not seen: the relay goes on, and the pool with it
+                    log.exception("the report relay failed; going on")
+                    for conn, _ in reports:  # unanswered: not relayed, for its process
+                        self._drop(conn)
+                    self._closed.wait(0.1)
         finally:
             self._close_sockets()
 
