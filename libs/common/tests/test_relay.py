@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
@@ -22,6 +21,7 @@ from tasklab_common.messages import MAX_REPORTS_PER_REQUEST, CallbackReply, Stat
 from tasklab_common.models import TaskStatus
 from tasklab_common.relay import RelayClient, ReportRelay
 from tasklab_devtools.testing.fakeapi import FakeApi
+from tasklab_devtools.waiting import wait_until
 
 SECRET = "relay-test-secret-0123456789"
 IN_PROGRESS, DONE = TaskStatus.IN_PROGRESS, TaskStatus.DONE
@@ -112,24 +112,17 @@ def test_reports_of_connected_processes_made_while_one_is_on_its_way_go_in_the_n
         return job
 
     children = [in_child(warm_then_report(one)) for one in reports]
-    _until(lambda: len(api.updates) == len(reports))
+    wait_until(lambda: len(api.updates) == len(reports), "the processes' first reports", 20)
     api.slow[IN_PROGRESS] = 0.4
     before = len(api.request_sizes)
     slow = threading.Thread(target=lambda: RelayClient(relay.path).report(update()))
     slow.start()
-    _until(lambda: len(api.request_sizes) == before + 1)  # the slow one on its way
+    wait_until(lambda: len(api.request_sizes) == before + 1, "the slow report on its way", 20)
     go.set()
     replies = [CallbackReply.model_validate_json(outcome_of(child)) for child in children]
     slow.join(10)
     assert [(r.applied, r.status) for r in replies] == [(True, DONE)] * len(reports)
     assert api.request_sizes[before + 1 :] == [len(reports)], api.request_sizes
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        assert time.monotonic() < deadline, "never happened"
-        time.sleep(0.01)
 
 
 def test_a_process_reports_over_one_connection_and_gets_each_reply(

@@ -90,8 +90,6 @@ class CallbackClient:
         self._stopping_wait = stopping_wait
         self._local = threading.local()
         self._timeout = timeout
-        #: Whether reports may go together (false once the api refused a batch).
-        self._together = batching
         self._batches: Combiner[tuple[StatusUpdate, bytes], CallbackReply] | None = (
             Combiner(self._send, max_items=MAX_REPORTS_PER_REQUEST, max_size=MAX_BATCH_BYTES)
             if batching
@@ -143,7 +141,7 @@ class CallbackClient:
         travel with other threads' reports: the outcome is the same.
         """
         body = update.model_dump_json().encode()
-        if self._batches is None or not self._together:
+        if self._batches is None:
             return self._deliver_one(update, body)
         return self._batches.call((update, body), len(body))
 
@@ -160,7 +158,7 @@ class CallbackClient:
             rest = reports[len(outcomes) :]
             count = (
                 fitting([len(body) for _, body in rest], MAX_REPORTS_PER_REQUEST, MAX_BATCH_BYTES)
-                if self._together
+                if self._batches is not None
                 else 1
             )
             try:
@@ -171,14 +169,14 @@ class CallbackClient:
 
     def _send(self, reports: Sequence[tuple[StatusUpdate, bytes]]) -> list[CallbackReply]:
         """The reports of one batch (one alone: as a single report)."""
-        if len(reports) > 1 and self._together:
+        if len(reports) > 1 and self._batches is not None:
             try:
                 return self._deliver_many(reports)
             except _BatchRefused as refusal:
                 log.warning(
                     "the api refused a batch of reports (%s); reporting one at a time", refusal
                 )
-                self._together = False
+                self._batches = None
         return [self._deliver_one(update, body) for update, body in reports]
 
     def _deliver_one(self, update: StatusUpdate, body: bytes) -> CallbackReply:
